@@ -1,0 +1,198 @@
+// Package apiv1 holds the JSON wire types of the server's HTTPS API
+// (/api/v1/...). The agent and vigocli share them with the server; nothing
+// else is shared between the agent and the server.
+package apiv1
+
+import "time"
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// RegisterRequest is the body of POST /api/v1/bootstrap/register.
+type RegisterRequest struct {
+	Hostname  string `json:"hostname"`
+	OS        string `json:"os"`
+	Arch      string `json:"arch"`
+	PublicKey string `json:"public_key"` // PEM "PUBLIC KEY", PKIX Ed25519
+	CSR       string `json:"csr"`        // PEM "CERTIFICATE REQUEST", signed by PublicKey, CN = Hostname
+	Token     string `json:"token,omitempty"`
+	Force     bool   `json:"force,omitempty"`
+	// PreviousUUID and PreviousSignature are set when an envoy re-registers
+	// because the server asked it to rebootstrap: they prove that the
+	// caller holds the old identity's key. PreviousSignature is the base64
+	// (standard, padded) Ed25519 signature by the old envoy key over
+	// RebootstrapSigningBytes(PreviousUUID, Hostname, PublicKey). The
+	// server then revokes the old UUID with reason "rebootstrapped".
+	PreviousUUID      string `json:"previous_uuid,omitempty"`
+	PreviousSignature string `json:"previous_signature,omitempty"`
+}
+
+// RebootstrapSigningBytes returns the bytes an envoy signs with its old key
+// to prove its previous identity in a RegisterRequest: the context string
+// "vigo-rebootstrap-v1\n", then previousUUID, hostname and publicKeyPEM
+// (the new key, exactly as sent), each as a 4-byte big-endian length
+// followed by the bytes.
+func RebootstrapSigningBytes(previousUUID, hostname, publicKeyPEM string) []byte {
+	b := []byte("vigo-rebootstrap-v1\n")
+	for _, s := range []string{previousUUID, hostname, publicKeyPEM} {
+		n := len(s)
+		b = append(b, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+		b = append(b, s...)
+	}
+	return b
+}
+
+// RegisterResponse is the answer to a successful registration.
+type RegisterResponse struct {
+	UUID            string   `json:"uuid"`
+	Hostname        string   `json:"hostname"`
+	Certificate     string   `json:"certificate"` // PEM
+	CA              string   `json:"ca"`          // PEM
+	GRPCAddress     string   `json:"grpc_address"`
+	CheckinInterval string   `json:"checkin_interval"`      // Go duration, e.g. "1m0s"
+	ServerPublicKey string   `json:"server_public_key"`     // PEM, Ed25519 key that signs check-in responses
+	SigningKey      string   `json:"signing_key,omitempty"` // PEM, Ed25519 key of the offline agent signing key, when configured
+	Method          string   `json:"method"`
+	Rule            string   `json:"rule"`
+	PolicyRevision  string   `json:"policy_revision"`
+	Replaced        []string `json:"replaced,omitempty"` // UUIDs of envoys revoked as replaced
+}
+
+// AgentLatest is the answer of GET /api/v1/agent/latest?os=&arch=.
+type AgentLatest struct {
+	OS        string `json:"os"`
+	Arch      string `json:"arch"`
+	Version   string `json:"version"`
+	SHA256    string `json:"sha256"`
+	Size      int64  `json:"size"`
+	Signature string `json:"signature,omitempty"` // base64 Ed25519 signature over the raw SHA-256 digest
+	URL       string `json:"url"`
+}
+
+// TokenCreateRequest is the body of POST /api/v1/tokens.
+type TokenCreateRequest struct {
+	Pattern string `json:"pattern"`
+	TTL     string `json:"ttl,omitempty"` // Go duration; default 24h, capped by policy tokens.max_ttl
+	Note    string `json:"note,omitempty"`
+}
+
+// TokenCreated is the answer of POST /api/v1/tokens: the only time the
+// secret is shown.
+type TokenCreated struct {
+	ID        string    `json:"id"`
+	Token     string    `json:"token"`
+	Pattern   string    `json:"pattern"`
+	Note      string    `json:"note,omitempty"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Command   string    `json:"command"` // the ready one-liner
+}
+
+// Token describes a token without its secret.
+type Token struct {
+	ID        string     `json:"id"`
+	Pattern   string     `json:"pattern"`
+	Note      string     `json:"note,omitempty"`
+	State     string     `json:"state"` // unused | used | expired | revoked
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt time.Time  `json:"expires_at"`
+	UsedAt    *time.Time `json:"used_at,omitempty"`
+	UsedBy    string     `json:"used_by,omitempty"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+}
+
+// Envoy describes an enrolled host.
+type Envoy struct {
+	UUID            string     `json:"uuid"`
+	Hostname        string     `json:"hostname"`
+	Status          string     `json:"status"`
+	Method          string     `json:"method"`
+	Rule            string     `json:"rule"`
+	PolicyRevision  string     `json:"policy_revision"`
+	SourceIP        string     `json:"source_ip"`
+	OS              string     `json:"os"`
+	Arch            string     `json:"arch"`
+	TokenID         string     `json:"token_id,omitempty"`
+	CertSerial      string     `json:"cert_serial"`
+	CertNotAfter    time.Time  `json:"cert_not_after"`
+	CreatedAt       time.Time  `json:"created_at"`
+	LastSeen        *time.Time `json:"last_seen"`
+	AgentVersion    string     `json:"agent_version,omitempty"`
+	LastAddr        string     `json:"last_addr,omitempty"`
+	RevokedAt       *time.Time `json:"revoked_at,omitempty"`
+	RevokedReason   string     `json:"revoked_reason,omitempty"`
+	RevokedRevision string     `json:"revoked_revision,omitempty"`
+	ReplacedBy      string     `json:"replaced_by,omitempty"`
+	Rebootstrap     bool       `json:"rebootstrap_pending,omitempty"`
+	UpdateVersion   string     `json:"update_pending,omitempty"`
+}
+
+// EnvoyRevokeRequest is the body of POST /api/v1/envoys/{id}/revoke.
+type EnvoyRevokeRequest struct {
+	Reason string `json:"reason"`
+}
+
+// EnvoyUpdateRequest is the body of POST /api/v1/envoys/{id}/update.
+type EnvoyUpdateRequest struct {
+	Version string `json:"version"`
+}
+
+// AuditEvent is one audit entry.
+type AuditEvent struct {
+	ID        int64             `json:"id"`
+	At        time.Time         `json:"at"`
+	Type      string            `json:"type"`
+	Result    string            `json:"result,omitempty"`
+	Hostname  string            `json:"hostname,omitempty"`
+	SourceIP  string            `json:"source_ip,omitempty"`
+	Method    string            `json:"method,omitempty"`
+	Rule      string            `json:"rule,omitempty"`
+	Revision  string            `json:"revision,omitempty"`
+	TokenID   string            `json:"token_id,omitempty"`
+	EnvoyUUID string            `json:"envoy_uuid,omitempty"`
+	Reason    string            `json:"reason,omitempty"`
+	Replica   string            `json:"replica,omitempty"`
+	Details   map[string]string `json:"details,omitempty"`
+}
+
+// PolicyError is one error of a policy revision.
+type PolicyError struct {
+	File    string `json:"file"`
+	Line    int    `json:"line"`
+	Col     int    `json:"col"`
+	Path    string `json:"path"`
+	Message string `json:"message"`
+}
+
+// PolicyStatus is the answer of GET /api/v1/policy/status.
+type PolicyStatus struct {
+	Replica    string         `json:"replica"`
+	Source     string         `json:"source"`
+	Healthy    bool           `json:"healthy"`
+	Active     *PolicyActive  `json:"active"`
+	Attempted  *PolicyAttempt `json:"attempted"`
+	LastFetch  *time.Time     `json:"last_fetch"`
+	NextPoll   *time.Time     `json:"next_poll"`
+	FetchError string         `json:"fetch_error,omitempty"`
+}
+
+// PolicyActive is the active policy revision.
+type PolicyActive struct {
+	Revision  string    `json:"revision"`
+	AppliedAt time.Time `json:"applied_at"`
+	Signer    string    `json:"signer,omitempty"`
+}
+
+// PolicyAttempt is the last revision the server tried to apply.
+type PolicyAttempt struct {
+	Revision string        `json:"revision"`
+	At       time.Time     `json:"at"`
+	Valid    bool          `json:"valid"`
+	Errors   []PolicyError `json:"errors"`
+}
+
+// PolicySyncResult is the answer of POST /api/v1/policy/sync.
+type PolicySyncResult struct {
+	Status PolicyStatus `json:"status"`
+}

@@ -1,0 +1,226 @@
+// Package store defines the persistent state of the server: one-time tokens,
+// envoys, audit events and the last good policy revision. Implementations live
+// in sqlitestore and pgstore and both pass the shared suite in storetest.
+//
+// Every guarantee the enrollment flow relies on (a token is used once, a
+// hostname has at most one active envoy, a revoked UUID never becomes active
+// again) is enforced by the database itself with unique constraints and
+// conditional updates, never by a lock in one process, so that several server
+// replicas can share one database.
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// Store is the persistent state of the server. All methods are safe for
+// concurrent use. Times are stored with at least millisecond precision and
+// returned in UTC.
+type Store interface {
+	// Enroll creates an envoy in one transaction: when p.TokenID is set the
+	// token is consumed (it must be unused, unrevoked and unexpired at p.Now,
+	// else ErrTokenUnavailable); when an active envoy has the same hostname
+	// the call fails with ErrHostnameTaken unless p.Force, in which case that
+	// envoy is revoked with reason "replaced" (ReplacedBy = the new UUID);
+	// the audit event p.Audit is appended. Nothing is written when it fails.
+	// It returns the envoys that were replaced.
+	Enroll(ctx context.Context, p EnrollParams) (replaced []Envoy, err error)
+
+	// CreateToken stores a new token and appends audit in one transaction.
+	// ErrConflict when the id exists.
+	CreateToken(ctx context.Context, t Token, audit AuditEvent) error
+	// GetToken returns the token with this id, or ErrNotFound.
+	GetToken(ctx context.Context, id string) (Token, error)
+	// ListTokens returns all tokens, newest first.
+	ListTokens(ctx context.Context) ([]Token, error)
+	// RevokeToken marks the token revoked at `at` and appends audit.
+	// ErrNotFound when unknown; ErrTokenUnavailable when already used or revoked.
+	RevokeToken(ctx context.Context, id string, at time.Time, audit AuditEvent) error
+
+	// GetEnvoy returns the envoy with this UUID, or ErrNotFound.
+	GetEnvoy(ctx context.Context, uuid string) (Envoy, error)
+	// GetActiveEnvoyByHostname returns the active envoy with this hostname, or ErrNotFound.
+	GetActiveEnvoyByHostname(ctx context.Context, hostname string) (Envoy, error)
+	// ListEnvoys returns envoys matching f, ordered by created_at then uuid.
+	ListEnvoys(ctx context.Context, f EnvoyFilter) ([]Envoy, error)
+	// RevokeEnvoys revokes every active envoy matched by one of rs (by UUID
+	// or by hostname) and appends one "envoy.revoked" audit event for each.
+	// Envoys already revoked are left alone. It returns the envoys it revoked.
+	RevokeEnvoys(ctx context.Context, rs []Revocation) ([]Envoy, error)
+	// SetEnvoyFlags sets the pending actions of an active envoy and appends
+	// audit. ErrNotFound when unknown; ErrEnvoyRevoked when revoked.
+	SetEnvoyFlags(ctx context.Context, uuid string, f EnvoyFlags, audit AuditEvent) error
+	// RenewCertificate records a new certificate (and possibly a new public
+	// key) for an active envoy, only if its current serial is oldSerial
+	// (ErrConflict otherwise, ErrEnvoyRevoked when revoked), and appends audit.
+	RenewCertificate(ctx context.Context, p RenewParams) error
+	// RecordCheckins stores last_seen, agent version and peer address for a
+	// batch of envoys. A later LastSeen never goes backwards.
+	RecordCheckins(ctx context.Context, cs []Checkin) error
+	// SeenNonce records a check-in nonce of an envoy until expires and
+	// reports whether that nonce was already recorded and not yet expired
+	// (a replay). It is atomic across replicas sharing the database: of
+	// concurrent calls with the same envoy and nonce exactly one returns
+	// false. Expired nonces are deleted as a side effect.
+	SeenNonce(ctx context.Context, envoyUUID string, nonce []byte, expires time.Time) (seen bool, err error)
+
+	// AppendAudit appends events (e.g. a denied registration).
+	AppendAudit(ctx context.Context, evs ...AuditEvent) error
+	// ListAudit returns events with At >= since, oldest first, at most limit
+	// (0 = no limit).
+	ListAudit(ctx context.Context, since time.Time, limit int) ([]AuditEvent, error)
+
+	// SavePolicyRevision persists the last good policy revision (replacing
+	// the previous one) so that a restart can serve it before the first sync.
+	SavePolicyRevision(ctx context.Context, r PolicyRevision) error
+	// LoadPolicyRevision returns the saved revision, or ErrNotFound.
+	LoadPolicyRevision(ctx context.Context) (PolicyRevision, error)
+
+	// Prune deletes audit events older than before and revoked envoys
+	// revoked before before. It returns how many rows went.
+	Prune(ctx context.Context, before time.Time) (int64, error)
+
+	// Close releases the database.
+	Close() error
+}
+
+// Envoy statuses.
+const (
+	StatusActive  = "active"
+	StatusRevoked = "revoked"
+)
+
+// Token is a one-time enrollment token. The secret is never stored: only
+// its bcrypt hash.
+type Token struct {
+	ID         string
+	SecretHash []byte
+	Pattern    string
+	Note       string
+	CreatedAt  time.Time
+	ExpiresAt  time.Time
+	UsedAt     time.Time // zero when unused
+	UsedBy     string    // envoy UUID
+	RevokedAt  time.Time // zero when not revoked
+}
+
+// Envoy is an enrolled host.
+type Envoy struct {
+	UUID           string
+	Hostname       string
+	PublicKey      []byte // raw Ed25519 public key (32 bytes)
+	CertSerial     string // lower-case hex
+	CertNotAfter   time.Time
+	OS             string
+	Arch           string
+	SourceIP       string
+	Method         string // trusted | approved | token
+	Rule           string
+	PolicyRevision string
+	TokenID        string
+	CreatedAt      time.Time
+	Status         string // StatusActive | StatusRevoked
+
+	RevokedAt       time.Time
+	RevokedReason   string
+	RevokedRevision string // policy revision that revoked it, if any
+	ReplacedBy      string // UUID of the envoy that replaced it
+
+	LastSeen     time.Time
+	AgentVersion string
+	LastAddr     string
+
+	EnvoyFlags
+}
+
+// EnvoyFlags are actions the server asks of an envoy at its next check-in.
+type EnvoyFlags struct {
+	Rebootstrap   bool
+	UpdateVersion string // "" = none requested
+}
+
+// EnvoyFilter selects envoys. Zero fields match everything.
+type EnvoyFilter struct {
+	Status   string
+	Hostname string // exact, lower-case
+	Limit    int
+}
+
+// EnrollParams is the input of Store.Enroll.
+type EnrollParams struct {
+	Envoy   Envoy // Status is set to active by Enroll
+	TokenID string
+	Force   bool
+	Now     time.Time
+	Audit   AuditEvent // EnvoyUUID is filled in by the caller
+}
+
+// Revocation revokes envoys by UUID or by active hostname.
+type Revocation struct {
+	UUID     string
+	Hostname string
+	Reason   string
+	Revision string // policy revision, "" when by an operator
+	At       time.Time
+	Replica  string
+}
+
+// RenewParams is the input of Store.RenewCertificate.
+type RenewParams struct {
+	UUID      string
+	OldSerial string
+	NewSerial string
+	NotAfter  time.Time
+	PublicKey []byte // nil keeps the current key
+	Audit     AuditEvent
+}
+
+// Checkin is one envoy's latest check-in, batched by the gRPC server.
+type Checkin struct {
+	UUID         string
+	At           time.Time
+	AgentVersion string
+	Addr         string
+}
+
+// AuditEvent is one entry of the audit trail. Secrets never go here: a
+// token is named by its id.
+type AuditEvent struct {
+	ID        int64 // assigned by the store
+	At        time.Time
+	Type      string // see the Audit* constants
+	Result    string // "allowed", "denied", "ok", "rejected"…
+	Hostname  string
+	SourceIP  string
+	Method    string
+	Rule      string
+	Revision  string
+	TokenID   string
+	EnvoyUUID string
+	Reason    string
+	Replica   string
+	Details   map[string]string
+}
+
+// Audit event types.
+const (
+	AuditRegistration     = "registration"
+	AuditTokenCreated     = "token.created"
+	AuditTokenRevoked     = "token.revoked"
+	AuditEnvoyRevoked     = "envoy.revoked"
+	AuditEnvoyRenewed     = "envoy.renewed"
+	AuditEnvoyRebootstrap = "envoy.rebootstrap_requested"
+	AuditEnvoyUpdate      = "envoy.update_requested"
+	AuditPolicyApplied    = "policy.applied"
+	AuditPolicyRejected   = "policy.rejected"
+)
+
+// PolicyRevision is a persisted, valid policy revision.
+type PolicyRevision struct {
+	ID        string
+	Source    string
+	Files     map[string][]byte // path relative to the policy folder -> content
+	Signer    string
+	AppliedAt time.Time
+}
