@@ -1,0 +1,184 @@
+package main
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vigo-enroll/vigo/schemas/apiv1"
+)
+
+func newEnvoysCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "envoys",
+		Short: "List, show, revoke, rebootstrap and update enrolled hosts",
+	}
+	var status, hostname string
+	list := &cobra.Command{
+		Use:     "list [--status active|revoked] [--hostname GLOB]",
+		Short:   "List envoys",
+		Example: "  vigocli envoys list --status active --hostname '*.web.example.com'",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			q := url.Values{}
+			if status != "" {
+				q.Set("status", status)
+			}
+			if hostname != "" {
+				q.Set("hostname", hostname)
+			}
+			var out []apiv1.Envoy
+			if err := c.do(cmd.Context(), "GET", "/api/v1/envoys?"+q.Encode(), nil, &out); err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return g.printJSON(out)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "UUID\tHOSTNAME\tSTATUS\tMETHOD\tRULE\tPOLICY\tSOURCE\tLAST SEEN")
+			for _, e := range out {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.UUID, e.Hostname, e.Status, e.Method, e.Rule, short(e.PolicyRevision), e.SourceIP, fmtTime(e.LastSeen))
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().StringVar(&status, "status", "", "only envoys with this status (active or revoked)")
+	list.Flags().StringVar(&hostname, "hostname", "", "only hostnames matching this glob")
+
+	show := &cobra.Command{
+		Use:   "show UUID|HOSTNAME",
+		Short: "Show one envoy (by UUID, or the active envoy with that hostname)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var e apiv1.Envoy
+			if err := c.do(cmd.Context(), "GET", "/api/v1/envoys/"+url.PathEscape(args[0]), nil, &e); err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return g.printJSON(e)
+			}
+			printEnvoy(g, e)
+			return nil
+		},
+	}
+	var reason string
+	revoke := &cobra.Command{
+		Use:   "revoke UUID|HOSTNAME --reason TEXT",
+		Short: "Revoke an envoy now (for a lasting revocation, add it to the policy repository)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if reason == "" {
+				return &codeError{code: 2, err: fmt.Errorf("--reason is required")}
+			}
+			return envoyAction(cmd, g, args[0], "revoke", apiv1.EnvoyRevokeRequest{Reason: reason}, "revoked")
+		},
+	}
+	revoke.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log)")
+	rebootstrap := &cobra.Command{
+		Use:   "rebootstrap UUID|HOSTNAME",
+		Short: "Ask the envoy to re-enroll with a new key and UUID at its next check-in",
+		Long: `At its next check-in the envoy is told to rebootstrap: the agent generates a new key,
+registers again (as with --force) and gets a new UUID; the old UUID is revoked with reason
+"rebootstrapped" and the audit log links the two.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return envoyAction(cmd, g, args[0], "rebootstrap", struct{}{}, "will rebootstrap at its next check-in")
+		},
+	}
+	var version string
+	update := &cobra.Command{
+		Use:   "update UUID|HOSTNAME --version V",
+		Short: "Ask the envoy to update its agent to a version at its next check-in",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if version == "" {
+				return &codeError{code: 2, err: fmt.Errorf("--version is required")}
+			}
+			return envoyAction(cmd, g, args[0], "update", apiv1.EnvoyUpdateRequest{Version: version}, "will update to "+version+" at its next check-in")
+		},
+	}
+	update.Flags().StringVar(&version, "version", "", "agent version to install (must be served by the server)")
+	cmd.AddCommand(list, show, revoke, rebootstrap, update)
+	return cmd
+}
+
+func envoyAction(cmd *cobra.Command, g *globals, id, action string, body any, done string) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	var e apiv1.Envoy
+	if err := c.do(cmd.Context(), "POST", "/api/v1/envoys/"+url.PathEscape(id)+"/"+action, body, &e); err != nil {
+		return err
+	}
+	if g.output == "json" {
+		return g.printJSON(e)
+	}
+	fmt.Fprintf(g.stdout, "envoy %s (%s) %s\n", e.UUID, e.Hostname, done)
+	return nil
+}
+
+func printEnvoy(g *globals, e apiv1.Envoy) {
+	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+		}
+	}
+	row("UUID", e.UUID)
+	row("Hostname", e.Hostname)
+	row("Status", e.Status)
+	row("Revoked", fmtTimeIf(e.RevokedAt))
+	row("Revoked reason", e.RevokedReason)
+	row("Revoked by policy", e.RevokedRevision)
+	row("Replaced by", e.ReplacedBy)
+	row("Method", e.Method)
+	row("Rule", e.Rule)
+	row("Policy revision", e.PolicyRevision)
+	row("Token", e.TokenID)
+	row("Source IP", e.SourceIP)
+	row("OS/arch", e.OS+"/"+e.Arch)
+	row("Enrolled", fmtTime(&e.CreatedAt))
+	row("Certificate", e.CertSerial+" (expires "+fmtTime(&e.CertNotAfter)+")")
+	row("Last seen", fmtTime(e.LastSeen))
+	row("Agent version", e.AgentVersion)
+	row("Last address", e.LastAddr)
+	if e.Rebootstrap {
+		row("Pending", "rebootstrap")
+	}
+	if e.UpdateVersion != "" {
+		row("Pending", "update to "+e.UpdateVersion)
+	}
+	_ = tw.Flush()
+}
+
+func fmtTimeIf(t *time.Time) string {
+	if t == nil || t.IsZero() {
+		return ""
+	}
+	return fmtTime(t)
+}
+
+// short abbreviates a policy revision for tables: a commit id to 12
+// characters, a local folder hash to local@sha256:<12>.
+func short(rev string) string {
+	if h, ok := strings.CutPrefix(rev, "local@sha256:"); ok && len(h) > 12 {
+		return "local@sha256:" + h[:12]
+	}
+	if len(rev) > 12 && !strings.Contains(rev, "@") {
+		return rev[:12]
+	}
+	return rev
+}

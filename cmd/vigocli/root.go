@@ -1,0 +1,236 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vigo-enroll/vigo/schemas/apiv1"
+)
+
+// globals are the flags every command shares, and the command's writers.
+type globals struct {
+	stdout, stderr io.Writer
+
+	server         string
+	caFile         string
+	insecure       bool
+	adminToken     string
+	adminTokenFile string
+	output         string
+}
+
+// exitCoder is implemented by errors that carry a process exit code.
+type exitCoder interface{ ExitCode() int }
+
+// codeError is an error with an exit code; an empty message prints nothing
+// (the command already explained itself).
+type codeError struct {
+	code int
+	err  error
+}
+
+func (e *codeError) Error() string {
+	if e.err == nil {
+		return ""
+	}
+	return e.err.Error()
+}
+func (e *codeError) Unwrap() error { return e.err }
+func (e *codeError) ExitCode() int { return e.code }
+
+// Main runs vigocli with os.Args and returns the exit code.
+func Main() int {
+	g := &globals{stdout: os.Stdout, stderr: os.Stderr}
+	return run(g, os.Args[1:])
+}
+
+func run(g *globals, args []string) int {
+	root := newRootCmd(g)
+	root.SetArgs(args)
+	root.SetOut(g.stdout)
+	root.SetErr(g.stderr)
+	err := root.Execute()
+	if err == nil {
+		return 0
+	}
+	code := 1
+	var ec exitCoder
+	if errors.As(err, &ec) {
+		code = ec.ExitCode()
+	}
+	if msg := err.Error(); msg != "" {
+		fmt.Fprintln(g.stderr, "vigocli: "+msg)
+	}
+	return code
+}
+
+func newRootCmd(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "vigocli",
+		Short: "Administer a Vigo Enroll server: tokens, envoys, audit and enrollment policy",
+		Long: `vigocli administers a Vigo Enroll server.
+
+On the server host it finds the admin token in ./vigo-data/admin.token; elsewhere pass
+--admin-token-file, --admin-token or VIGO_ADMIN_TOKEN, and --ca-file (the server's CA,
+vigo-data/tls/ca) or --insecure.
+
+Examples:
+  vigocli tokens generate --pattern web1.example.com --ttl 2h
+  vigocli envoys list --status active
+  vigocli policy vet examples/policy
+  vigocli policy status`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.server, "server", envOr("VIGO_SERVER", "https://localhost:8443"), "server URL (env VIGO_SERVER)")
+	pf.StringVar(&g.caFile, "ca-file", "", "CA certificate that signed the server's certificate (default: ./vigo-data/tls/ca when readable)")
+	pf.BoolVar(&g.insecure, "insecure", false, "do not verify the server's certificate")
+	pf.StringVar(&g.adminToken, "admin-token", "", "admin token (env VIGO_ADMIN_TOKEN; prefer --admin-token-file)")
+	pf.StringVar(&g.adminTokenFile, "admin-token-file", "", "file holding the admin token (default: ./vigo-data/admin.token when readable)")
+	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return &codeError{code: 2, err: fmt.Errorf("%w\nSee '%s --help'.", err, c.CommandPath())}
+	})
+	root.AddCommand(newTokensCmd(g), newEnvoysCmd(g), newAuditCmd(g), newPolicyCmd(g), newDistCmd(g))
+	return root
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// client is an authenticated API client.
+type client struct {
+	g    *globals
+	http *http.Client
+	tok  string
+}
+
+func (g *globals) client() (*client, error) {
+	switch g.output {
+	case "table", "json":
+	default:
+		return nil, &codeError{code: 2, err: fmt.Errorf("-o %s: must be table or json", g.output)}
+	}
+	tok := g.adminToken
+	if tok == "" {
+		tok = os.Getenv("VIGO_ADMIN_TOKEN")
+	}
+	if tok == "" {
+		file := g.adminTokenFile
+		if file == "" {
+			file = "vigo-data/admin.token"
+		}
+		data, err := os.ReadFile(file)
+		if err != nil && g.adminTokenFile != "" {
+			return nil, &codeError{code: 2, err: fmt.Errorf("read admin token: %w", err)}
+		}
+		tok = strings.TrimSpace(string(data))
+	}
+	if tok == "" {
+		return nil, &codeError{code: 2, err: errors.New("no admin token: pass --admin-token-file FILE (the server writes DATA/admin.token at first start) or set VIGO_ADMIN_TOKEN")}
+	}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	switch {
+	case g.insecure:
+		tlsCfg.InsecureSkipVerify = true // the operator asked for it
+	default:
+		caFile := g.caFile
+		if caFile == "" {
+			if _, err := os.Stat("vigo-data/tls/ca"); err == nil {
+				caFile = "vigo-data/tls/ca"
+			}
+		}
+		if caFile != "" {
+			pem, err := os.ReadFile(caFile)
+			if err != nil {
+				return nil, &codeError{code: 2, err: fmt.Errorf("read CA file: %w", err)}
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, &codeError{code: 2, err: fmt.Errorf("CA file %s holds no PEM certificate", caFile)}
+			}
+			tlsCfg.RootCAs = pool
+		}
+	}
+	return &client{g: g, tok: tok, http: &http.Client{
+		Timeout:   2 * time.Minute,
+		Transport: &http.Transport{TLSClientConfig: tlsCfg, Proxy: http.ProxyFromEnvironment},
+	}}, nil
+}
+
+// do sends a request and decodes a JSON answer into out. A non-2xx answer
+// becomes an error worded as the server worded it.
+func (c *client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.g.server, "/")+path, body)
+	if err != nil {
+		return &codeError{code: 2, err: fmt.Errorf("--server %s: %w", c.g.server, err)}
+	}
+	req.Header.Set("Authorization", "Bearer "+c.tok)
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		var uerr x509.UnknownAuthorityError
+		if errors.As(err, &uerr) {
+			return fmt.Errorf("%s: the server's certificate is not signed by a known CA: pass --ca-file vigo-data/tls/ca (from the server) or --insecure", c.g.server)
+		}
+		return fmt.Errorf("cannot reach %s: %w", c.g.server, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("read answer: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e apiv1.Error
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return fmt.Errorf("server: %s (HTTP %d)", e.Error, resp.StatusCode)
+		}
+		return fmt.Errorf("server answered HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("decode answer: %w", err)
+		}
+	}
+	return nil
+}
+
+func (g *globals) printJSON(v any) error {
+	enc := json.NewEncoder(g.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func fmtTime(t *time.Time) string {
+	if t == nil || t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}

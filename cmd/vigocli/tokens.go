@@ -1,0 +1,103 @@
+package main
+
+import (
+	"fmt"
+	"net/url"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vigo-enroll/vigo/schemas/apiv1"
+)
+
+func newTokensCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "tokens",
+		Short: "Generate, list and revoke one-time enrollment tokens",
+		Long: `One-time enrollment tokens let a host enroll when no policy rule admits it.
+A token is bound to a hostname pattern, expires (default 24h, capped by the policy's
+tokens.max_ttl), is used once, and is shown only when generated.`,
+	}
+	var pattern, ttl, note string
+	gen := &cobra.Command{
+		Use:   "generate --pattern PATTERN [--ttl DURATION] [--note TEXT]",
+		Short: "Generate a token and print it (once) with the bootstrap one-liner",
+		Example: `  vigocli tokens generate --pattern web1.example.com
+  vigocli tokens generate --pattern '*.build.example.com' --ttl 2h --note "CI runners"`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if pattern == "" {
+				return &codeError{code: 2, err: fmt.Errorf("--pattern is required (a hostname or a glob such as '*.web.example.com')")}
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var out apiv1.TokenCreated
+			if err := c.do(cmd.Context(), "POST", "/api/v1/tokens", apiv1.TokenCreateRequest{Pattern: pattern, TTL: ttl, Note: note}, &out); err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return g.printJSON(out)
+			}
+			fmt.Fprintf(g.stdout, "Token (shown once, keep it secret):\n\n  %s\n\n", out.Token)
+			fmt.Fprintf(g.stdout, "id %s, for hostnames matching %s, expires %s\n\n", out.ID, out.Pattern, fmtTime(&out.ExpiresAt))
+			fmt.Fprintf(g.stdout, "Enroll the host with:\n\n  %s\n", out.Command)
+			return nil
+		},
+	}
+	gen.Flags().StringVar(&pattern, "pattern", "", "hostname or glob the token may enroll (required)")
+	gen.Flags().StringVar(&ttl, "ttl", "", "lifetime, e.g. 30m or 24h (default 24h)")
+	gen.Flags().StringVar(&note, "note", "", "free text shown by tokens list")
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List tokens (never their secrets)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var out []apiv1.Token
+			if err := c.do(cmd.Context(), "GET", "/api/v1/tokens", nil, &out); err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return g.printJSON(out)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tPATTERN\tSTATE\tEXPIRES\tUSED BY\tNOTE")
+			for _, t := range out {
+				usedBy := t.UsedBy
+				if usedBy == "" {
+					usedBy = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Pattern, t.State, fmtTime(&t.ExpiresAt), usedBy, t.Note)
+			}
+			return tw.Flush()
+		},
+	}
+	revoke := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke an unused token",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var out apiv1.Token
+			if err := c.do(cmd.Context(), "DELETE", "/api/v1/tokens/"+url.PathEscape(args[0]), nil, &out); err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return g.printJSON(out)
+			}
+			fmt.Fprintf(g.stdout, "token %s revoked\n", out.ID)
+			return nil
+		},
+	}
+	cmd.AddCommand(gen, list, revoke)
+	return cmd
+}

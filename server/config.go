@@ -1,0 +1,320 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the typed content of server.yaml. The zero value of every field
+// is a sensible default, filled in by Defaults.
+type Config struct {
+	Server    ServerConfig    `yaml:"server"`
+	Database  DatabaseConfig  `yaml:"database"`
+	Policy    PolicyConfig    `yaml:"policy"`
+	Admin     AdminConfig     `yaml:"admin"`
+	Bootstrap BootstrapConfig `yaml:"bootstrap"`
+	Agent     AgentConfig     `yaml:"agent"`
+}
+
+// ServerConfig is the `server:` section.
+type ServerConfig struct {
+	// GRPCListen is the check-in listener (default ":1530").
+	GRPCListen string `yaml:"grpc_listen"`
+	// APIListen is the HTTPS listener (default ":8443").
+	APIListen string `yaml:"api_listen"`
+	// Hostname is the address agents are told to dial (default: the host name).
+	Hostname string `yaml:"hostname"`
+	// DataDir holds the CA, the database and the admin token (default "./vigo-data").
+	DataDir string `yaml:"data_dir"`
+	// TLS says where the certificates are, relative to DataDir.
+	TLS TLSConfig `yaml:"tls"`
+	// TLSSANs are extra names and addresses for the server certificate.
+	TLSSANs []string `yaml:"tls_sans"`
+	// TrustedProxies are addresses or CIDRs whose X-Forwarded-For is honoured.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// Replica names this server in status and audit (default: the host name).
+	Replica string `yaml:"replica"`
+}
+
+// TLSConfig is `server.tls`.
+type TLSConfig struct {
+	CertFile  string `yaml:"cert_file"`
+	KeyFile   string `yaml:"key_file"`
+	CAFile    string `yaml:"ca_file"`
+	CAKeyFile string `yaml:"ca_key_file"`
+}
+
+// DatabaseConfig is the `database:` section.
+type DatabaseConfig struct {
+	// Driver is "sqlite" (default) or "postgres".
+	Driver string `yaml:"driver"`
+	// DSN is the SQLite file (default DataDir/vigo.db) or the PostgreSQL URL.
+	DSN string `yaml:"dsn"`
+	// DSNFile reads the DSN from a file (for secrets).
+	DSNFile string `yaml:"dsn_file"`
+	// Retention prunes audit events and revoked envoys older than this (0 = keep).
+	Retention Duration `yaml:"retention"`
+}
+
+// PolicyConfig is the `policy:` section: exactly one of Dir and Git.
+type PolicyConfig struct {
+	// Dir is a local policy folder, watched for changes and reloaded on SIGHUP.
+	Dir string `yaml:"dir"`
+	// Git is a policy repository.
+	Git *GitConfig `yaml:"git"`
+	// WebhookSecretFile holds the shared secret of POST /api/v1/policy/webhook.
+	WebhookSecretFile string `yaml:"webhook_secret_file"`
+}
+
+// GitConfig is `policy.git`.
+type GitConfig struct {
+	URL      string   `yaml:"url"`
+	Ref      string   `yaml:"ref"`
+	Path     string   `yaml:"path"`
+	Interval Duration `yaml:"interval"`
+	Timeout  Duration `yaml:"timeout"`
+	Auth     struct {
+		TokenFile      string `yaml:"token_file"`
+		Username       string `yaml:"username"`
+		SSHKeyFile     string `yaml:"ssh_key_file"`
+		KnownHostsFile string `yaml:"known_hosts_file"`
+	} `yaml:"auth"`
+	Verify struct {
+		SSHAllowedSignersFile string `yaml:"ssh_allowed_signers_file"`
+		OpenPGPKeyringFile    string `yaml:"openpgp_keyring_file"`
+	} `yaml:"verify"`
+}
+
+// AdminConfig is the `admin:` section.
+type AdminConfig struct {
+	// TokenFile is where the generated admin token is written for vigocli
+	// (default DataDir/admin.token). Only its SHA-256 is kept beside it.
+	TokenFile string `yaml:"token_file"`
+}
+
+// BootstrapConfig is the `bootstrap:` section.
+type BootstrapConfig struct {
+	RateLimit RateLimit `yaml:"rate_limit"`
+	// CheckinInterval is the interval given to agents (default 1m).
+	CheckinInterval Duration `yaml:"checkin_interval"`
+}
+
+// RateLimit is a per-source-address token bucket for the open endpoints.
+type RateLimit struct {
+	// PerSecond is the refill rate (default 5). Negative disables the limit.
+	PerSecond float64 `yaml:"per_second"`
+	// Burst is the bucket size (default 20).
+	Burst int `yaml:"burst"`
+}
+
+// AgentConfig is the `agent:` section.
+type AgentConfig struct {
+	// DistDir holds the agent binaries and manifest.json (default DataDir/dist).
+	DistDir string `yaml:"dist_dir"`
+	// Version, when set, is the version every envoy is asked to update to.
+	Version string `yaml:"version"`
+	// SigningKeyFile is the public key of the offline agent signing key.
+	SigningKeyFile string `yaml:"signing_key_file"`
+}
+
+// Duration is a time.Duration written as a Go duration string in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML parses "90s", "1h30m".
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	if s == "" {
+		*d = 0
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (examples: 30s, 5m, 1h)", n.Line, s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Defaults fills in every unset field.
+func (c *Config) Defaults() {
+	def := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	def(&c.Server.GRPCListen, ":1530")
+	def(&c.Server.APIListen, ":8443")
+	def(&c.Server.DataDir, "./vigo-data")
+	host, _ := os.Hostname()
+	def(&c.Server.Hostname, host)
+	def(&c.Server.Replica, host)
+	def(&c.Database.Driver, "sqlite")
+	if c.Bootstrap.RateLimit.PerSecond == 0 {
+		c.Bootstrap.RateLimit.PerSecond = 5
+	}
+	if c.Bootstrap.RateLimit.Burst == 0 {
+		c.Bootstrap.RateLimit.Burst = 20
+	}
+	if c.Bootstrap.CheckinInterval == 0 {
+		c.Bootstrap.CheckinInterval = Duration(time.Minute)
+	}
+	if g := c.Policy.Git; g != nil {
+		def(&g.Ref, "main")
+		if g.Interval == 0 {
+			g.Interval = Duration(time.Minute)
+		}
+		if g.Timeout == 0 {
+			g.Timeout = Duration(30 * time.Second)
+		}
+	}
+}
+
+// LoadConfig reads server.yaml. An empty path gives the built-in defaults.
+// Unknown keys are errors naming the key.
+func LoadConfig(path string) (*Config, error) {
+	c := &Config{}
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read config: %w", err)
+		}
+		if err := ParseConfig(data, c); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	c.Defaults()
+	if err := c.Validate(); err != nil {
+		if path != "" {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// ParseConfig decodes YAML into c, refusing unknown keys.
+func ParseConfig(data []byte, c *Config) error {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return fmt.Errorf("parse YAML: %w", err)
+	}
+	if len(root.Content) == 0 {
+		return nil
+	}
+	if err := checkKeys(root.Content[0], reflect.TypeOf(*c), ""); err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		return fmt.Errorf("parse YAML: %w", err)
+	}
+	return nil
+}
+
+var movedToPolicy = map[string]string{
+	"bootstrap.trusted_enrollment": "trusted_enrollment",
+	"bootstrap.cert_validity":      "cert_validity",
+	"bootstrap.approved":           "approved",
+}
+
+// checkKeys walks a mapping node against a struct type, so an unknown key
+// is reported with its full dotted name and line.
+func checkKeys(n *yaml.Node, t reflect.Type, prefix string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	fields := map[string]reflect.Type{}
+	var known []string
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		fields[name] = f.Type
+		known = append(known, name)
+	}
+	slices.Sort(known)
+	var errs []error
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		full := prefix + k.Value
+		if to, ok := movedToPolicy[full]; ok {
+			errs = append(errs, fmt.Errorf("line %d: %s is no longer a server setting: it now lives in the policy repository as `%s` (see examples/policy)", k.Line, full, to))
+			continue
+		}
+		ft, ok := fields[k.Value]
+		if !ok {
+			errs = append(errs, fmt.Errorf("line %d: unknown key %s (known keys here: %s)", k.Line, full, strings.Join(known, ", ")))
+			continue
+		}
+		if err := checkKeys(v, ft, full+"."); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks values that YAML types cannot.
+func (c *Config) Validate() error {
+	var errs []error
+	switch c.Database.Driver {
+	case "sqlite", "postgres":
+	default:
+		errs = append(errs, fmt.Errorf("database.driver %q: must be sqlite or postgres", c.Database.Driver))
+	}
+	if c.Database.Driver == "postgres" && c.Database.DSN == "" && c.Database.DSNFile == "" {
+		errs = append(errs, errors.New("database.driver is postgres: set database.dsn or database.dsn_file"))
+	}
+	if c.Policy.Dir != "" && c.Policy.Git != nil {
+		errs = append(errs, errors.New("policy: set exactly one of policy.dir and policy.git, not both"))
+	}
+	if g := c.Policy.Git; g != nil {
+		if g.URL == "" {
+			errs = append(errs, errors.New("policy.git.url is required"))
+		}
+		if g.Interval < Duration(time.Second) {
+			errs = append(errs, errors.New("policy.git.interval must be at least 1s"))
+		}
+	}
+	if _, err := c.TrustedProxyPrefixes(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Bootstrap.CheckinInterval < Duration(time.Second) {
+		errs = append(errs, errors.New("bootstrap.checkin_interval must be at least 1s"))
+	}
+	return errors.Join(errs...)
+}
+
+// TrustedProxyPrefixes parses server.trusted_proxies (addresses or CIDRs).
+func (c *Config) TrustedProxyPrefixes() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range c.Server.TrustedProxies {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("server.trusted_proxies: %q is neither an address nor a CIDR", s)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
+}

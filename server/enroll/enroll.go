@@ -1,0 +1,352 @@
+// Package enroll is the registration use case: it validates a registration
+// request, decides it with the active policy and the token store, signs the
+// envoy certificate and records the envoy, the token use and the audit event
+// in one transaction. It knows nothing of HTTP.
+package enroll
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vigo-enroll/vigo/policy"
+	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/server/ca"
+	"github.com/vigo-enroll/vigo/server/store"
+	"github.com/vigo-enroll/vigo/server/token"
+)
+
+// Kind classifies a refusal; the HTTP layer maps it to a status code.
+type Kind int
+
+// Refusal kinds.
+const (
+	KindInvalid  Kind = iota + 1 // malformed request: 400
+	KindDenied                   // refused by policy or token: 403
+	KindConflict                 // an active envoy has this hostname: 409
+	KindInternal                 // server fault: 500
+)
+
+// Error is a refused registration. Msg is safe to show to the client; Err
+// (if any) is for the log.
+type Error struct {
+	Kind Kind
+	Msg  string
+	Err  error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return e.Msg + ": " + e.Err.Error()
+	}
+	return e.Msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Config configures an Enroller. Store, CA and Policy are required.
+type Config struct {
+	Store store.Store
+	CA    *ca.CA
+	// Policy returns the active policy, or nil when none has ever been valid.
+	Policy func() *policy.Policy
+	// Replica names this server in audit events.
+	Replica string
+	// GRPCAddress is told to agents ("host:1530").
+	GRPCAddress string
+	// CheckinInterval is told to agents (default 1m).
+	CheckinInterval time.Duration
+	// ServerPublicKey is the Ed25519 key that signs check-in responses.
+	ServerPublicKey ed25519.PublicKey
+	// SigningKeyPEM is the offline agent signing public key, if configured.
+	SigningKeyPEM func() string
+	// Now returns the time (default time.Now).
+	Now func() time.Time
+	// Logger (nil discards).
+	Logger *slog.Logger
+	// Registerer for metrics (nil = none).
+	Registerer prometheus.Registerer
+}
+
+// Enroller registers envoys.
+type Enroller struct {
+	cfg      Config
+	log      *slog.Logger
+	bcrypt   chan struct{}
+	regs     *prometheus.CounterVec
+	tokenChk *prometheus.CounterVec
+}
+
+// New returns an Enroller.
+func New(cfg Config) (*Enroller, error) {
+	if cfg.Store == nil || cfg.CA == nil || cfg.Policy == nil {
+		return nil, errors.New("enroll: Store, CA and Policy are required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.CheckinInterval == 0 {
+		cfg.CheckinInterval = time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	e := &Enroller{
+		cfg: cfg,
+		log: cfg.Logger.With("component", "enroll"),
+		// bcrypt is CPU-bound: at most one check per core, so a burst of
+		// token registrations cannot starve TLS handshakes and check-ins.
+		bcrypt: make(chan struct{}, runtime.GOMAXPROCS(0)),
+		regs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigo_registrations_total", Help: "Registration attempts by method and result.",
+		}, []string{"method", "result"}),
+		tokenChk: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigo_token_checks_total", Help: "Token checks by result.",
+		}, []string{"result"}),
+	}
+	if cfg.Registerer != nil {
+		for _, c := range []prometheus.Collector{e.regs, e.tokenChk} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("register metrics: %w", err)
+			}
+		}
+	}
+	return e, nil
+}
+
+// Request is a registration with its source address.
+type Request struct {
+	apiv1.RegisterRequest
+	SourceIP netip.Addr
+}
+
+// Validate checks the request's form; it returns a KindInvalid *Error naming the field.
+func Validate(r *apiv1.RegisterRequest) (hostname string, pub ed25519.PublicKey, err error) {
+	bad := func(format string, a ...any) error { return &Error{Kind: KindInvalid, Msg: fmt.Sprintf(format, a...)} }
+	if r.Hostname == "" {
+		return "", nil, bad("hostname: required")
+	}
+	hostname, herr := policy.NormalizeHostname(r.Hostname)
+	if herr != nil {
+		return "", nil, bad("hostname: %v", herr)
+	}
+	if !validWord(r.OS) {
+		return "", nil, bad("os: required, lower-case letters and digits (e.g. linux)")
+	}
+	if !validWord(r.Arch) {
+		return "", nil, bad("arch: required, lower-case letters and digits (e.g. amd64)")
+	}
+	if r.PublicKey == "" {
+		return "", nil, bad("public_key: required (PEM, PKIX Ed25519)")
+	}
+	b, _ := pem.Decode([]byte(r.PublicKey))
+	if b == nil || b.Type != "PUBLIC KEY" {
+		return "", nil, bad("public_key: not a PEM PUBLIC KEY block")
+	}
+	k, perr := x509.ParsePKIXPublicKey(b.Bytes)
+	if perr != nil {
+		return "", nil, bad("public_key: %v", perr)
+	}
+	pub, ok := k.(ed25519.PublicKey)
+	if !ok {
+		return "", nil, bad("public_key: must be Ed25519, got %T", k)
+	}
+	if r.CSR == "" {
+		return "", nil, bad("csr: required (PEM CERTIFICATE REQUEST)")
+	}
+	cb, _ := pem.Decode([]byte(r.CSR))
+	if cb == nil || cb.Type != "CERTIFICATE REQUEST" {
+		return "", nil, bad("csr: not a PEM CERTIFICATE REQUEST block")
+	}
+	csr, cerr := x509.ParseCertificateRequest(cb.Bytes)
+	if cerr != nil {
+		return "", nil, bad("csr: %v", cerr)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return "", nil, bad("csr: signature does not verify: %v", err)
+	}
+	if cpub, ok := csr.PublicKey.(ed25519.PublicKey); !ok || !cpub.Equal(pub) {
+		return "", nil, bad("csr: its key is not public_key")
+	}
+	cn, cnerr := policy.NormalizeHostname(csr.Subject.CommonName)
+	if cnerr != nil || cn != hostname {
+		return "", nil, bad("csr: common name %q is not the hostname %q", csr.Subject.CommonName, hostname)
+	}
+	return hostname, pub, nil
+}
+
+func validWord(s string) bool {
+	if s == "" || len(s) > 32 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Register decides a registration and, when allowed, enrolls the envoy.
+func (e *Enroller) Register(ctx context.Context, req Request) (*apiv1.RegisterResponse, error) {
+	now := e.cfg.Now()
+	hostname, pub, err := Validate(&req.RegisterRequest)
+	if err != nil {
+		e.regs.WithLabelValues("", "invalid").Inc()
+		return nil, err
+	}
+	audit := store.AuditEvent{
+		At: now, Type: store.AuditRegistration, Hostname: hostname,
+		SourceIP: req.SourceIP.String(), Replica: e.cfg.Replica,
+		Details: map[string]string{"os": req.OS, "arch": req.Arch},
+	}
+	if req.Force {
+		audit.Details["force"] = "true"
+	}
+	deny := func(kind Kind, method, msg string) error {
+		audit.Result, audit.Reason = "denied", msg
+		if audit.Method == "" {
+			audit.Method = method
+		}
+		if err := e.cfg.Store.AppendAudit(ctx, audit); err != nil {
+			e.log.Error("write audit event", "err", err)
+		}
+		e.regs.WithLabelValues(method, "denied").Inc()
+		e.log.Warn("registration refused", "hostname", hostname, "source_ip", audit.SourceIP, "token_id", audit.TokenID, "reason", msg)
+		return &Error{Kind: kind, Msg: msg}
+	}
+
+	var tokInfo *policy.TokenInfo
+	tokProblem := ""
+	if req.Token != "" {
+		tok, perr := token.Parse(req.Token)
+		if perr != nil {
+			return nil, deny(KindDenied, "token", "token is not valid")
+		}
+		audit.TokenID = tok.ID
+		tokInfo, tokProblem, err = e.checkToken(ctx, tok, now)
+		if err != nil {
+			return nil, &Error{Kind: KindInternal, Msg: "internal error", Err: err}
+		}
+	}
+
+	p := e.cfg.Policy()
+	d := p.Decide(policy.Request{Hostname: hostname, SourceIP: req.SourceIP, Token: tokInfo})
+	audit.Method, audit.Rule, audit.Revision = d.Method, d.Rule, d.Revision
+	if !d.Allowed {
+		reason := d.Reason
+		if tokProblem != "" && !strings.Contains(reason, "revoked by policy") {
+			reason = tokProblem
+		}
+		return nil, deny(KindDenied, d.Method, reason)
+	}
+
+	id := newUUID()
+	validity := 8760 * time.Hour
+	if p != nil {
+		validity = p.CertValidity()
+	}
+	cert, err := e.cfg.CA.SignEnvoy(ca.EnvoyParams{PublicKey: pub, Hostname: hostname, UUID: id, NotAfter: now.Add(validity)})
+	if err != nil {
+		return nil, &Error{Kind: KindInternal, Msg: "internal error", Err: err}
+	}
+	env := store.Envoy{
+		UUID: id, Hostname: hostname, PublicKey: pub, CertSerial: ca.SerialHex(cert), CertNotAfter: cert.NotAfter,
+		OS: req.OS, Arch: req.Arch, SourceIP: req.SourceIP.String(), Method: d.Method, Rule: d.Rule,
+		PolicyRevision: d.Revision, CreatedAt: now,
+	}
+	tokenID := ""
+	if d.Method == "token" {
+		tokenID = tokInfo.ID
+		env.TokenID = tokenID
+	}
+	audit.Result, audit.EnvoyUUID, audit.Reason = "allowed", id, d.Reason
+	replaced, err := e.cfg.Store.Enroll(ctx, store.EnrollParams{Envoy: env, TokenID: tokenID, Force: req.Force, Now: now, Audit: audit})
+	switch {
+	case errors.Is(err, store.ErrHostnameTaken):
+		return nil, deny(KindConflict, d.Method, "an active envoy with this hostname already exists; re-run with --force to replace it (the old envoy is revoked)")
+	case errors.Is(err, store.ErrTokenUnavailable):
+		e.tokenChk.WithLabelValues("used").Inc()
+		return nil, deny(KindDenied, d.Method, fmt.Sprintf("token %s has already been used", tokenID))
+	case err != nil:
+		return nil, &Error{Kind: KindInternal, Msg: "internal error", Err: err}
+	}
+	resp := &apiv1.RegisterResponse{
+		UUID: id, Hostname: hostname,
+		Certificate: string(ca.EncodeCertPEM(cert)), CA: string(e.cfg.CA.CertPEM()),
+		GRPCAddress: e.cfg.GRPCAddress, CheckinInterval: e.cfg.CheckinInterval.String(),
+		Method: d.Method, Rule: d.Rule, PolicyRevision: d.Revision,
+	}
+	if e.cfg.ServerPublicKey != nil {
+		der, _ := x509.MarshalPKIXPublicKey(e.cfg.ServerPublicKey)
+		resp.ServerPublicKey = string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	}
+	if e.cfg.SigningKeyPEM != nil {
+		resp.SigningKey = e.cfg.SigningKeyPEM()
+	}
+	for _, r := range replaced {
+		resp.Replaced = append(resp.Replaced, r.UUID)
+	}
+	e.regs.WithLabelValues(d.Method, "allowed").Inc()
+	e.log.Info("envoy enrolled", "envoy_uuid", id, "hostname", hostname, "source_ip", env.SourceIP, "method", d.Method, "rule", d.Rule, "revision", d.Revision, "token_id", tokenID)
+	return resp, nil
+}
+
+// checkToken looks the token up by id and checks its secret and state. It
+// returns the token for Decide when usable, or a refusal reason. Unknown ids
+// and wrong secrets get the same answer, so a caller learns nothing about
+// which tokens exist; a caller holding the secret learns why it is refused.
+func (e *Enroller) checkToken(ctx context.Context, tok token.Token, now time.Time) (*policy.TokenInfo, string, error) {
+	const invalid = "token is not valid"
+	t, err := e.cfg.Store.GetToken(ctx, tok.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		e.tokenChk.WithLabelValues("unknown").Inc()
+		return nil, invalid, nil // no bcrypt work for unknown ids
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("look up token %s: %w", tok.ID, err)
+	}
+	select {
+	case e.bcrypt <- struct{}{}:
+	case <-ctx.Done():
+		return nil, "", ctx.Err()
+	}
+	ok := token.Compare(t.SecretHash, tok)
+	<-e.bcrypt
+	switch {
+	case !ok:
+		e.tokenChk.WithLabelValues("bad_secret").Inc()
+		return nil, invalid, nil
+	case !t.RevokedAt.IsZero():
+		e.tokenChk.WithLabelValues("revoked").Inc()
+		return nil, fmt.Sprintf("token %s has been revoked", t.ID), nil
+	case !t.UsedAt.IsZero():
+		e.tokenChk.WithLabelValues("used").Inc()
+		return nil, fmt.Sprintf("token %s has already been used", t.ID), nil
+	case !now.Before(t.ExpiresAt):
+		e.tokenChk.WithLabelValues("expired").Inc()
+		return nil, fmt.Sprintf("token %s expired at %s", t.ID, t.ExpiresAt.UTC().Format(time.RFC3339)), nil
+	}
+	e.tokenChk.WithLabelValues("ok").Inc()
+	return &policy.TokenInfo{ID: t.ID, Pattern: t.Pattern}, "", nil
+}
+
+// newUUID returns a random (version 4) UUID.
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails since Go 1.24
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}

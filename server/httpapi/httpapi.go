@@ -1,0 +1,375 @@
+// Package httpapi is the server's HTTPS API: the route table, the open
+// bootstrap routes (script, agent downloads, registration), the admin API
+// (tokens, envoys, audit, policy status), the policy webhook, health and
+// metrics. Handlers translate between HTTP and the use cases; they hold no
+// business rules of their own.
+package httpapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/vigo-enroll/vigo/policy"
+	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/server/enroll"
+	"github.com/vigo-enroll/vigo/server/store"
+)
+
+// PolicyController is what the API needs of the policy controller.
+type PolicyController interface {
+	// Status returns the policy status of this replica.
+	Status() apiv1.PolicyStatus
+	// SyncNow syncs at once and returns the resulting status.
+	SyncNow(ctx context.Context) (apiv1.PolicyStatus, error)
+	// Trigger asks for a sync without waiting.
+	Trigger()
+}
+
+// AgentDist serves agent binaries.
+type AgentDist interface {
+	HandleLatest(w http.ResponseWriter, r *http.Request)
+	HandleDownload(w http.ResponseWriter, r *http.Request)
+	HandleSigningKey(w http.ResponseWriter, r *http.Request)
+}
+
+// Config configures the API. Enroller, Store and AdminTokenHash are required.
+type Config struct {
+	Enroller *enroll.Enroller
+	Store    store.Store
+	// Policy returns the active policy (nil when none is valid yet).
+	Policy func() *policy.Policy
+	// PolicyCtl serves status and sync; nil disables those routes.
+	PolicyCtl PolicyController
+	// Dist serves agent binaries; nil answers 404.
+	Dist AgentDist
+	// Bootstrap renders the bootstrap script for an OS ("" or "windows").
+	Bootstrap func(goos string) ([]byte, string, error)
+	// AdminTokenHash is the SHA-256 of the admin token.
+	AdminTokenHash [32]byte
+	// WebhookSecret is the policy webhook's shared secret; empty disables the webhook.
+	WebhookSecret []byte
+	// TrustedProxies may set X-Forwarded-For.
+	TrustedProxies []netip.Prefix
+	// RatePerSecond and Burst limit the open routes per source address (rate < 0: off).
+	RatePerSecond float64
+	Burst         int
+	// PublicURL is the https://host:port agents and operators use.
+	PublicURL string
+	// Ready reports readiness for /readyz ("" = ready, else the reason).
+	Ready func() string
+	// Replica names this server.
+	Replica string
+	// Registerer and Gatherer for metrics (nil = none / default).
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+	Logger     *slog.Logger
+	Now        func() time.Time
+}
+
+// API is the HTTP handler of the server.
+type API struct {
+	cfg      Config
+	log      *slog.Logger
+	limit    *limiter
+	hookLim  *limiter
+	duration *prometheus.HistogramVec
+	mux      *http.ServeMux
+}
+
+// New returns the API handler.
+func New(cfg Config) (*API, error) {
+	if cfg.Enroller == nil || cfg.Store == nil {
+		return nil, errors.New("httpapi: Enroller and Store are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Policy == nil {
+		cfg.Policy = func() *policy.Policy { return nil }
+	}
+	if cfg.Ready == nil {
+		cfg.Ready = func() string { return "" }
+	}
+	if cfg.Gatherer == nil {
+		cfg.Gatherer = prometheus.DefaultGatherer
+	}
+	a := &API{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "httpapi"),
+		limit:   newLimiter(cfg.RatePerSecond, cfg.Burst, cfg.Now),
+		hookLim: newLimiter(1, 10, cfg.Now),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "vigo_http_request_duration_seconds", Help: "HTTP request durations by route and code.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"route", "code"}),
+	}
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(a.duration); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	a.mux = a.routes()
+	return a, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+// routes is the whole route table.
+func (a *API) routes() *http.ServeMux {
+	m := http.NewServeMux()
+	open := func(pattern string, h http.HandlerFunc) { m.Handle(pattern, a.observe(pattern, a.rateLimited(h))) }
+	admin := func(pattern string, h http.HandlerFunc) { m.Handle(pattern, a.observe(pattern, a.admin(h))) }
+	plain := func(pattern string, h http.HandlerFunc) { m.Handle(pattern, a.observe(pattern, h)) }
+
+	// Open to anyone, rate-limited per source address.
+	open("GET /bootstrap", a.handleBootstrap)
+	open("POST /api/v1/bootstrap/register", a.handleRegister)
+	open("GET /api/v1/agent/latest", a.dist(func(d AgentDist) http.HandlerFunc { return d.HandleLatest }))
+	open("GET /api/v1/agent/download/{os}/{arch}", a.dist(func(d AgentDist) http.HandlerFunc { return d.HandleDownload }))
+	open("GET /api/v1/agent/signing-key", a.dist(func(d AgentDist) http.HandlerFunc { return d.HandleSigningKey }))
+
+	// Authenticated by its HMAC, rate-limited.
+	plain("POST /api/v1/policy/webhook", a.handleWebhook)
+
+	// Health and metrics are open.
+	plain("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	plain("GET /readyz", a.handleReady)
+	m.Handle("GET /metrics", promhttp.HandlerFor(a.cfg.Gatherer, promhttp.HandlerOpts{}))
+
+	// Admin API.
+	admin("POST /api/v1/tokens", a.handleTokenCreate)
+	admin("GET /api/v1/tokens", a.handleTokenList)
+	admin("DELETE /api/v1/tokens/{id}", a.handleTokenRevoke)
+	admin("GET /api/v1/envoys", a.handleEnvoyList)
+	admin("GET /api/v1/envoys/{id}", a.handleEnvoyShow)
+	admin("POST /api/v1/envoys/{id}/revoke", a.handleEnvoyRevoke)
+	admin("POST /api/v1/envoys/{id}/rebootstrap", a.handleEnvoyRebootstrap)
+	admin("POST /api/v1/envoys/{id}/update", a.handleEnvoyUpdate)
+	admin("GET /api/v1/audit", a.handleAudit)
+	admin("GET /api/v1/policy/status", a.handlePolicyStatus)
+	admin("POST /api/v1/policy/sync", a.handlePolicySync)
+
+	// Anything else under /api/ is unknown: admin-only so it reveals nothing.
+	admin("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
+	})
+	plain("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s; the bootstrap script is at GET /bootstrap", r.Method, r.URL.Path))
+	})
+	return m
+}
+
+func (a *API) dist(pick func(AgentDist) http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if a.cfg.Dist == nil {
+			writeError(w, http.StatusNotFound, "no agent binaries are served: set agent.dist_dir and run `make dist`")
+			return
+		}
+		pick(a.cfg.Dist)(w, r)
+	}
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// observe records the request duration and turns a handler panic into a
+// 500 with a log line instead of a dropped connection.
+func (a *API) observe(route string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			if v := recover(); v != nil {
+				a.log.Error("handler panic", "route", route, "err", fmt.Sprint(v))
+				if sw.code == 0 {
+					writeError(sw, http.StatusInternalServerError, "internal error")
+				}
+			}
+			code := sw.code
+			if code == 0 {
+				code = http.StatusOK
+			}
+			a.duration.WithLabelValues(route, strconv.Itoa(code)).Observe(time.Since(start).Seconds())
+		}()
+		h.ServeHTTP(sw, r)
+	})
+}
+
+func (a *API) rateLimited(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ok, wait := a.limit.allow(a.sourceIP(r))
+		if !ok {
+			secs := int(wait/time.Second) + 1
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			writeError(w, http.StatusTooManyRequests, fmt.Sprintf("too many requests from this address: retry in %d s", secs))
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (a *API) admin(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		auth := r.Header.Get("Authorization")
+		tok, ok := strings.CutPrefix(auth, "Bearer ")
+		if !ok || tok == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="vigo"`)
+			writeError(w, http.StatusUnauthorized, "admin credential required: send Authorization: Bearer <admin token> (vigocli reads vigo-data/admin.token)")
+			return
+		}
+		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+		// Compare hashes in constant time: timing reveals nothing of the token.
+		if subtle.ConstantTimeCompare(sum[:], a.cfg.AdminTokenHash[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="vigo", error="invalid_token"`)
+			writeError(w, http.StatusUnauthorized, "admin credential is not valid")
+			return
+		}
+		h(w, r)
+	}
+}
+
+// sourceIP is the TCP peer, or the client named in X-Forwarded-For when the
+// peer is a configured trusted proxy. Trusting the header from anyone else
+// would let a client pick the address that trusted enrollment checks.
+func (a *API) sourceIP(r *http.Request) netip.Addr {
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		addr, _ := netip.ParseAddr(host)
+		return addr.Unmap()
+	}
+	addr := peer.Addr().Unmap()
+	if !a.trusted(addr) {
+		return addr
+	}
+	xff := r.Header.Values("X-Forwarded-For")
+	hops := strings.Split(strings.Join(xff, ","), ",")
+	// Walk from the right: the nearest hop not added by a trusted proxy is the client.
+	for i := len(hops) - 1; i >= 0; i-- {
+		h := strings.TrimSpace(hops[i])
+		if h == "" {
+			continue
+		}
+		hop, err := netip.ParseAddr(h)
+		if err != nil {
+			return addr
+		}
+		hop = hop.Unmap()
+		if !a.trusted(hop) {
+			return hop
+		}
+		addr = hop
+	}
+	return addr
+}
+
+func (a *API) trusted(addr netip.Addr) bool {
+	for _, p := range a.cfg.TrustedProxies {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *API) handleReady(w http.ResponseWriter, r *http.Request) {
+	if reason := a.cfg.Ready(); reason != "" {
+		writeError(w, http.StatusServiceUnavailable, reason)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (a *API) handleBootstrap(w http.ResponseWriter, r *http.Request) {
+	if a.cfg.Bootstrap == nil {
+		writeError(w, http.StatusNotFound, "bootstrap script not configured")
+		return
+	}
+	goos := r.URL.Query().Get("os")
+	script, ctype, err := a.cfg.Bootstrap(goos)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", ctype)
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(script)
+}
+
+// maxBody caps request bodies of JSON routes.
+const maxBody = 64 << 10
+
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &mbe):
+			return fmt.Errorf("request body larger than %d bytes", maxBody)
+		case errors.As(err, &te):
+			return fmt.Errorf("field %s: expected %s", te.Field, te.Type)
+		case errors.As(err, &se):
+			return fmt.Errorf("request body is not valid JSON: %v", err)
+		case strings.HasPrefix(err.Error(), "json: unknown field"):
+			return fmt.Errorf("request body has an %s", strings.TrimPrefix(err.Error(), "json: "))
+		default:
+			return fmt.Errorf("request body is not valid JSON: %v", err)
+		}
+	}
+	if dec.More() {
+		return errors.New("request body has data after the JSON object")
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, apiv1.Error{Error: msg})
+}

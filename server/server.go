@@ -1,0 +1,468 @@
+// Package server assembles the Vigo Enroll server: it loads the
+// configuration, the CA, the store and the policy source, and runs the
+// HTTPS API, the gRPC check-in service and the policy controller as one
+// group: when one fails, all stop.
+package server
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/vigo-enroll/vigo/gitsync"
+	"github.com/vigo-enroll/vigo/policy"
+	"github.com/vigo-enroll/vigo/server/agentdist"
+	"github.com/vigo-enroll/vigo/server/bootstrap"
+	"github.com/vigo-enroll/vigo/server/ca"
+	"github.com/vigo-enroll/vigo/server/enroll"
+	"github.com/vigo-enroll/vigo/server/grpcapi"
+	"github.com/vigo-enroll/vigo/server/httpapi"
+	"github.com/vigo-enroll/vigo/server/policyctl"
+	"github.com/vigo-enroll/vigo/server/store"
+	"github.com/vigo-enroll/vigo/server/store/pgstore"
+	"github.com/vigo-enroll/vigo/server/store/sqlitestore"
+)
+
+// Server is a running Vigo Enroll server.
+type Server struct {
+	cfg      *Config
+	log      *slog.Logger
+	store    store.Store
+	ca       *ca.CA
+	ctl      *policyctl.Controller
+	dirSrc   *gitsync.Dir
+	grpc     *grpcapi.Server
+	dist     *agentdist.Dist
+	http     *http.Server
+	apiLn    net.Listener
+	grpcLn   net.Listener
+	registry *prometheus.Registry
+	// AdminTokenFile is where the admin token was written at first start.
+	AdminTokenFile string
+}
+
+// New loads everything the server needs and opens its listeners, so that
+// the addresses are known before Run.
+func New(ctx context.Context, cfg *Config, logger *slog.Logger) (s *Server, err error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s = &Server{cfg: cfg, log: logger, registry: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	data := cfg.Server.DataDir
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		return nil, fmt.Errorf("create data folder: %w", err)
+	}
+
+	// Listeners first: a port in use is the most common start-up failure.
+	if s.apiLn, err = net.Listen("tcp", cfg.Server.APIListen); err != nil {
+		return nil, fmt.Errorf("listen on server.api_listen %s: %w", cfg.Server.APIListen, err)
+	}
+	if s.grpcLn, err = net.Listen("tcp", cfg.Server.GRPCListen); err != nil {
+		return nil, fmt.Errorf("listen on server.grpc_listen %s: %w", cfg.Server.GRPCListen, err)
+	}
+
+	names := append([]string{cfg.Server.Hostname}, cfg.Server.TLSSANs...)
+	s.ca, err = ca.LoadOrCreate(ca.Config{
+		Dir: data, CertFile: cfg.Server.TLS.CertFile, KeyFile: cfg.Server.TLS.KeyFile,
+		CAFile: cfg.Server.TLS.CAFile, CAKeyFile: cfg.Server.TLS.CAKeyFile, Hostnames: names,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if s.ca.Created {
+		logger.Info("created a new CA", "fingerprint", s.ca.Fingerprint(), "dir", filepath.Join(data, "tls"))
+	}
+	signKey, err := ca.LoadOrCreateSigningKey(filepath.Join(data, "tls", "response_signing_key"))
+	if err != nil {
+		return nil, err
+	}
+
+	tokenFile := cfg.Admin.TokenFile
+	if tokenFile == "" {
+		tokenFile = filepath.Join(data, "admin.token")
+	}
+	adminHash, created, err := adminToken(tokenFile)
+	if err != nil {
+		return nil, err
+	}
+	s.AdminTokenFile = tokenFile
+	if created {
+		logger.Info("generated the admin token; vigocli on this host reads it from there", "file", tokenFile)
+	}
+
+	var st store.Store
+	switch cfg.Database.Driver {
+	case "postgres":
+		dsn := cfg.Database.DSN
+		if cfg.Database.DSNFile != "" {
+			b, err := os.ReadFile(cfg.Database.DSNFile)
+			if err != nil {
+				return nil, fmt.Errorf("read database.dsn_file: %w", err)
+			}
+			dsn = strings.TrimSpace(string(b))
+		}
+		st, err = pgstore.Open(ctx, dsn, pgstore.Options{})
+	default:
+		path := cfg.Database.DSN
+		if path == "" {
+			path = filepath.Join(data, "vigo.db")
+		}
+		st, err = sqlitestore.Open(ctx, path, sqlitestore.Options{})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	// Every change to an envoy, whoever makes it (policy controller,
+	// admin API, registration, renewal), reaches the gRPC server's cache.
+	notify := &notifyingStore{Store: st}
+	s.store = notify
+
+	if err := s.startPolicy(ctx); err != nil {
+		return nil, err
+	}
+
+	distDir := cfg.Agent.DistDir
+	if distDir == "" {
+		distDir = filepath.Join(data, "dist")
+	}
+	s.dist, err = agentdist.New(agentdist.Config{Dir: distDir, Logger: logger, SigningKeyFile: cfg.Agent.SigningKeyFile})
+	if err != nil {
+		return nil, err
+	}
+
+	grpcPort := s.grpcLn.Addr().(*net.TCPAddr).Port
+	apiPort := s.apiLn.Addr().(*net.TCPAddr).Port
+	advertised := cfg.Server.Hostname
+	grpcAddr := net.JoinHostPort(advertised, strconv.Itoa(grpcPort))
+	publicURL := "https://" + net.JoinHostPort(advertised, strconv.Itoa(apiPort))
+	interval := time.Duration(cfg.Bootstrap.CheckinInterval)
+
+	s.grpc, err = grpcapi.New(grpcapi.Config{
+		Store: notify, CA: s.ca, SigningKey: signKey, Logger: logger, Interval: interval,
+		Registerer: s.registry, Replica: cfg.Server.Replica,
+		CertValidity: func() time.Duration {
+			if p := s.policy(); p != nil {
+				return p.CertValidity()
+			}
+			return 0
+		},
+		AgentVersion: s.agentVersion,
+	})
+	if err != nil {
+		return nil, err
+	}
+	notify.changed = s.grpc.EnvoyChanged
+
+	signingKeyPEM := func() string { return "" }
+	if cfg.Agent.SigningKeyFile != "" {
+		b, err := os.ReadFile(cfg.Agent.SigningKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("read agent.signing_key_file: %w", err)
+		}
+		if blk, _ := pem.Decode(b); blk == nil || blk.Type != "PUBLIC KEY" {
+			return nil, fmt.Errorf("agent.signing_key_file %s: not a PEM PUBLIC KEY", cfg.Agent.SigningKeyFile)
+		}
+		signingKeyPEM = func() string { return string(b) }
+	}
+	enr, err := enroll.New(enroll.Config{
+		Store: notify, CA: s.ca, Policy: s.policy, Replica: cfg.Server.Replica,
+		GRPCAddress: grpcAddr, CheckinInterval: interval, ServerPublicKey: signKey.Public().(ed25519.PublicKey),
+		SigningKeyPEM: signingKeyPEM, Logger: logger, Registerer: s.registry,
+	})
+	if err != nil {
+		return nil, err
+	}
+	proxies, _ := cfg.TrustedProxyPrefixes()
+	var webhookSecret []byte
+	if f := cfg.Policy.WebhookSecretFile; f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("read policy.webhook_secret_file: %w", err)
+		}
+		webhookSecret = []byte(strings.TrimSpace(string(b)))
+		if len(webhookSecret) < 16 {
+			return nil, fmt.Errorf("policy.webhook_secret_file %s: the secret must be at least 16 characters", f)
+		}
+	}
+	var ctl httpapi.PolicyController
+	if s.ctl != nil {
+		ctl = s.ctl
+	}
+	api, err := httpapi.New(httpapi.Config{
+		Enroller: enr, Store: notify, Policy: s.policy, PolicyCtl: ctl, Dist: s.dist,
+		Bootstrap: func(goos string) ([]byte, string, error) {
+			return bootstrap.Render(bootstrap.Params{ServerURL: publicURL, GRPCAddress: grpcAddr, CAFingerprint: s.ca.Fingerprint(), OS: goos})
+		},
+		AdminTokenHash: adminHash, WebhookSecret: webhookSecret, TrustedProxies: proxies,
+		RatePerSecond: cfg.Bootstrap.RateLimit.PerSecond, Burst: cfg.Bootstrap.RateLimit.Burst,
+		PublicURL: publicURL, Replica: cfg.Server.Replica, Ready: s.ready,
+		Registerer: s.registry, Gatherer: s.registry, Logger: logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	serverCert := s.ca.ServerTLSCertificate()
+	s.http = &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      5 * time.Minute, // agent downloads on slow links
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.With("component", "https").Handler(), slog.LevelDebug),
+		TLSConfig: &tls.Config{
+			MinVersion:   tls.VersionTLS12, // PowerShell 5.1 and older curl speak TLS 1.2
+			Certificates: []tls.Certificate{serverCert},
+			// Envoys may present their certificate (self-update downloads
+			// over mTLS); nobody has to, since bootstrap routes are open.
+			ClientAuth: tls.VerifyClientCertIfGiven,
+			ClientCAs:  s.ca.Pool(),
+		},
+	}
+	logger.Info("server ready to start", "api", s.apiLn.Addr().String(), "grpc", s.grpcLn.Addr().String(),
+		"public_url", publicURL, "ca_fingerprint", s.ca.Fingerprint(), "replica", cfg.Server.Replica)
+	return s, nil
+}
+
+func (s *Server) startPolicy(ctx context.Context) error {
+	cfg := s.cfg
+	var src gitsync.Source
+	interval := time.Minute
+	switch {
+	case cfg.Policy.Dir != "":
+		d, err := gitsync.NewDir(gitsync.DirConfig{Path: cfg.Policy.Dir, Logger: s.log})
+		if err != nil {
+			return fmt.Errorf("policy.dir: %w", err)
+		}
+		s.dirSrc, src = d, d
+	case cfg.Policy.Git != nil:
+		g := cfg.Policy.Git
+		gc := gitsync.GitConfig{URL: g.URL, Ref: g.Ref, Path: g.Path, Timeout: time.Duration(g.Timeout), Logger: s.log}
+		gc.Auth.Username = g.Auth.Username
+		gc.Auth.SSHKeyFile = g.Auth.SSHKeyFile
+		gc.Auth.KnownHostsFile = g.Auth.KnownHostsFile
+		if g.Auth.TokenFile != "" {
+			b, err := os.ReadFile(g.Auth.TokenFile)
+			if err != nil {
+				return fmt.Errorf("read policy.git.auth.token_file: %w", err)
+			}
+			gc.Auth.Token = strings.TrimSpace(string(b))
+		}
+		gc.Verify.SSHAllowedSignersFile = g.Verify.SSHAllowedSignersFile
+		gc.Verify.OpenPGPKeyringFile = g.Verify.OpenPGPKeyringFile
+		gs, err := gitsync.NewGit(gc)
+		if err != nil {
+			return fmt.Errorf("policy.git: %w", err)
+		}
+		src = gs
+		interval = time.Duration(g.Interval)
+	default:
+		s.log.Warn("no policy source configured (policy.dir or policy.git): only token enrollment is possible")
+		return nil
+	}
+	ctl, err := policyctl.New(policyctl.Config{
+		Source: src, Store: s.store, Interval: interval, Logger: s.log,
+		Replica: cfg.Server.Replica, Registerer: s.registry,
+	})
+	if err != nil {
+		return err
+	}
+	s.ctl = ctl
+	if err := ctl.Restore(ctx); err != nil {
+		s.log.Warn("no persisted policy revision restored", "err", err)
+	}
+	return nil
+}
+
+// policy returns the active policy, or nil when none has ever been valid.
+func (s *Server) policy() *policy.Policy {
+	if s.ctl == nil {
+		return nil
+	}
+	return s.ctl.Active()
+}
+
+func (s *Server) ready() string {
+	if s.policy() == nil {
+		if s.ctl == nil {
+			return "no policy source is configured: set policy.dir or policy.git (token enrollment still works)"
+		}
+		return "no valid enrollment policy has been loaded yet: see `vigocli policy status`"
+	}
+	return ""
+}
+
+func (s *Server) agentVersion(goos, goarch string) (version, sha string, ok bool) {
+	if s.cfg.Agent.Version == "" {
+		return "", "", false
+	}
+	l, ok := s.dist.Latest(goos, goarch)
+	if !ok || l.Version != s.cfg.Agent.Version {
+		return "", "", false
+	}
+	return l.Version, l.SHA256, true
+}
+
+// APIAddr is the address the HTTPS API listens on.
+func (s *Server) APIAddr() net.Addr { return s.apiLn.Addr() }
+
+// GRPCAddr is the address the gRPC service listens on.
+func (s *Server) GRPCAddr() net.Addr { return s.grpcLn.Addr() }
+
+// CA returns the server's CA.
+func (s *Server) CA() *ca.CA { return s.ca }
+
+// Store returns the server's store (for tests and tools).
+func (s *Server) Store() store.Store { return s.store }
+
+// CAPool returns a pool with the server's CA, for clients.
+func (s *Server) CAPool() *x509.CertPool { return s.ca.Pool() }
+
+// Reload asks the policy source for a new revision now (SIGHUP).
+func (s *Server) Reload() {
+	if s.ctl != nil {
+		s.ctl.Trigger()
+	}
+	if err := s.dist.Reload(); err != nil {
+		s.log.Warn("reload agent distribution", "err", err)
+	}
+}
+
+// Run serves until ctx is done or a component fails, then shuts down
+// gracefully: in-flight requests finish, batched check-ins are written.
+func (s *Server) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		err := s.http.ServeTLS(s.apiLn, "", "")
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return fmt.Errorf("https: %w", err)
+	})
+	g.Go(func() error {
+		if err := s.grpc.Serve(s.grpcLn); err != nil {
+			return fmt.Errorf("grpc: %w", err)
+		}
+		return nil
+	})
+	if s.dirSrc != nil {
+		g.Go(func() error { return s.dirSrc.Run(ctx) })
+	}
+	if s.ctl != nil {
+		g.Go(func() error { return s.ctl.Run(ctx) })
+	}
+	if r := time.Duration(s.cfg.Database.Retention); r > 0 {
+		g.Go(func() error { s.prune(ctx, r); return nil })
+	}
+	g.Go(func() error {
+		<-ctx.Done()
+		s.log.Info("shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_ = s.http.Shutdown(sctx)
+		s.grpc.GracefulStop()
+		return nil
+	})
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+func (s *Server) prune(ctx context.Context, retention time.Duration) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		n, err := s.store.Prune(ctx, time.Now().Add(-retention))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.log.Error("prune old records", "err", err)
+		case n > 0:
+			s.log.Info("pruned old records", "rows", n, "retention", retention)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Close releases everything New opened. Run must have returned.
+func (s *Server) Close() {
+	if s.grpc != nil {
+		_ = s.grpc.Close() // flushes batched check-ins
+	}
+	for _, ln := range []net.Listener{s.apiLn, s.grpcLn} {
+		if ln != nil {
+			_ = ln.Close()
+		}
+	}
+	if s.store != nil {
+		_ = s.store.Close()
+	}
+}
+
+// notifyingStore reports every envoy it changes, so the gRPC server's
+// cache drops it at once.
+type notifyingStore struct {
+	store.Store
+	changed func(uuid string)
+}
+
+func (n *notifyingStore) tell(uuid string) {
+	if n.changed != nil {
+		n.changed(uuid)
+	}
+}
+
+func (n *notifyingStore) Enroll(ctx context.Context, p store.EnrollParams) ([]store.Envoy, error) {
+	replaced, err := n.Store.Enroll(ctx, p)
+	for _, e := range replaced {
+		n.tell(e.UUID)
+	}
+	return replaced, err
+}
+
+func (n *notifyingStore) RevokeEnvoys(ctx context.Context, rs []store.Revocation) ([]store.Envoy, error) {
+	revoked, err := n.Store.RevokeEnvoys(ctx, rs)
+	for _, e := range revoked {
+		n.tell(e.UUID)
+	}
+	return revoked, err
+}
+
+func (n *notifyingStore) SetEnvoyFlags(ctx context.Context, uuid string, f store.EnvoyFlags, a store.AuditEvent) error {
+	err := n.Store.SetEnvoyFlags(ctx, uuid, f, a)
+	n.tell(uuid)
+	return err
+}
+
+func (n *notifyingStore) RenewCertificate(ctx context.Context, p store.RenewParams) error {
+	err := n.Store.RenewCertificate(ctx, p)
+	n.tell(p.UUID)
+	return err
+}
