@@ -1,0 +1,238 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vigo-enroll/vigo/policy"
+)
+
+// newPolicyCmd is the "policy" command group. vet and explain work offline
+// on a policy folder with the same code the server runs; status and sync ask
+// the server.
+func newPolicyCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "policy",
+		Short: "Vet and explain enrollment policy (CUE files in Git); show the server's policy status",
+	}
+	cmd.AddCommand(newPolicyVetCmd(g), newPolicyExplainCmd(g), newPolicyStatusCmd(g), newPolicySyncCmd(g))
+	return cmd
+}
+
+// vetError is one problem as vet prints it in JSON.
+type vetError struct {
+	File    string `json:"file"`
+	Line    int    `json:"line"`
+	Col     int    `json:"col"`
+	Path    string `json:"path"`
+	Message string `json:"message"`
+}
+
+func newPolicyVetCmd(g *globals) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "vet [DIR]",
+		Short: "Validate a policy folder and run its tests (exit 0 valid, 1 invalid, 2 usage or I/O error)",
+		Long: `Vet loads the policy folder DIR (default .) exactly as the server does: every .cue file
+unified with the #Policy schema, then the checks CUE cannot do (host bits in CIDRs, globs,
+hostnames, duration bounds, duplicates). It then runs the policy's tests: cases. Every problem
+is reported as file:line:col: path: message, with file names as seen from the current folder.
+
+Formats: text (default), json (an array of {file, line, col, path, message}), and github
+(::error annotations, shown on the pull request by GitHub Actions).
+
+Exit status: 0 valid, 1 invalid, 2 usage or I/O error.`,
+		Example: `  vigocli policy vet examples/policy
+  vigocli policy vet --format github policy/`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				return &codeError{code: 2, err: fmt.Errorf("policy vet takes at most one folder, got %d arguments", len(args))}
+			}
+			return nil
+		},
+		RunE: func(_ *cobra.Command, args []string) error {
+			switch format {
+			case "text", "json", "github":
+			default:
+				return &codeError{code: 2, err: fmt.Errorf("--format %s: must be text, json or github", format)}
+			}
+			dir := "."
+			if len(args) == 1 {
+				dir = args[0]
+			}
+			return vet(g, dir, format)
+		},
+	}
+	cmd.Flags().StringVar(&format, "format", "text", "output format: text, json or github")
+	return cmd
+}
+
+func vet(g *globals, dir, format string) error {
+	p, err := policy.LoadDir(dir, "")
+	var errs policy.Errors
+	switch {
+	case errors.As(err, &errs):
+	case err != nil:
+		return &codeError{code: 2, err: err}
+	default:
+		for _, f := range p.RunTests() {
+			errs = append(errs, f.Err())
+		}
+	}
+	out := make([]vetError, len(errs))
+	for i, e := range errs {
+		file := e.File
+		if file != "" && filepath.Clean(dir) != "." {
+			// Name files from the current folder, so that editors and
+			// GitHub (which runs from the repository root) find them.
+			file = filepath.ToSlash(filepath.Join(dir, file))
+		}
+		out[i] = vetError{File: file, Line: e.Line, Col: e.Col, Path: e.Path, Message: e.Msg}
+	}
+	summary := ""
+	if len(errs) == 0 {
+		c := p.Counts()
+		summary = fmt.Sprintf("policy %s is valid: %d rules (%d trusted_enrollment, %d approved, %d revocations) and %d tests checked",
+			dir, c.Rules(), c.Trusted, c.Approved, c.Revocations, c.Tests)
+	}
+	switch format {
+	case "json":
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+		if summary != "" {
+			fmt.Fprintln(g.stderr, summary)
+		}
+	case "github":
+		for _, e := range out {
+			fmt.Fprintln(g.stdout, githubAnnotation(e))
+		}
+		if summary != "" {
+			fmt.Fprintln(g.stdout, summary)
+		}
+	default:
+		for _, e := range out {
+			fmt.Fprintln(g.stdout, (&policy.Error{File: e.File, Line: e.Line, Col: e.Col, Path: e.Path, Msg: e.Message}).Error())
+		}
+		if summary != "" {
+			fmt.Fprintln(g.stdout, summary)
+		}
+	}
+	if len(errs) > 0 {
+		fmt.Fprintf(g.stderr, "policy %s is invalid: %d %s\n", dir, len(errs), plural(len(errs), "problem", "problems"))
+		return &codeError{code: 1}
+	}
+	return nil
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// githubAnnotation formats e as a GitHub Actions workflow command, escaped as
+// GitHub documents (properties also escape ':' and ',').
+func githubAnnotation(e vetError) string {
+	data := strings.NewReplacer("%", "%25", "\r", "%0D", "\n", "%0A")
+	prop := strings.NewReplacer("%", "%25", "\r", "%0D", "\n", "%0A", ":", "%3A", ",", "%2C")
+	msg := e.Message
+	if e.Path != "" {
+		msg = e.Path + ": " + msg
+	}
+	var props []string
+	if e.File != "" {
+		props = append(props, "file="+prop.Replace(e.File))
+		if e.Line > 0 {
+			props = append(props, fmt.Sprintf("line=%d,col=%d", e.Line, e.Col))
+		}
+	}
+	props = append(props, "title="+prop.Replace("vigocli policy vet"))
+	return "::error " + strings.Join(props, ",") + "::" + data.Replace(msg)
+}
+
+func newPolicyExplainCmd(g *globals) *cobra.Command {
+	var dir, hostname, ip, revision string
+	var token bool
+	var tokenPattern string
+	cmd := &cobra.Command{
+		Use:   "explain --hostname H --ip A [--dir DIR] [--token]",
+		Short: "Show how a policy folder decides a registration, without enrolling",
+		Long: `Explain loads the policy folder (as vet does) and prints the decision for a registration
+of --hostname from --ip: allowed or denied, the method (trusted, approved, token), the rule
+that decided and the reason. --token presents a valid token bound to the hostname (or to
+--token-pattern). Use -o json for {"allowed", "method", "rule", "reason", "revision"}.
+
+Exit status: 0 when a decision was made (allowed or not), 1 when the policy is invalid,
+2 on a usage or I/O error.`,
+		Example: `  vigocli policy explain --dir examples/policy --hostname web7.web.example.com --ip 203.0.113.9
+  vigocli policy explain --hostname laptop.example.com --ip 2001:db8::7 --token -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(_ *cobra.Command, _ []string) error {
+			if g.output != "table" && g.output != "text" && g.output != "json" {
+				return &codeError{code: 2, err: fmt.Errorf("-o %s: must be text or json", g.output)}
+			}
+			if hostname == "" {
+				return &codeError{code: 2, err: errors.New("--hostname is required")}
+			}
+			var src netip.Addr
+			if ip != "" {
+				a, err := netip.ParseAddr(ip)
+				if err != nil {
+					return &codeError{code: 2, err: fmt.Errorf("--ip %q is not an IP address", ip)}
+				}
+				src = a
+			}
+			p, err := policy.LoadDir(dir, revision)
+			var errs policy.Errors
+			switch {
+			case errors.As(err, &errs):
+				fmt.Fprintln(g.stderr, errs.Error())
+				return &codeError{code: 1, err: fmt.Errorf("policy %s is invalid: %d %s", dir, len(errs), plural(len(errs), "problem", "problems"))}
+			case err != nil:
+				return &codeError{code: 2, err: err}
+			}
+			req := policy.Request{Hostname: hostname, SourceIP: src}
+			if token || tokenPattern != "" {
+				pat := tokenPattern
+				if pat == "" {
+					pat = hostname
+				}
+				req.Token = &policy.TokenInfo{ID: "explain", Pattern: pat}
+			}
+			d := p.Decide(req)
+			if g.output == "json" {
+				return g.printJSON(d)
+			}
+			printDecision(g.stdout, d)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dir, "dir", ".", "policy folder")
+	f.StringVar(&hostname, "hostname", "", "hostname of the registering host (required)")
+	f.StringVar(&ip, "ip", "", "source address of the registration (IPv4 or IPv6)")
+	f.BoolVar(&token, "token", false, "present a valid token bound to the hostname")
+	f.StringVar(&tokenPattern, "token-pattern", "", "present a valid token bound to this pattern (implies --token)")
+	f.StringVar(&revision, "revision", "", "revision label to report (such as a commit id)")
+	return cmd
+}
+
+func printDecision(w io.Writer, d policy.Decision) {
+	verdict := "DENY"
+	if d.Allowed {
+		verdict = "ALLOW"
+	}
+	fmt.Fprintf(w, "decision: %s\nmethod:   %s\nrule:     %s\nreason:   %s\nrevision: %s\n",
+		verdict, dash(d.Method), dash(d.Rule), d.Reason, dash(d.Revision))
+}
