@@ -62,7 +62,8 @@ type Store interface {
 	// reports whether that nonce was already recorded and not yet expired
 	// (a replay). It is atomic across replicas sharing the database: of
 	// concurrent calls with the same envoy and nonce exactly one returns
-	// false. Expired nonces are deleted as a side effect.
+	// false. The envoy's expired nonces are deleted as a side effect; Prune
+	// deletes the expired nonces of all envoys.
 	SeenNonce(ctx context.Context, envoyUUID string, nonce []byte, expires time.Time) (seen bool, err error)
 
 	// AppendAudit appends events (e.g. a denied registration).
@@ -77,8 +78,9 @@ type Store interface {
 	// LoadPolicyRevision returns the saved revision, or ErrNotFound.
 	LoadPolicyRevision(ctx context.Context) (PolicyRevision, error)
 
-	// Prune deletes audit events older than before and revoked envoys
-	// revoked before before. It returns how many rows went.
+	// Prune deletes audit events older than before, revoked envoys
+	// revoked before before, and nonces expired by now. It returns how many
+	// rows went.
 	Prune(ctx context.Context, before time.Time) (int64, error)
 
 	// Close releases the database.

@@ -1,0 +1,124 @@
+package pgstore
+
+// migrations are the schema versions, in order. Version i+1 is
+// migrations[i]. A released migration is never edited: a change to the
+// schema is a new entry at the end.
+//
+// Objects are created unqualified, in the first schema of the connection's
+// search_path, so one database can hold several independent stores.
+var migrations = []string{
+	// 1: initial schema.
+	`
+CREATE TABLE tokens (
+	id          text        NOT NULL PRIMARY KEY,
+	secret_hash bytea       NOT NULL,
+	pattern     text        NOT NULL,
+	note        text        NOT NULL DEFAULT '',
+	created_at  timestamptz NOT NULL,
+	expires_at  timestamptz NOT NULL,
+	used_at     timestamptz,
+	used_by     text        NOT NULL DEFAULT '',
+	revoked_at  timestamptz
+);
+CREATE INDEX tokens_created_at ON tokens (created_at);
+
+CREATE TABLE envoys (
+	uuid             text        NOT NULL PRIMARY KEY,
+	hostname         text        NOT NULL,
+	public_key       bytea       NOT NULL,
+	cert_serial      text        NOT NULL DEFAULT '',
+	cert_not_after   timestamptz,
+	os               text        NOT NULL DEFAULT '',
+	arch             text        NOT NULL DEFAULT '',
+	source_ip        text        NOT NULL DEFAULT '',
+	method           text        NOT NULL DEFAULT '',
+	rule             text        NOT NULL DEFAULT '',
+	policy_revision  text        NOT NULL DEFAULT '',
+	token_id         text        NOT NULL DEFAULT '',
+	created_at       timestamptz NOT NULL,
+	status           text        NOT NULL CHECK (status IN ('active', 'revoked')),
+	revoked_at       timestamptz,
+	revoked_reason   text        NOT NULL DEFAULT '',
+	revoked_revision text        NOT NULL DEFAULT '',
+	replaced_by      text        NOT NULL DEFAULT '',
+	last_seen        timestamptz,
+	agent_version    text        NOT NULL DEFAULT '',
+	last_addr        text        NOT NULL DEFAULT '',
+	rebootstrap      boolean     NOT NULL DEFAULT false,
+	update_version   text        NOT NULL DEFAULT ''
+) WITH (fillfactor = 70); -- room for HOT updates: check-ins rewrite every row often
+-- At most one active envoy per hostname, across all replicas.
+CREATE UNIQUE INDEX envoys_active_hostname ON envoys (hostname) WHERE status = 'active';
+CREATE INDEX envoys_hostname ON envoys (hostname, created_at, uuid);
+CREATE INDEX envoys_created ON envoys (created_at, uuid);
+CREATE INDEX envoys_status_created ON envoys (status, created_at, uuid);
+CREATE INDEX envoys_revoked_at ON envoys (revoked_at) WHERE status = 'revoked';
+
+-- Revoked is terminal: no update may bring a revoked envoy back.
+CREATE FUNCTION envoys_revoked_is_terminal() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF OLD.status = 'revoked' AND NEW.status <> 'revoked' THEN
+		RAISE EXCEPTION 'a revoked envoy cannot become active again'
+			USING ERRCODE = 'integrity_constraint_violation';
+	END IF;
+	RETURN NEW;
+END
+$$;
+CREATE TRIGGER envoys_revoked_is_terminal BEFORE UPDATE OF status ON envoys
+	FOR EACH ROW EXECUTE FUNCTION envoys_revoked_is_terminal();
+
+-- UUIDs of revoked envoys removed by Prune, so that such a UUID cannot be
+-- enrolled again either.
+CREATE TABLE retired_envoys (
+	uuid text NOT NULL PRIMARY KEY
+);
+CREATE FUNCTION envoys_uuid_not_retired() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF EXISTS (SELECT 1 FROM retired_envoys WHERE uuid = NEW.uuid) THEN
+		RAISE EXCEPTION 'the uuid of a revoked envoy cannot be reused'
+			USING ERRCODE = 'integrity_constraint_violation';
+	END IF;
+	RETURN NEW;
+END
+$$;
+CREATE TRIGGER envoys_uuid_not_retired BEFORE INSERT ON envoys
+	FOR EACH ROW EXECUTE FUNCTION envoys_uuid_not_retired();
+
+CREATE TABLE audit (
+	id         bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	at         timestamptz NOT NULL,
+	type       text        NOT NULL,
+	result     text        NOT NULL DEFAULT '',
+	hostname   text        NOT NULL DEFAULT '',
+	source_ip  text        NOT NULL DEFAULT '',
+	method     text        NOT NULL DEFAULT '',
+	rule       text        NOT NULL DEFAULT '',
+	revision   text        NOT NULL DEFAULT '',
+	token_id   text        NOT NULL DEFAULT '',
+	envoy_uuid text        NOT NULL DEFAULT '',
+	reason     text        NOT NULL DEFAULT '',
+	replica    text        NOT NULL DEFAULT '',
+	details    text        -- JSON object of strings, NULL when empty
+);
+CREATE INDEX audit_at ON audit (at, id);
+
+-- The last good policy revision: at most one row.
+CREATE TABLE policy_revision (
+	singleton  integer     NOT NULL PRIMARY KEY CHECK (singleton = 1),
+	id         text        NOT NULL,
+	source     text        NOT NULL DEFAULT '',
+	files      bytea       NOT NULL, -- JSON object: path -> base64 content
+	signer     text        NOT NULL DEFAULT '',
+	applied_at timestamptz
+);
+
+-- Check-in nonces seen, for replay protection across replicas.
+CREATE TABLE nonces (
+	envoy_uuid text        NOT NULL,
+	nonce      bytea       NOT NULL,
+	expires_at timestamptz NOT NULL,
+	PRIMARY KEY (envoy_uuid, nonce)
+);
+CREATE INDEX nonces_expires_at ON nonces (expires_at);
+`,
+}

@@ -1,0 +1,632 @@
+package pgstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/vigo-enroll/vigo/server/store"
+)
+
+// querier is what *pgxpool.Pool and pgx.Tx have in common.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// ---- tokens ----
+
+const tokenCols = `id, secret_hash, pattern, note, created_at, expires_at, used_at, used_by, revoked_at`
+
+func scanToken(row pgx.Row) (store.Token, error) {
+	var t store.Token
+	var created, expires time.Time
+	var used, revoked *time.Time
+	if err := row.Scan(&t.ID, &t.SecretHash, &t.Pattern, &t.Note, &created, &expires, &used, &t.UsedBy, &revoked); err != nil {
+		return store.Token{}, err
+	}
+	t.CreatedAt, t.ExpiresAt, t.UsedAt, t.RevokedAt = created.UTC(), expires.UTC(), fromTS(used), fromTS(revoked)
+	return t, nil
+}
+
+// CreateToken stores a new token and appends audit in one transaction.
+func (s *Store) CreateToken(ctx context.Context, t store.Token, audit store.AuditEvent) error {
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		hash := t.SecretHash
+		if hash == nil {
+			hash = []byte{}
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO tokens (`+tokenCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+			t.ID, hash, t.Pattern, t.Note, s.orNow(t.CreatedAt), t.ExpiresAt, ts(t.UsedAt), t.UsedBy, ts(t.RevokedAt))
+		if err != nil {
+			return constraintErr(err)
+		}
+		return s.insertAudit(ctx, tx, audit)
+	})
+	if err != nil {
+		return fmt.Errorf("create token %s: %w", t.ID, err)
+	}
+	return nil
+}
+
+// GetToken returns the token with this id, or store.ErrNotFound.
+func (s *Store) GetToken(ctx context.Context, id string) (store.Token, error) {
+	t, err := scanToken(s.pool.QueryRow(ctx, `SELECT `+tokenCols+` FROM tokens WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		return store.Token{}, fmt.Errorf("get token %s: %w", id, err)
+	}
+	return t, nil
+}
+
+// ListTokens returns all tokens, newest first.
+func (s *Store) ListTokens(ctx context.Context) ([]store.Token, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+tokenCols+` FROM tokens ORDER BY created_at DESC, id DESC`)
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	defer rows.Close()
+	var ts []store.Token
+	for rows.Next() {
+		t, err := scanToken(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list tokens: %w", err)
+		}
+		ts = append(ts, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	return ts, nil
+}
+
+// RevokeToken marks an unused token revoked and appends audit.
+func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time, audit store.AuditEvent) error {
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND used_at IS NULL AND revoked_at IS NULL`,
+			s.orNow(at), id)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			var exists bool
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tokens WHERE id = $1)`, id).Scan(&exists); err != nil {
+				return err
+			}
+			if !exists {
+				return store.ErrNotFound
+			}
+			return store.ErrTokenUnavailable
+		}
+		return s.insertAudit(ctx, tx, audit)
+	})
+	if err != nil {
+		return fmt.Errorf("revoke token %s: %w", id, err)
+	}
+	return nil
+}
+
+// ---- envoys ----
+
+const envoyCols = `uuid, hostname, public_key, cert_serial, cert_not_after, os, arch, source_ip, method, rule,
+	policy_revision, token_id, created_at, status, revoked_at, revoked_reason, revoked_revision, replaced_by,
+	last_seen, agent_version, last_addr, rebootstrap, update_version`
+
+func scanEnvoy(row pgx.Row) (store.Envoy, error) {
+	var e store.Envoy
+	var created time.Time
+	var notAfter, revoked, lastSeen *time.Time
+	err := row.Scan(&e.UUID, &e.Hostname, &e.PublicKey, &e.CertSerial, &notAfter, &e.OS, &e.Arch, &e.SourceIP,
+		&e.Method, &e.Rule, &e.PolicyRevision, &e.TokenID, &created, &e.Status, &revoked, &e.RevokedReason,
+		&e.RevokedRevision, &e.ReplacedBy, &lastSeen, &e.AgentVersion, &e.LastAddr, &e.Rebootstrap, &e.UpdateVersion)
+	if err != nil {
+		return store.Envoy{}, err
+	}
+	e.CertNotAfter, e.CreatedAt, e.RevokedAt, e.LastSeen = fromTS(notAfter), created.UTC(), fromTS(revoked), fromTS(lastSeen)
+	return e, nil
+}
+
+func collectEnvoys(rows pgx.Rows, err error) ([]store.Envoy, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var es []store.Envoy
+	for rows.Next() {
+		e, err := scanEnvoy(rows)
+		if err != nil {
+			return nil, err
+		}
+		es = append(es, e)
+	}
+	return es, rows.Err()
+}
+
+// advisoryHostname is the first key of the advisory locks that serialise
+// the enrollments of one hostname ("VIGO" in ASCII).
+const advisoryHostname int32 = 0x5649474f
+
+// errRaceLost marks a forced enrollment that lost a race on the active
+// hostname index; the transaction is retried.
+var errRaceLost = errors.New("lost a race for the hostname")
+
+// Enroll creates an envoy, consuming a token and replacing an active envoy
+// with the same hostname when asked, in one transaction.
+func (s *Store) Enroll(ctx context.Context, p store.EnrollParams) ([]store.Envoy, error) {
+	now := s.orNow(p.Now)
+	e := p.Envoy
+	e.Status = store.StatusActive
+	e.CreatedAt = s.orNow(e.CreatedAt)
+	if e.PublicKey == nil {
+		e.PublicKey = []byte{}
+	}
+	var replaced []store.Envoy
+	enroll := func(tx pgx.Tx) error {
+		replaced = nil
+		// Enrollments of one hostname run one at a time across replicas:
+		// a forced one then always sees the envoy it must replace. Taken
+		// first, so every enrollment locks in the same order (hostname,
+		// token row, envoy rows) and none can deadlock.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, advisoryHostname, e.Hostname); err != nil {
+			return fmt.Errorf("lock hostname %s: %w", e.Hostname, err)
+		}
+		if p.TokenID != "" {
+			// Conditional consume: concurrent consumers block on the row
+			// lock, then re-check the condition and find the token used.
+			tag, err := tx.Exec(ctx, `UPDATE tokens SET used_at = $1, used_by = $2
+				WHERE id = $3 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1`,
+				now, e.UUID, p.TokenID)
+			if err != nil {
+				return fmt.Errorf("consume token %s: %w", p.TokenID, err)
+			}
+			if tag.RowsAffected() == 0 {
+				return fmt.Errorf("consume token %s: %w", p.TokenID, store.ErrTokenUnavailable)
+			}
+		}
+		if p.Force {
+			var err error
+			replaced, err = collectEnvoys(tx.Query(ctx, `UPDATE envoys
+				SET status = 'revoked', revoked_at = $1, revoked_reason = 'replaced', replaced_by = $2
+				WHERE hostname = $3 AND status = 'active' RETURNING `+envoyCols,
+				now, e.UUID, e.Hostname))
+			if err != nil {
+				return fmt.Errorf("replace envoy %s: %w", e.Hostname, err)
+			}
+			for _, old := range replaced {
+				if err := s.insertAudit(ctx, tx, replacedAudit(old, e.UUID, now, p.Audit)); err != nil {
+					return err
+				}
+			}
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO envoys (`+envoyCols+`)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)`,
+			e.UUID, e.Hostname, e.PublicKey, e.CertSerial, ts(e.CertNotAfter), e.OS, e.Arch, e.SourceIP, e.Method, e.Rule,
+			e.PolicyRevision, e.TokenID, e.CreatedAt, e.Status, ts(e.RevokedAt), e.RevokedReason,
+			e.RevokedRevision, e.ReplacedBy, ts(e.LastSeen), e.AgentVersion, e.LastAddr, e.Rebootstrap, e.UpdateVersion)
+		if err != nil {
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "envoys_active_hostname" {
+				if p.Force {
+					// Another writer committed an active envoy for this
+					// hostname after our UPDATE looked (one that does not
+					// take the hostname lock, e.g. an older version): start
+					// again, and this time replace it.
+					return errRaceLost
+				}
+				return fmt.Errorf("insert envoy %s: %w", e.Hostname, store.ErrHostnameTaken)
+			}
+			if isIntegrityErr(err) {
+				return fmt.Errorf("insert envoy: uuid %s already used: %w", e.UUID, store.ErrConflict)
+			}
+			return fmt.Errorf("insert envoy: %w", err)
+		}
+		return s.insertAudit(ctx, tx, p.Audit)
+	}
+	var err error
+	for range maxAttempts {
+		if err = s.tx(ctx, enroll); !errors.Is(err, errRaceLost) {
+			break
+		}
+	}
+	if errors.Is(err, errRaceLost) {
+		err = fmt.Errorf("insert envoy %s: %w", e.Hostname, store.ErrHostnameTaken)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("enroll %s: %w", e.UUID, err)
+	}
+	return replaced, nil
+}
+
+// replacedAudit is the "envoy.revoked" event for an envoy replaced by a
+// forced enrollment.
+func replacedAudit(old store.Envoy, by string, at time.Time, reg store.AuditEvent) store.AuditEvent {
+	return store.AuditEvent{
+		At:        at,
+		Type:      store.AuditEnvoyRevoked,
+		Result:    "ok",
+		Hostname:  old.Hostname,
+		SourceIP:  reg.SourceIP,
+		Revision:  reg.Revision,
+		EnvoyUUID: old.UUID,
+		Reason:    "replaced",
+		Replica:   reg.Replica,
+		Details:   map[string]string{"replaced_by": by},
+	}
+}
+
+// GetEnvoy returns the envoy with this UUID, or store.ErrNotFound.
+func (s *Store) GetEnvoy(ctx context.Context, uuid string) (store.Envoy, error) {
+	e, err := scanEnvoy(s.pool.QueryRow(ctx, `SELECT `+envoyCols+` FROM envoys WHERE uuid = $1`, uuid))
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		return store.Envoy{}, fmt.Errorf("get envoy %s: %w", uuid, err)
+	}
+	return e, nil
+}
+
+// GetActiveEnvoyByHostname returns the active envoy with this hostname, or
+// store.ErrNotFound.
+func (s *Store) GetActiveEnvoyByHostname(ctx context.Context, hostname string) (store.Envoy, error) {
+	e, err := scanEnvoy(s.pool.QueryRow(ctx, `SELECT `+envoyCols+` FROM envoys WHERE hostname = $1 AND status = 'active'`, hostname))
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		return store.Envoy{}, fmt.Errorf("get active envoy %s: %w", hostname, err)
+	}
+	return e, nil
+}
+
+// ListEnvoys returns envoys matching f, ordered by created_at then uuid.
+func (s *Store) ListEnvoys(ctx context.Context, f store.EnvoyFilter) ([]store.Envoy, error) {
+	q := `SELECT ` + envoyCols + ` FROM envoys WHERE true`
+	var args []any
+	if f.Status != "" {
+		args = append(args, f.Status)
+		q += fmt.Sprintf(` AND status = $%d`, len(args))
+	}
+	if f.Hostname != "" {
+		args = append(args, f.Hostname)
+		q += fmt.Sprintf(` AND hostname = $%d`, len(args))
+	}
+	q += ` ORDER BY created_at, uuid`
+	if f.Limit > 0 {
+		args = append(args, f.Limit)
+		q += fmt.Sprintf(` LIMIT $%d`, len(args))
+	}
+	es, err := collectEnvoys(s.pool.Query(ctx, q, args...))
+	if err != nil {
+		return nil, fmt.Errorf("list envoys: %w", err)
+	}
+	return es, nil
+}
+
+// RevokeEnvoys revokes the active envoys matched by rs. A Revocation with
+// both UUID and Hostname set revokes the envoy with that UUID and the
+// active envoy with that hostname; one with neither matches nothing.
+func (s *Store) RevokeEnvoys(ctx context.Context, rs []store.Revocation) ([]store.Envoy, error) {
+	var revoked []store.Envoy
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		revoked = nil
+		for _, r := range rs {
+			if r.UUID == "" && r.Hostname == "" {
+				continue
+			}
+			at := s.orNow(r.At)
+			es, err := collectEnvoys(tx.Query(ctx, `UPDATE envoys
+				SET status = 'revoked', revoked_at = $1, revoked_reason = $2, revoked_revision = $3
+				WHERE status = 'active' AND (($4::text <> '' AND uuid = $4) OR ($5::text <> '' AND hostname = $5))
+				RETURNING `+envoyCols,
+				at, r.Reason, r.Revision, r.UUID, r.Hostname))
+			if err != nil {
+				return err
+			}
+			for _, e := range es {
+				err := s.insertAudit(ctx, tx, store.AuditEvent{
+					At:        at,
+					Type:      store.AuditEnvoyRevoked,
+					Result:    "ok",
+					Hostname:  e.Hostname,
+					Revision:  r.Revision,
+					EnvoyUUID: e.UUID,
+					Reason:    r.Reason,
+					Replica:   r.Replica,
+				})
+				if err != nil {
+					return err
+				}
+			}
+			revoked = append(revoked, es...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("revoke envoys: %w", err)
+	}
+	return revoked, nil
+}
+
+// activeOrWhy explains why an update conditioned on an active envoy
+// touched no row: store.ErrNotFound, store.ErrEnvoyRevoked, or nil when the
+// envoy is active (the other condition failed).
+func activeOrWhy(ctx context.Context, q querier, uuid string) error {
+	var status string
+	err := q.QueryRow(ctx, `SELECT status FROM envoys WHERE uuid = $1`, uuid).Scan(&status)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	if status != store.StatusActive {
+		return store.ErrEnvoyRevoked
+	}
+	return nil
+}
+
+// SetEnvoyFlags sets the pending actions of an active envoy and appends audit.
+func (s *Store) SetEnvoyFlags(ctx context.Context, uuid string, f store.EnvoyFlags, audit store.AuditEvent) error {
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE envoys SET rebootstrap = $1, update_version = $2 WHERE uuid = $3 AND status = 'active'`,
+			f.Rebootstrap, f.UpdateVersion, uuid)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			if err := activeOrWhy(ctx, tx, uuid); err != nil {
+				return err
+			}
+			return store.ErrConflict
+		}
+		return s.insertAudit(ctx, tx, audit)
+	})
+	if err != nil {
+		return fmt.Errorf("set flags of envoy %s: %w", uuid, err)
+	}
+	return nil
+}
+
+// RenewCertificate records a new certificate for an active envoy whose
+// current serial is p.OldSerial.
+func (s *Store) RenewCertificate(ctx context.Context, p store.RenewParams) error {
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE envoys SET cert_serial = $1, cert_not_after = $2, public_key = COALESCE($3, public_key)
+			WHERE uuid = $4 AND status = 'active' AND cert_serial = $5`,
+			p.NewSerial, ts(p.NotAfter), p.PublicKey, p.UUID, p.OldSerial) // nil PublicKey is NULL: keep
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			if err := activeOrWhy(ctx, tx, p.UUID); err != nil {
+				return err
+			}
+			return store.ErrConflict // the serial changed meanwhile
+		}
+		return s.insertAudit(ctx, tx, p.Audit)
+	})
+	if err != nil {
+		return fmt.Errorf("renew certificate of envoy %s: %w", p.UUID, err)
+	}
+	return nil
+}
+
+// RecordCheckins stores the latest check-in of each envoy with one
+// UPDATE over arrays of the batch; an older check-in than the stored one
+// changes nothing.
+func (s *Store) RecordCheckins(ctx context.Context, cs []store.Checkin) error {
+	if len(cs) == 0 {
+		return nil
+	}
+	// UPDATE ... FROM applies one arbitrary source row per target row, so
+	// keep only the latest check-in of each envoy.
+	latest := make(map[string]int, len(cs))
+	for i, c := range cs {
+		if j, ok := latest[c.UUID]; !ok || c.At.After(cs[j].At) {
+			latest[c.UUID] = i
+		}
+	}
+	uuids := make([]string, 0, len(latest))
+	ats := make([]time.Time, 0, len(latest))
+	versions := make([]string, 0, len(latest))
+	addrs := make([]string, 0, len(latest))
+	for _, i := range latest {
+		c := cs[i]
+		uuids, ats, versions, addrs = append(uuids, c.UUID), append(ats, c.At), append(versions, c.AgentVersion), append(addrs, c.Addr)
+	}
+	_, err := s.pool.Exec(ctx, `UPDATE envoys AS e SET last_seen = c.at, agent_version = c.version, last_addr = c.addr
+		FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[]) AS c (uuid, at, version, addr)
+		WHERE e.uuid = c.uuid AND (e.last_seen IS NULL OR e.last_seen < c.at)`,
+		uuids, ats, versions, addrs)
+	if err != nil {
+		return fmt.Errorf("record %d check-ins: %w", len(cs), err)
+	}
+	return nil
+}
+
+// SeenNonce records a nonce until expires and reports whether it was
+// already recorded. Of concurrent inserts of one key, the later ones wait
+// for the first to commit and then do nothing.
+func (s *Store) SeenNonce(ctx context.Context, envoyUUID string, nonce []byte, expires time.Time) (bool, error) {
+	var seen bool
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		// Only this envoy's expired nonces: Prune sweeps the rest.
+		if _, err := tx.Exec(ctx, `DELETE FROM nonces WHERE envoy_uuid = $1 AND expires_at <= $2`, envoyUUID, s.now()); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `INSERT INTO nonces (envoy_uuid, nonce, expires_at) VALUES ($1, $2, $3)
+			ON CONFLICT (envoy_uuid, nonce) DO NOTHING`, envoyUUID, nonce, expires)
+		if err != nil {
+			return err
+		}
+		seen = tag.RowsAffected() == 0
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("record nonce of envoy %s: %w", envoyUUID, err)
+	}
+	return seen, nil
+}
+
+// ---- audit ----
+
+func (s *Store) insertAudit(ctx context.Context, q querier, ev store.AuditEvent) error {
+	var details *string
+	if len(ev.Details) > 0 {
+		b, err := json.Marshal(ev.Details)
+		if err != nil {
+			return fmt.Errorf("encode audit details: %w", err)
+		}
+		str := string(b)
+		details = &str
+	}
+	_, err := q.Exec(ctx, `INSERT INTO audit (at, type, result, hostname, source_ip, method, rule, revision,
+		token_id, envoy_uuid, reason, replica, details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+		s.orNow(ev.At), ev.Type, ev.Result, ev.Hostname, ev.SourceIP, ev.Method, ev.Rule, ev.Revision,
+		ev.TokenID, ev.EnvoyUUID, ev.Reason, ev.Replica, details)
+	if err != nil {
+		return fmt.Errorf("append audit %s: %w", ev.Type, err)
+	}
+	return nil
+}
+
+// AppendAudit appends events in one transaction. An event with a zero At
+// is stamped with the current time.
+func (s *Store) AppendAudit(ctx context.Context, evs ...store.AuditEvent) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		for _, ev := range evs {
+			if err := s.insertAudit(ctx, tx, ev); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("append audit: %w", err)
+	}
+	return nil
+}
+
+// ListAudit returns events with At >= since, oldest first, at most limit
+// (0 = no limit).
+func (s *Store) ListAudit(ctx context.Context, since time.Time, limit int) ([]store.AuditEvent, error) {
+	var lim any // NULL: no limit
+	if limit > 0 {
+		lim = limit
+	}
+	rows, err := s.pool.Query(ctx, `SELECT id, at, type, result, hostname, source_ip, method, rule, revision,
+		token_id, envoy_uuid, reason, replica, details FROM audit WHERE at >= $1 ORDER BY at, id LIMIT $2::bigint`,
+		since, lim)
+	if err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
+	}
+	defer rows.Close()
+	var evs []store.AuditEvent
+	for rows.Next() {
+		var ev store.AuditEvent
+		var details *string
+		if err := rows.Scan(&ev.ID, &ev.At, &ev.Type, &ev.Result, &ev.Hostname, &ev.SourceIP, &ev.Method, &ev.Rule,
+			&ev.Revision, &ev.TokenID, &ev.EnvoyUUID, &ev.Reason, &ev.Replica, &details); err != nil {
+			return nil, fmt.Errorf("list audit: %w", err)
+		}
+		ev.At = ev.At.UTC()
+		if details != nil && *details != "" {
+			if err := json.Unmarshal([]byte(*details), &ev.Details); err != nil {
+				return nil, fmt.Errorf("list audit: decode details of event %d: %w", ev.ID, err)
+			}
+		}
+		evs = append(evs, ev)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
+	}
+	return evs, nil
+}
+
+// ---- policy revision ----
+
+// SavePolicyRevision replaces the saved policy revision.
+func (s *Store) SavePolicyRevision(ctx context.Context, r store.PolicyRevision) error {
+	files, err := json.Marshal(r.Files) // []byte contents become base64
+	if err != nil {
+		return fmt.Errorf("save policy revision %s: encode files: %w", r.ID, err)
+	}
+	_, err = s.pool.Exec(ctx, `INSERT INTO policy_revision (singleton, id, source, files, signer, applied_at)
+		VALUES (1, $1, $2, $3, $4, $5)
+		ON CONFLICT (singleton) DO UPDATE SET id = excluded.id, source = excluded.source, files = excluded.files,
+			signer = excluded.signer, applied_at = excluded.applied_at`,
+		r.ID, r.Source, files, r.Signer, ts(r.AppliedAt))
+	if err != nil {
+		return fmt.Errorf("save policy revision %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// LoadPolicyRevision returns the saved revision, or store.ErrNotFound.
+func (s *Store) LoadPolicyRevision(ctx context.Context) (store.PolicyRevision, error) {
+	var r store.PolicyRevision
+	var files []byte
+	var applied *time.Time
+	err := s.pool.QueryRow(ctx, `SELECT id, source, files, signer, applied_at FROM policy_revision WHERE singleton = 1`).
+		Scan(&r.ID, &r.Source, &files, &r.Signer, &applied)
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		return store.PolicyRevision{}, fmt.Errorf("load policy revision: %w", err)
+	}
+	if err := json.Unmarshal(files, &r.Files); err != nil {
+		return store.PolicyRevision{}, fmt.Errorf("load policy revision %s: decode files: %w", r.ID, err)
+	}
+	r.AppliedAt = fromTS(applied)
+	return r, nil
+}
+
+// ---- maintenance ----
+
+// Prune deletes audit events older than before, envoys revoked before
+// before and expired nonces. The UUIDs of deleted envoys are kept so they
+// are never reused.
+func (s *Store) Prune(ctx context.Context, before time.Time) (int64, error) {
+	var total int64
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		total = 0
+		tag, err := tx.Exec(ctx, `DELETE FROM audit WHERE at < $1`, before)
+		if err != nil {
+			return err
+		}
+		total += tag.RowsAffected()
+		if _, err := tx.Exec(ctx, `INSERT INTO retired_envoys (uuid)
+			SELECT uuid FROM envoys WHERE status = 'revoked' AND revoked_at < $1
+			ON CONFLICT DO NOTHING`, before); err != nil {
+			return err
+		}
+		tag, err = tx.Exec(ctx, `DELETE FROM envoys WHERE status = 'revoked' AND revoked_at < $1`, before)
+		if err != nil {
+			return err
+		}
+		total += tag.RowsAffected()
+		tag, err = tx.Exec(ctx, `DELETE FROM nonces WHERE expires_at <= $1`, s.now())
+		if err != nil {
+			return err
+		}
+		total += tag.RowsAffected()
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("prune before %s: %w", before.UTC().Format(time.RFC3339), err)
+	}
+	return total, nil
+}

@@ -1,0 +1,116 @@
+package sqlitestore
+
+// migrations are the schema versions, in order. Version i+1 is
+// migrations[i]. A migration, once released, is never edited: a change to
+// the schema is a new entry at the end.
+//
+// Times are INTEGER unix milliseconds (UTC by definition); a NULL time is
+// the zero time.Time. Tables are STRICT so that a wrongly typed value is an
+// error instead of being silently stored.
+var migrations = []string{
+	// 1: initial schema.
+	`
+CREATE TABLE tokens (
+	id          TEXT    NOT NULL PRIMARY KEY,
+	secret_hash BLOB    NOT NULL,
+	pattern     TEXT    NOT NULL,
+	note        TEXT    NOT NULL DEFAULT '',
+	created_at  INTEGER NOT NULL,
+	expires_at  INTEGER NOT NULL,
+	used_at     INTEGER,
+	used_by     TEXT    NOT NULL DEFAULT '',
+	revoked_at  INTEGER
+) STRICT;
+CREATE INDEX tokens_created_at ON tokens (created_at);
+
+CREATE TABLE envoys (
+	uuid             TEXT    NOT NULL PRIMARY KEY,
+	hostname         TEXT    NOT NULL,
+	public_key       BLOB    NOT NULL,
+	cert_serial      TEXT    NOT NULL DEFAULT '',
+	cert_not_after   INTEGER,
+	os               TEXT    NOT NULL DEFAULT '',
+	arch             TEXT    NOT NULL DEFAULT '',
+	source_ip        TEXT    NOT NULL DEFAULT '',
+	method           TEXT    NOT NULL DEFAULT '',
+	rule             TEXT    NOT NULL DEFAULT '',
+	policy_revision  TEXT    NOT NULL DEFAULT '',
+	token_id         TEXT    NOT NULL DEFAULT '',
+	created_at       INTEGER NOT NULL,
+	status           TEXT    NOT NULL CHECK (status IN ('active', 'revoked')),
+	revoked_at       INTEGER,
+	revoked_reason   TEXT    NOT NULL DEFAULT '',
+	revoked_revision TEXT    NOT NULL DEFAULT '',
+	replaced_by      TEXT    NOT NULL DEFAULT '',
+	last_seen        INTEGER,
+	agent_version    TEXT    NOT NULL DEFAULT '',
+	last_addr        TEXT    NOT NULL DEFAULT '',
+	rebootstrap      INTEGER NOT NULL DEFAULT 0,
+	update_version   TEXT    NOT NULL DEFAULT ''
+) STRICT;
+-- At most one active envoy per hostname, enforced by the database so that
+-- it holds across processes.
+CREATE UNIQUE INDEX envoys_active_hostname ON envoys (hostname) WHERE status = 'active';
+CREATE INDEX envoys_hostname ON envoys (hostname, created_at, uuid);
+CREATE INDEX envoys_created ON envoys (created_at, uuid);
+CREATE INDEX envoys_status_created ON envoys (status, created_at, uuid);
+CREATE INDEX envoys_revoked_at ON envoys (revoked_at) WHERE status = 'revoked';
+
+-- Revoked is terminal: no update may bring a revoked envoy back.
+CREATE TRIGGER envoys_revoked_is_terminal
+BEFORE UPDATE OF status ON envoys
+WHEN OLD.status = 'revoked' AND NEW.status <> 'revoked'
+BEGIN
+	SELECT RAISE(ABORT, 'a revoked envoy cannot become active again');
+END;
+
+-- UUIDs of revoked envoys removed by Prune, so that such a UUID cannot be
+-- enrolled again either.
+CREATE TABLE retired_envoys (
+	uuid TEXT NOT NULL PRIMARY KEY
+) STRICT;
+CREATE TRIGGER envoys_uuid_not_retired
+BEFORE INSERT ON envoys
+WHEN EXISTS (SELECT 1 FROM retired_envoys WHERE uuid = NEW.uuid)
+BEGIN
+	SELECT RAISE(ABORT, 'the uuid of a revoked envoy cannot be reused');
+END;
+
+CREATE TABLE audit (
+	id         INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+	at         INTEGER NOT NULL,
+	type       TEXT    NOT NULL,
+	result     TEXT    NOT NULL DEFAULT '',
+	hostname   TEXT    NOT NULL DEFAULT '',
+	source_ip  TEXT    NOT NULL DEFAULT '',
+	method     TEXT    NOT NULL DEFAULT '',
+	rule       TEXT    NOT NULL DEFAULT '',
+	revision   TEXT    NOT NULL DEFAULT '',
+	token_id   TEXT    NOT NULL DEFAULT '',
+	envoy_uuid TEXT    NOT NULL DEFAULT '',
+	reason     TEXT    NOT NULL DEFAULT '',
+	replica    TEXT    NOT NULL DEFAULT '',
+	details    TEXT -- JSON object of strings, NULL when empty
+) STRICT;
+CREATE INDEX audit_at ON audit (at, id);
+
+-- The last good policy revision: at most one row.
+CREATE TABLE policy_revision (
+	singleton  INTEGER NOT NULL PRIMARY KEY CHECK (singleton = 1),
+	id         TEXT    NOT NULL,
+	source     TEXT    NOT NULL DEFAULT '',
+	files      TEXT    NOT NULL, -- JSON object: path -> base64 content
+	signer     TEXT    NOT NULL DEFAULT '',
+	applied_at INTEGER
+) STRICT;
+
+-- Check-in nonces seen, for replay protection.
+CREATE TABLE nonces (
+	envoy_uuid TEXT    NOT NULL,
+	nonce      BLOB    NOT NULL,
+	expires_at INTEGER NOT NULL,
+	PRIMARY KEY (envoy_uuid, nonce)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX nonces_expires_at ON nonces (expires_at);
+`,
+}

@@ -1,0 +1,624 @@
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/vigo-enroll/vigo/server/store"
+)
+
+// querier is what *sql.DB and *sql.Tx have in common.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// ---- tokens ----
+
+const tokenCols = `id, secret_hash, pattern, note, created_at, expires_at, used_at, used_by, revoked_at`
+
+func scanToken(sc interface{ Scan(...any) error }) (store.Token, error) {
+	var t store.Token
+	var created, expires, used, revoked sql.NullInt64
+	if err := sc.Scan(&t.ID, &t.SecretHash, &t.Pattern, &t.Note, &created, &expires, &used, &t.UsedBy, &revoked); err != nil {
+		return store.Token{}, err
+	}
+	t.CreatedAt, t.ExpiresAt, t.UsedAt, t.RevokedAt = fromMS(created), fromMS(expires), fromMS(used), fromMS(revoked)
+	return t, nil
+}
+
+// CreateToken stores a new token and appends audit in one transaction.
+func (s *Store) CreateToken(ctx context.Context, t store.Token, audit store.AuditEvent) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		hash := t.SecretHash
+		if hash == nil {
+			hash = []byte{}
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO tokens (`+tokenCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			t.ID, hash, t.Pattern, t.Note, s.orNow(t.CreatedAt).UnixMilli(), t.ExpiresAt.UnixMilli(),
+			ms(t.UsedAt), t.UsedBy, ms(t.RevokedAt))
+		if err != nil {
+			return constraintErr(err)
+		}
+		return s.insertAudit(ctx, tx, audit)
+	})
+	if err != nil {
+		return fmt.Errorf("create token %s: %w", t.ID, err)
+	}
+	return nil
+}
+
+// GetToken returns the token with this id, or store.ErrNotFound.
+func (s *Store) GetToken(ctx context.Context, id string) (store.Token, error) {
+	t, err := scanToken(s.rdb.QueryRowContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		return store.Token{}, fmt.Errorf("get token %s: %w", id, err)
+	}
+	return t, nil
+}
+
+// ListTokens returns all tokens, newest first.
+func (s *Store) ListTokens(ctx context.Context) ([]store.Token, error) {
+	rows, err := s.rdb.QueryContext(ctx, `SELECT `+tokenCols+` FROM tokens ORDER BY created_at DESC, id DESC`)
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	defer rows.Close()
+	var ts []store.Token
+	for rows.Next() {
+		t, err := scanToken(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list tokens: %w", err)
+		}
+		ts = append(ts, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	return ts, nil
+}
+
+// RevokeToken marks an unused token revoked and appends audit.
+func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time, audit store.AuditEvent) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE tokens SET revoked_at = ? WHERE id = ? AND used_at IS NULL AND revoked_at IS NULL`,
+			s.orNow(at).UnixMilli(), id)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			var one int
+			err := tx.QueryRowContext(ctx, `SELECT 1 FROM tokens WHERE id = ?`, id).Scan(&one)
+			if errors.Is(err, sql.ErrNoRows) {
+				return store.ErrNotFound
+			}
+			if err != nil {
+				return err
+			}
+			return store.ErrTokenUnavailable
+		}
+		return s.insertAudit(ctx, tx, audit)
+	})
+	if err != nil {
+		return fmt.Errorf("revoke token %s: %w", id, err)
+	}
+	return nil
+}
+
+// ---- envoys ----
+
+const envoyCols = `uuid, hostname, public_key, cert_serial, cert_not_after, os, arch, source_ip, method, rule,
+	policy_revision, token_id, created_at, status, revoked_at, revoked_reason, revoked_revision, replaced_by,
+	last_seen, agent_version, last_addr, rebootstrap, update_version`
+
+func scanEnvoy(sc interface{ Scan(...any) error }) (store.Envoy, error) {
+	var e store.Envoy
+	var notAfter, created, revoked, lastSeen sql.NullInt64
+	err := sc.Scan(&e.UUID, &e.Hostname, &e.PublicKey, &e.CertSerial, &notAfter, &e.OS, &e.Arch, &e.SourceIP,
+		&e.Method, &e.Rule, &e.PolicyRevision, &e.TokenID, &created, &e.Status, &revoked, &e.RevokedReason,
+		&e.RevokedRevision, &e.ReplacedBy, &lastSeen, &e.AgentVersion, &e.LastAddr, &e.Rebootstrap, &e.UpdateVersion)
+	if err != nil {
+		return store.Envoy{}, err
+	}
+	e.CertNotAfter, e.CreatedAt, e.RevokedAt, e.LastSeen = fromMS(notAfter), fromMS(created), fromMS(revoked), fromMS(lastSeen)
+	return e, nil
+}
+
+func collectEnvoys(rows *sql.Rows, err error) ([]store.Envoy, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var es []store.Envoy
+	for rows.Next() {
+		e, err := scanEnvoy(rows)
+		if err != nil {
+			return nil, err
+		}
+		es = append(es, e)
+	}
+	return es, rows.Err()
+}
+
+// Enroll creates an envoy, consuming a token and replacing an active envoy
+// with the same hostname when asked, in one transaction.
+func (s *Store) Enroll(ctx context.Context, p store.EnrollParams) ([]store.Envoy, error) {
+	now := s.orNow(p.Now)
+	e := p.Envoy
+	e.Status = store.StatusActive
+	e.CreatedAt = s.orNow(e.CreatedAt)
+	if e.PublicKey == nil {
+		e.PublicKey = []byte{}
+	}
+	var replaced []store.Envoy
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		replaced = nil
+		if p.TokenID != "" {
+			// Conditional consume: of concurrent uses of one token, exactly
+			// one updates the row.
+			res, err := tx.ExecContext(ctx, `UPDATE tokens SET used_at = ?, used_by = ?
+				WHERE id = ? AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?`,
+				now.UnixMilli(), e.UUID, p.TokenID, now.UnixMilli())
+			if err != nil {
+				return fmt.Errorf("consume token %s: %w", p.TokenID, err)
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return err
+			} else if n == 0 {
+				return fmt.Errorf("consume token %s: %w", p.TokenID, store.ErrTokenUnavailable)
+			}
+		}
+		if p.Force {
+			var err error
+			replaced, err = collectEnvoys(tx.QueryContext(ctx, `UPDATE envoys
+				SET status = 'revoked', revoked_at = ?, revoked_reason = 'replaced', replaced_by = ?
+				WHERE hostname = ? AND status = 'active' RETURNING `+envoyCols,
+				now.UnixMilli(), e.UUID, e.Hostname))
+			if err != nil {
+				return fmt.Errorf("replace envoy %s: %w", e.Hostname, err)
+			}
+			for _, old := range replaced {
+				ev := replacedAudit(old, e.UUID, now, p.Audit)
+				if err := s.insertAudit(ctx, tx, ev); err != nil {
+					return err
+				}
+			}
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO envoys (`+envoyCols+`)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			e.UUID, e.Hostname, e.PublicKey, e.CertSerial, ms(e.CertNotAfter), e.OS, e.Arch, e.SourceIP, e.Method, e.Rule,
+			e.PolicyRevision, e.TokenID, e.CreatedAt.UnixMilli(), e.Status, ms(e.RevokedAt), e.RevokedReason,
+			e.RevokedRevision, e.ReplacedBy, ms(e.LastSeen), e.AgentVersion, e.LastAddr, e.Rebootstrap, e.UpdateVersion)
+		if err != nil {
+			switch sqliteCode(err) {
+			case sqlite3.SQLITE_CONSTRAINT_UNIQUE:
+				// The only UNIQUE index besides the primary key is the
+				// partial one on active hostnames.
+				return fmt.Errorf("insert envoy %s: %w", e.Hostname, store.ErrHostnameTaken)
+			case sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY, sqlite3.SQLITE_CONSTRAINT_TRIGGER:
+				return fmt.Errorf("insert envoy: uuid %s already used: %w", e.UUID, store.ErrConflict)
+			}
+			return fmt.Errorf("insert envoy: %w", err)
+		}
+		return s.insertAudit(ctx, tx, p.Audit)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("enroll %s: %w", e.UUID, err)
+	}
+	return replaced, nil
+}
+
+// replacedAudit is the "envoy.revoked" event for an envoy replaced by a
+// forced enrollment.
+func replacedAudit(old store.Envoy, by string, at time.Time, reg store.AuditEvent) store.AuditEvent {
+	return store.AuditEvent{
+		At:        at,
+		Type:      store.AuditEnvoyRevoked,
+		Result:    "ok",
+		Hostname:  old.Hostname,
+		SourceIP:  reg.SourceIP,
+		Revision:  reg.Revision,
+		EnvoyUUID: old.UUID,
+		Reason:    "replaced",
+		Replica:   reg.Replica,
+		Details:   map[string]string{"replaced_by": by},
+	}
+}
+
+// GetEnvoy returns the envoy with this UUID, or store.ErrNotFound.
+func (s *Store) GetEnvoy(ctx context.Context, uuid string) (store.Envoy, error) {
+	e, err := getEnvoy(ctx, s.rdb, uuid)
+	if err != nil {
+		return store.Envoy{}, fmt.Errorf("get envoy %s: %w", uuid, err)
+	}
+	return e, nil
+}
+
+func getEnvoy(ctx context.Context, q querier, uuid string) (store.Envoy, error) {
+	e, err := scanEnvoy(q.QueryRowContext(ctx, `SELECT `+envoyCols+` FROM envoys WHERE uuid = ?`, uuid))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Envoy{}, store.ErrNotFound
+	}
+	return e, err
+}
+
+// GetActiveEnvoyByHostname returns the active envoy with this hostname, or
+// store.ErrNotFound.
+func (s *Store) GetActiveEnvoyByHostname(ctx context.Context, hostname string) (store.Envoy, error) {
+	e, err := scanEnvoy(s.rdb.QueryRowContext(ctx, `SELECT `+envoyCols+` FROM envoys WHERE hostname = ? AND status = 'active'`, hostname))
+	if errors.Is(err, sql.ErrNoRows) {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		return store.Envoy{}, fmt.Errorf("get active envoy %s: %w", hostname, err)
+	}
+	return e, nil
+}
+
+// ListEnvoys returns envoys matching f, ordered by created_at then uuid.
+func (s *Store) ListEnvoys(ctx context.Context, f store.EnvoyFilter) ([]store.Envoy, error) {
+	q := `SELECT ` + envoyCols + ` FROM envoys WHERE 1 = 1`
+	var args []any
+	if f.Status != "" {
+		q += ` AND status = ?`
+		args = append(args, f.Status)
+	}
+	if f.Hostname != "" {
+		q += ` AND hostname = ?`
+		args = append(args, f.Hostname)
+	}
+	q += ` ORDER BY created_at, uuid`
+	if f.Limit > 0 {
+		q += ` LIMIT ?`
+		args = append(args, f.Limit)
+	}
+	es, err := collectEnvoys(s.rdb.QueryContext(ctx, q, args...))
+	if err != nil {
+		return nil, fmt.Errorf("list envoys: %w", err)
+	}
+	return es, nil
+}
+
+// RevokeEnvoys revokes the active envoys matched by rs. A Revocation with
+// both UUID and Hostname set revokes the envoy with that UUID and the
+// active envoy with that hostname; one with neither matches nothing.
+func (s *Store) RevokeEnvoys(ctx context.Context, rs []store.Revocation) ([]store.Envoy, error) {
+	var revoked []store.Envoy
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		revoked = nil
+		for _, r := range rs {
+			if r.UUID == "" && r.Hostname == "" {
+				continue
+			}
+			at := s.orNow(r.At)
+			es, err := collectEnvoys(tx.QueryContext(ctx, `UPDATE envoys
+				SET status = 'revoked', revoked_at = ?, revoked_reason = ?, revoked_revision = ?
+				WHERE status = 'active' AND ((? <> '' AND uuid = ?) OR (? <> '' AND hostname = ?))
+				RETURNING `+envoyCols,
+				at.UnixMilli(), r.Reason, r.Revision, r.UUID, r.UUID, r.Hostname, r.Hostname))
+			if err != nil {
+				return err
+			}
+			for _, e := range es {
+				err := s.insertAudit(ctx, tx, store.AuditEvent{
+					At:        at,
+					Type:      store.AuditEnvoyRevoked,
+					Result:    "ok",
+					Hostname:  e.Hostname,
+					Revision:  r.Revision,
+					EnvoyUUID: e.UUID,
+					Reason:    r.Reason,
+					Replica:   r.Replica,
+				})
+				if err != nil {
+					return err
+				}
+			}
+			revoked = append(revoked, es...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("revoke envoys: %w", err)
+	}
+	return revoked, nil
+}
+
+// activeOrWhy explains why an update conditioned on an active envoy
+// touched no row: store.ErrNotFound, store.ErrEnvoyRevoked, or nil when the
+// envoy is active (the other condition failed).
+func activeOrWhy(ctx context.Context, q querier, uuid string) error {
+	var status string
+	err := q.QueryRowContext(ctx, `SELECT status FROM envoys WHERE uuid = ?`, uuid).Scan(&status)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	if status != store.StatusActive {
+		return store.ErrEnvoyRevoked
+	}
+	return nil
+}
+
+// SetEnvoyFlags sets the pending actions of an active envoy and appends audit.
+func (s *Store) SetEnvoyFlags(ctx context.Context, uuid string, f store.EnvoyFlags, audit store.AuditEvent) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE envoys SET rebootstrap = ?, update_version = ? WHERE uuid = ? AND status = 'active'`,
+			f.Rebootstrap, f.UpdateVersion, uuid)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			if err := activeOrWhy(ctx, tx, uuid); err != nil {
+				return err
+			}
+			return store.ErrConflict
+		}
+		return s.insertAudit(ctx, tx, audit)
+	})
+	if err != nil {
+		return fmt.Errorf("set flags of envoy %s: %w", uuid, err)
+	}
+	return nil
+}
+
+// RenewCertificate records a new certificate for an active envoy whose
+// current serial is p.OldSerial.
+func (s *Store) RenewCertificate(ctx context.Context, p store.RenewParams) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		var key any // NULL keeps the current key
+		if p.PublicKey != nil {
+			key = p.PublicKey
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE envoys SET cert_serial = ?, cert_not_after = ?, public_key = COALESCE(?, public_key)
+			WHERE uuid = ? AND status = 'active' AND cert_serial = ?`,
+			p.NewSerial, ms(p.NotAfter), key, p.UUID, p.OldSerial)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			if err := activeOrWhy(ctx, tx, p.UUID); err != nil {
+				return err
+			}
+			return store.ErrConflict // the serial changed meanwhile
+		}
+		return s.insertAudit(ctx, tx, p.Audit)
+	})
+	if err != nil {
+		return fmt.Errorf("renew certificate of envoy %s: %w", p.UUID, err)
+	}
+	return nil
+}
+
+// RecordCheckins stores the latest check-in of each envoy in one
+// transaction; an older check-in than the stored one changes nothing.
+func (s *Store) RecordCheckins(ctx context.Context, cs []store.Checkin) error {
+	if len(cs) == 0 {
+		return nil
+	}
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, `UPDATE envoys SET last_seen = ?1, agent_version = ?2, last_addr = ?3
+			WHERE uuid = ?4 AND (last_seen IS NULL OR last_seen < ?1)`)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for _, c := range cs {
+			if _, err := stmt.ExecContext(ctx, c.At.UnixMilli(), c.AgentVersion, c.Addr, c.UUID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record %d check-ins: %w", len(cs), err)
+	}
+	return nil
+}
+
+// SeenNonce records a nonce until expires and reports whether it was
+// already recorded.
+func (s *Store) SeenNonce(ctx context.Context, envoyUUID string, nonce []byte, expires time.Time) (bool, error) {
+	var seen bool
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		// Only this envoy's expired nonces: Prune sweeps the rest.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM nonces WHERE envoy_uuid = ? AND expires_at <= ?`, envoyUUID, s.now().UnixMilli()); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `INSERT INTO nonces (envoy_uuid, nonce, expires_at) VALUES (?, ?, ?)
+			ON CONFLICT (envoy_uuid, nonce) DO NOTHING`, envoyUUID, nonce, expires.UnixMilli())
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		seen = n == 0
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("record nonce of envoy %s: %w", envoyUUID, err)
+	}
+	return seen, nil
+}
+
+// ---- audit ----
+
+func (s *Store) insertAudit(ctx context.Context, q querier, ev store.AuditEvent) error {
+	var details any
+	if len(ev.Details) > 0 {
+		b, err := json.Marshal(ev.Details)
+		if err != nil {
+			return fmt.Errorf("encode audit details: %w", err)
+		}
+		details = string(b)
+	}
+	_, err := q.ExecContext(ctx, `INSERT INTO audit (at, type, result, hostname, source_ip, method, rule, revision,
+		token_id, envoy_uuid, reason, replica, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		s.orNow(ev.At).UnixMilli(), ev.Type, ev.Result, ev.Hostname, ev.SourceIP, ev.Method, ev.Rule, ev.Revision,
+		ev.TokenID, ev.EnvoyUUID, ev.Reason, ev.Replica, details)
+	if err != nil {
+		return fmt.Errorf("append audit %s: %w", ev.Type, err)
+	}
+	return nil
+}
+
+// AppendAudit appends events in one transaction. An event with a zero At
+// is stamped with the current time.
+func (s *Store) AppendAudit(ctx context.Context, evs ...store.AuditEvent) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		for _, ev := range evs {
+			if err := s.insertAudit(ctx, tx, ev); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("append audit: %w", err)
+	}
+	return nil
+}
+
+// ListAudit returns events with At >= since, oldest first, at most limit
+// (0 = no limit).
+func (s *Store) ListAudit(ctx context.Context, since time.Time, limit int) ([]store.AuditEvent, error) {
+	if limit <= 0 {
+		limit = -1 // SQLite: no limit
+	}
+	rows, err := s.rdb.QueryContext(ctx, `SELECT id, at, type, result, hostname, source_ip, method, rule, revision,
+		token_id, envoy_uuid, reason, replica, details FROM audit WHERE at >= ? ORDER BY at, id LIMIT ?`,
+		since.UnixMilli(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
+	}
+	defer rows.Close()
+	var evs []store.AuditEvent
+	for rows.Next() {
+		var ev store.AuditEvent
+		var at sql.NullInt64
+		var details sql.NullString
+		if err := rows.Scan(&ev.ID, &at, &ev.Type, &ev.Result, &ev.Hostname, &ev.SourceIP, &ev.Method, &ev.Rule,
+			&ev.Revision, &ev.TokenID, &ev.EnvoyUUID, &ev.Reason, &ev.Replica, &details); err != nil {
+			return nil, fmt.Errorf("list audit: %w", err)
+		}
+		ev.At = fromMS(at)
+		if details.Valid && details.String != "" {
+			if err := json.Unmarshal([]byte(details.String), &ev.Details); err != nil {
+				return nil, fmt.Errorf("list audit: decode details of event %d: %w", ev.ID, err)
+			}
+		}
+		evs = append(evs, ev)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
+	}
+	return evs, nil
+}
+
+// ---- policy revision ----
+
+// SavePolicyRevision replaces the saved policy revision.
+func (s *Store) SavePolicyRevision(ctx context.Context, r store.PolicyRevision) error {
+	files, err := json.Marshal(r.Files) // []byte contents become base64
+	if err != nil {
+		return fmt.Errorf("save policy revision %s: encode files: %w", r.ID, err)
+	}
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO policy_revision (singleton, id, source, files, signer, applied_at)
+			VALUES (1, ?, ?, ?, ?, ?)
+			ON CONFLICT (singleton) DO UPDATE SET id = excluded.id, source = excluded.source, files = excluded.files,
+				signer = excluded.signer, applied_at = excluded.applied_at`,
+			r.ID, r.Source, string(files), r.Signer, ms(r.AppliedAt))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("save policy revision %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// LoadPolicyRevision returns the saved revision, or store.ErrNotFound.
+func (s *Store) LoadPolicyRevision(ctx context.Context) (store.PolicyRevision, error) {
+	var r store.PolicyRevision
+	var files string
+	var applied sql.NullInt64
+	err := s.rdb.QueryRowContext(ctx, `SELECT id, source, files, signer, applied_at FROM policy_revision WHERE singleton = 1`).
+		Scan(&r.ID, &r.Source, &files, &r.Signer, &applied)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		return store.PolicyRevision{}, fmt.Errorf("load policy revision: %w", err)
+	}
+	if err := json.Unmarshal([]byte(files), &r.Files); err != nil {
+		return store.PolicyRevision{}, fmt.Errorf("load policy revision %s: decode files: %w", r.ID, err)
+	}
+	r.AppliedAt = fromMS(applied)
+	return r, nil
+}
+
+// ---- maintenance ----
+
+// Prune deletes audit events older than before, envoys revoked before
+// before and expired nonces. The UUIDs of deleted envoys are kept so they
+// are never reused.
+func (s *Store) Prune(ctx context.Context, before time.Time) (int64, error) {
+	var total int64
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		total = 0
+		cut := before.UnixMilli()
+		res, err := tx.ExecContext(ctx, `DELETE FROM audit WHERE at < ?`, cut)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		total += n
+		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO retired_envoys (uuid)
+			SELECT uuid FROM envoys WHERE status = 'revoked' AND revoked_at < ?`, cut); err != nil {
+			return err
+		}
+		res, err = tx.ExecContext(ctx, `DELETE FROM envoys WHERE status = 'revoked' AND revoked_at < ?`, cut)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		total += n
+		res, err = tx.ExecContext(ctx, `DELETE FROM nonces WHERE expires_at <= ?`, s.now().UnixMilli())
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		total += n
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("prune before %s: %w", before.UTC().Format(time.RFC3339), err)
+	}
+	return total, nil
+}

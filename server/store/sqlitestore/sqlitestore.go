@@ -1,0 +1,287 @@
+// Package sqlitestore implements store.Store on SQLite through the pure-Go
+// driver modernc.org/sqlite (no cgo). It is the embedded default: one file in
+// the server's data folder, in WAL mode.
+//
+// SQLite allows one writer at a time. The store therefore keeps two pools on
+// the same file: a pool of read-only connections for queries, and a pool of
+// exactly one connection for writes, whose transactions start with
+// BEGIN IMMEDIATE. Writers of this process queue on that one connection
+// instead of failing with "database is locked"; writers of another process
+// (vigocli on the same file, say) take the write lock at BEGIN and wait for
+// it up to the busy timeout, so a transaction never fails half-way when it
+// upgrades from reading to writing.
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/vigo-enroll/vigo/server/store"
+)
+
+// Options configures a Store. The zero value is usable.
+type Options struct {
+	// Logger receives migration messages. Nil discards logs.
+	Logger *slog.Logger
+	// BusyTimeout is how long a write waits for the lock held by another
+	// process before failing. Zero means 10 seconds.
+	BusyTimeout time.Duration
+	// MaxReadConns bounds the read pool. Zero means 4.
+	MaxReadConns int
+	// Now returns the current time, used when a record's time is zero and
+	// to expire nonces. Nil means time.Now.
+	Now func() time.Time
+}
+
+// Store is a store.Store on one SQLite file.
+type Store struct {
+	rdb *sql.DB // read-only connections
+	wdb *sql.DB // the single write connection
+	now func() time.Time
+	log *slog.Logger
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (creating if needed) the SQLite database at path, configures
+// it and applies pending migrations.
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("open sqlite store: empty path")
+	}
+	busy := opts.BusyTimeout
+	if busy <= 0 {
+		busy = 10 * time.Second
+	}
+	maxRead := opts.MaxReadConns
+	if maxRead <= 0 {
+		maxRead = 4
+	}
+	s := &Store{now: opts.Now, log: opts.Logger}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.log = s.log.With("component", "sqlitestore")
+
+	// Durability: in WAL mode synchronous=NORMAL survives a crash of the
+	// process (the WAL is in the OS page cache), but a power loss or OS
+	// crash can roll back the last transactions, because the WAL is only
+	// synced at checkpoints. An acknowledged enrollment must never be lost
+	// (the envoy holds a certificate the server would no longer know, and
+	// its token would be usable again), so we use synchronous=FULL: the WAL
+	// is synced at every commit. Writes are few (check-ins are batched), so
+	// the cost of one fsync per transaction is acceptable.
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(busy.Milliseconds(), 10)+")")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_pragma", "foreign_keys(ON)")
+	base := "file:" + (&url.URL{Path: path}).EscapedPath()
+
+	wq := cloneValues(q)
+	// BEGIN IMMEDIATE: take the write lock when the transaction starts, so
+	// that it waits (busy_timeout) rather than failing with SQLITE_BUSY when
+	// a read turns into a write.
+	wq.Set("_txlock", "immediate")
+	wdb, err := sql.Open("sqlite", base+"?"+wq.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
+	}
+	wdb.SetMaxOpenConns(1)
+	wdb.SetMaxIdleConns(1)
+	wdb.SetConnMaxLifetime(0)
+	wdb.SetConnMaxIdleTime(0)
+	s.wdb = wdb
+	// Create the file and switch it to WAL before readers connect.
+	if err := connect(ctx, wdb, busy); err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("open sqlite store %s: connect writer: %w", path, err)
+	}
+
+	rq := cloneValues(q)
+	rq.Del("_pragma")
+	// journal_mode is persistent in the file (the writer set it); readers
+	// must not try to change it. query_only makes a write through the read
+	// pool an error.
+	rq.Add("_pragma", "busy_timeout("+strconv.FormatInt(busy.Milliseconds(), 10)+")")
+	rq.Add("_pragma", "synchronous(FULL)")
+	rq.Add("_pragma", "foreign_keys(ON)")
+	rq.Add("_pragma", "query_only(ON)")
+	rdb, err := sql.Open("sqlite", base+"?"+rq.Encode())
+	if err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
+	}
+	rdb.SetMaxOpenConns(maxRead)
+	rdb.SetMaxIdleConns(maxRead)
+	s.rdb = rdb
+	if err := connect(ctx, rdb, busy); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open sqlite store %s: connect reader: %w", path, err)
+	}
+
+	if err := s.migrate(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// connect opens a first connection of db. Switching a new file to WAL
+// takes an exclusive lock for which SQLite does not always call the busy
+// handler (two processes creating the database at once), so a busy error
+// is retried here, up to the busy timeout.
+func connect(ctx context.Context, db *sql.DB, busy time.Duration) error {
+	deadline := time.Now().Add(busy)
+	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
+		err := db.PingContext(ctx)
+		if err == nil || sqliteCode(err)&0xff != sqlite3.SQLITE_BUSY || time.Now().After(deadline) {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+func cloneValues(v url.Values) url.Values {
+	c := make(url.Values, len(v))
+	for k, vs := range v {
+		c[k] = append([]string(nil), vs...)
+	}
+	return c
+}
+
+// Close releases both pools.
+func (s *Store) Close() error {
+	var errs []error
+	if s.rdb != nil {
+		errs = append(errs, s.rdb.Close())
+	}
+	if s.wdb != nil {
+		errs = append(errs, s.wdb.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close sqlite store: %w", err)
+	}
+	return nil
+}
+
+// SchemaVersion returns the highest applied migration.
+func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
+	var v int
+	err := s.rdb.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v)
+	if err != nil {
+		return 0, fmt.Errorf("read schema version: %w", err)
+	}
+	return v, nil
+}
+
+// migrate applies the pending migrations, each in its own write
+// transaction. The version is re-read inside the transaction, so two
+// processes opening the same file at once apply each migration once.
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.wdb.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER NOT NULL PRIMARY KEY,
+		applied_at INTEGER NOT NULL
+	) STRICT`); err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	for i, m := range migrations {
+		version := i + 1
+		err := s.write(ctx, func(tx *sql.Tx) error {
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				return nil
+			}
+			if _, err := tx.ExecContext(ctx, m); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, version, s.now().UnixMilli()); err != nil {
+				return err
+			}
+			s.log.Info("applied schema migration", "version", version)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("apply migration %d: %w", version, err)
+		}
+	}
+	return nil
+}
+
+// write runs fn in a write transaction (BEGIN IMMEDIATE on the single
+// write connection) and commits it when fn returns nil.
+func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// sqliteCode returns the extended result code of a SQLite error, or 0.
+func sqliteCode(err error) int {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code()
+	}
+	return 0
+}
+
+// constraintErr maps constraint violations that are the caller's doing to
+// store.ErrConflict, and leaves other errors alone.
+func constraintErr(err error) error {
+	switch sqliteCode(err) {
+	case sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY, sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_TRIGGER:
+		return fmt.Errorf("%w: %w", store.ErrConflict, err)
+	}
+	return err
+}
+
+// ms converts a time to unix milliseconds; the zero time is NULL.
+func ms(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixMilli()
+}
+
+// fromMS converts nullable unix milliseconds to a UTC time.
+func fromMS(n sql.NullInt64) time.Time {
+	if !n.Valid {
+		return time.Time{}
+	}
+	return time.UnixMilli(n.Int64).UTC()
+}
+
+// orNow returns t, or now when t is zero.
+func (s *Store) orNow(t time.Time) time.Time {
+	if t.IsZero() {
+		return s.now()
+	}
+	return t
+}

@@ -1,0 +1,344 @@
+package sqlitestore
+
+import (
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/vigo-enroll/vigo/server/store"
+	"github.com/vigo-enroll/vigo/server/store/storetest"
+)
+
+func openAt(t testing.TB, path string) *Store {
+	t.Helper()
+	s, err := Open(t.Context(), path, Options{})
+	if err != nil {
+		t.Fatalf("Open(%s): %v", path, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func openTemp(t testing.TB) *Store {
+	t.Helper()
+	return openAt(t, filepath.Join(t.TempDir(), "vigo.db"))
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store { return openTemp(t) })
+}
+
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func testEnvoy(i int) store.Envoy {
+	return store.Envoy{
+		UUID:      fmt.Sprintf("00000000-0000-4000-8000-%012d", i),
+		Hostname:  fmt.Sprintf("host%d.example.com", i),
+		PublicKey: []byte("0123456789abcdef0123456789abcdef"),
+		CreatedAt: t0,
+	}
+}
+
+func TestDataSurvivesReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub dir", "vigo?.db") // characters that need escaping in a DSN
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(t.Context(), path, Options{})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	e := testEnvoy(1)
+	if _, err := s.Enroll(t.Context(), store.EnrollParams{Envoy: e, Now: t0, Audit: store.AuditEvent{At: t0, Type: store.AuditRegistration}}); err != nil {
+		t.Fatalf("Enroll: %v", err)
+	}
+	rev := store.PolicyRevision{ID: "abc", Files: map[string][]byte{"a.cue": []byte("package policy\n")}, AppliedAt: t0}
+	if err := s.SavePolicyRevision(t.Context(), rev); err != nil {
+		t.Fatalf("SavePolicyRevision: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+
+	s2 := openAt(t, path)
+	got, err := s2.GetEnvoy(t.Context(), e.UUID)
+	if err != nil {
+		t.Fatalf("GetEnvoy after reopen: %v", err)
+	}
+	e.Status = store.StatusActive
+	if diff := cmp.Diff(e, got); diff != "" {
+		t.Errorf("envoy after reopen (-want +got):\n%s", diff)
+	}
+	gotRev, err := s2.LoadPolicyRevision(t.Context())
+	if err != nil {
+		t.Fatalf("LoadPolicyRevision after reopen: %v", err)
+	}
+	if diff := cmp.Diff(rev, gotRev); diff != "" {
+		t.Errorf("revision after reopen (-want +got):\n%s", diff)
+	}
+	evs, err := s2.ListAudit(t.Context(), time.Time{}, 0)
+	if err != nil || len(evs) != 1 {
+		t.Errorf("ListAudit after reopen = %d events, %v; want 1", len(evs), err)
+	}
+}
+
+func TestMigrationsIdempotent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vigo.db")
+	for i := range 3 {
+		s, err := Open(t.Context(), path, Options{})
+		if err != nil {
+			t.Fatalf("Open #%d: %v", i, err)
+		}
+		v, err := s.SchemaVersion(t.Context())
+		if err != nil {
+			t.Fatalf("SchemaVersion: %v", err)
+		}
+		if v != len(migrations) {
+			t.Errorf("Open #%d: schema version %d, want %d", i, v, len(migrations))
+		}
+		var n int
+		if err := s.rdb.QueryRowContext(t.Context(), `SELECT COUNT(*) FROM schema_migrations`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != len(migrations) {
+			t.Errorf("Open #%d: %d rows in schema_migrations, want %d", i, n, len(migrations))
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestConcurrentOpen opens the same new file from several goroutines at
+// once, as two processes starting together would: each migration is
+// applied once and no Open fails.
+func TestConcurrentOpen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vigo.db")
+	const n = 4
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			s, err := Open(t.Context(), path, Options{})
+			if err == nil {
+				err = s.Close()
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Errorf("Open: %v", err)
+		}
+	}
+	s := openAt(t, path)
+	if v, err := s.SchemaVersion(t.Context()); err != nil || v != len(migrations) {
+		t.Errorf("SchemaVersion = %d, %v; want %d", v, err, len(migrations))
+	}
+}
+
+func TestPragmas(t *testing.T) {
+	s := openTemp(t)
+	for _, tc := range []struct {
+		name   string
+		db     *sql.DB
+		pragma string
+		want   string
+	}{
+		{"journal_mode", s.wdb, "journal_mode", "wal"},
+		{"synchronous", s.wdb, "synchronous", "2"}, // FULL
+		{"foreign_keys", s.wdb, "foreign_keys", "1"},
+		{"busy_timeout", s.wdb, "busy_timeout", "10000"},
+		{"reader query_only", s.rdb, "query_only", "1"},
+		{"reader synchronous", s.rdb, "synchronous", "2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got string
+			if err := tc.db.QueryRowContext(t.Context(), "PRAGMA "+tc.pragma).Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Errorf("PRAGMA %s = %q, want %q", tc.pragma, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestRevokedIsTerminalInSQL checks that the database itself, not only
+// the Go code, refuses to bring a revoked envoy back.
+func TestRevokedIsTerminalInSQL(t *testing.T) {
+	s := openTemp(t)
+	e := testEnvoy(1)
+	if _, err := s.Enroll(t.Context(), store.EnrollParams{Envoy: e, Now: t0, Audit: store.AuditEvent{At: t0, Type: store.AuditRegistration}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RevokeEnvoys(t.Context(), []store.Revocation{{UUID: e.UUID, Reason: "x", At: t0}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.wdb.ExecContext(t.Context(), `UPDATE envoys SET status = 'active' WHERE uuid = ?`, e.UUID)
+	if err == nil || !strings.Contains(err.Error(), "revoked envoy cannot become active") {
+		t.Errorf("UPDATE revoked -> active: err = %v, want the trigger's refusal", err)
+	}
+	// A second active envoy with one hostname is refused by the index.
+	_, err = s.wdb.ExecContext(t.Context(), `INSERT INTO envoys (uuid, hostname, public_key, created_at, status) VALUES ('u1', 'h', x'', 0, 'active'), ('u2', 'h', x'', 0, 'active')`)
+	if !errors.Is(constraintErr(err), store.ErrConflict) {
+		t.Errorf("two active envoys with one hostname: err = %v, want a constraint violation", err)
+	}
+}
+
+// TestReadOnlyPool checks that the read pool cannot write.
+func TestReadOnlyPool(t *testing.T) {
+	s := openTemp(t)
+	_, err := s.rdb.ExecContext(t.Context(), `DELETE FROM audit`)
+	if err == nil {
+		t.Error("write through the read pool succeeded, want it refused")
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	if _, err := Open(t.Context(), "", Options{}); err == nil {
+		t.Error("Open(\"\") succeeded")
+	}
+	dir := t.TempDir()
+	if _, err := Open(t.Context(), filepath.Join(dir, "missing", "deeper", "vigo.db"), Options{}); err == nil {
+		t.Error("Open in a missing folder succeeded")
+	}
+}
+
+// TestTwoStoresOneFile is two processes (a server and vigocli) on one
+// file: writes from both interleave without "database is locked".
+func TestTwoStoresOneFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vigo.db")
+	a, b := openAt(t, path), openAt(t, path)
+	const n = 40
+	errs := make(chan error, n)
+	for i := range n {
+		s := a
+		if i%2 == 1 {
+			s = b
+		}
+		go func() {
+			e := testEnvoy(i)
+			_, err := s.Enroll(t.Context(), store.EnrollParams{Envoy: e, Now: t0, Audit: store.AuditEvent{At: t0, Type: store.AuditRegistration}})
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Errorf("Enroll: %v", err)
+		}
+	}
+	es, err := b.ListEnvoys(t.Context(), store.EnvoyFilter{})
+	if err != nil || len(es) != n {
+		t.Errorf("ListEnvoys = %d, %v; want %d", len(es), err, n)
+	}
+}
+
+func BenchmarkEnroll(b *testing.B) {
+	storetest.BenchmarkEnroll(b, openTemp(b))
+}
+
+func BenchmarkRecordCheckins(b *testing.B) {
+	storetest.BenchmarkRecordCheckins(b, openTemp(b), 1000)
+}
+
+// fill inserts n active envoys in one transaction, bypassing Enroll (one
+// fsync per enrollment would make 100,000 of them slow to set up).
+func fill(tb testing.TB, s *Store, n int) {
+	tb.Helper()
+	tx, err := s.wdb.BeginTx(tb.Context(), nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer tx.Rollback()
+	stmt, err := tx.PrepareContext(tb.Context(), `INSERT INTO envoys (uuid, hostname, public_key, created_at, status, last_seen) VALUES (?, ?, x'00', ?, ?, ?)`)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for i := range n {
+		status := store.StatusActive
+		if i%10 == 0 {
+			status = store.StatusRevoked
+		}
+		if _, err := stmt.ExecContext(tb.Context(), fmt.Sprintf("00000000-0000-4000-8000-%012d", i), fmt.Sprintf("host%d.example.com", i), t0.UnixMilli()+int64(i), status, t0.UnixMilli()); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// BenchmarkListEnvoys100k lists envoys out of 100,000.
+func BenchmarkListEnvoys100k(b *testing.B) {
+	s := openTemp(b)
+	fill(b, s, 100_000)
+	for _, bc := range []struct {
+		name string
+		f    store.EnvoyFilter
+		want int
+	}{
+		{"hostname", store.EnvoyFilter{Hostname: "host54321.example.com"}, 1},
+		{"active first 100", store.EnvoyFilter{Status: store.StatusActive, Limit: 100}, 100},
+		{"all", store.EnvoyFilter{}, 100_000},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				es, err := s.ListEnvoys(b.Context(), bc.f)
+				if err != nil || len(es) != bc.want {
+					b.Fatalf("ListEnvoys = %d, %v; want %d", len(es), err, bc.want)
+				}
+			}
+		})
+	}
+}
+
+// TestListEnvoysUsesIndexes checks the query plans of the lookups that
+// must stay fast with 100,000 envoys: none scans the whole table.
+func TestListEnvoysUsesIndexes(t *testing.T) {
+	s := openTemp(t)
+	fill(t, s, 1000)
+	if _, err := s.wdb.ExecContext(t.Context(), `ANALYZE`); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, query string
+		args        []any
+	}{
+		{"by hostname", `SELECT ` + envoyCols + ` FROM envoys WHERE 1 = 1 AND hostname = ? ORDER BY created_at, uuid`, []any{"host1.example.com"}},
+		{"active by hostname", `SELECT ` + envoyCols + ` FROM envoys WHERE hostname = ? AND status = 'active'`, []any{"host1.example.com"}},
+		{"by status", `SELECT ` + envoyCols + ` FROM envoys WHERE 1 = 1 AND status = ? ORDER BY created_at, uuid LIMIT ?`, []any{"active", 100}},
+		{"all ordered", `SELECT ` + envoyCols + ` FROM envoys WHERE 1 = 1 ORDER BY created_at, uuid`, nil},
+		{"audit since", `SELECT id FROM audit WHERE at >= ? ORDER BY at, id LIMIT ?`, []any{0, -1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rows, err := s.rdb.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+tc.query, tc.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			var plan []string
+			for rows.Next() {
+				var id, parent, unused int
+				var detail string
+				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+					t.Fatal(err)
+				}
+				plan = append(plan, detail)
+			}
+			joined := strings.Join(plan, "; ")
+			if !strings.Contains(joined, "USING INDEX") && !strings.Contains(joined, "USING COVERING INDEX") {
+				t.Errorf("plan %q uses no index", joined)
+			}
+			if strings.Contains(joined, "TEMP B-TREE") {
+				t.Errorf("plan %q sorts in a temporary b-tree", joined)
+			}
+		})
+	}
+}
