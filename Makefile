@@ -27,8 +27,8 @@ test: ## Run the whole test suite with the race detector
 test-short: ## Run the tests without the race detector
 	$(GO) test -count=1 ./...
 
-test-postgres: ## Start a private PostgreSQL on loopback, run the store and replica tests against it, stop it
-	@bash .ci/postgres.sh test
+test-postgres: ## Start a private PostgreSQL on loopback, run the PostgreSQL tests against it, stop it
+	bash .ci/postgres.sh run $(GO) test -race -count=1 ./server/store/pgstore/ ./server/
 
 lint: ## go vet, gofmt and staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }

@@ -213,7 +213,8 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (s *Server, err 
 	api, err := httpapi.New(httpapi.Config{
 		Enroller: enr, Store: notify, Policy: s.policy, PolicyCtl: ctl, Dist: s.dist,
 		Bootstrap: func(goos string) ([]byte, string, error) {
-			return bootstrap.Render(bootstrap.Params{ServerURL: publicURL, GRPCAddress: grpcAddr, CAFingerprint: s.ca.Fingerprint(), OS: goos})
+			script, err := bootstrap.Render(bootstrap.Params{ServerURL: publicURL, GRPCAddress: grpcAddr, CAFingerprint: s.ca.Fingerprint(), OS: goos})
+			return script, bootstrap.ContentType(goos), err
 		},
 		AdminTokenHash: adminHash, WebhookSecret: webhookSecret, TrustedProxies: proxies,
 		RatePerSecond: cfg.Bootstrap.RateLimit.PerSecond, Burst: cfg.Bootstrap.RateLimit.Burst,

@@ -33,7 +33,7 @@ func TestRegisterTrustedApprovedAndToken(t *testing.T) {
 		t.Fatalf("trusted: HTTP %d %s", code, body)
 	}
 	r := decode[apiv1.RegisterResponse](t, body)
-	if r.Method != "trusted" || r.Rule != "loopback" || r.Hostname != "web1.trusted.test" || r.PolicyRevision == "" {
+	if r.Method != "trusted" || r.Rule != `trusted_enrollment "loopback"` || r.Hostname != "web1.trusted.test" || r.PolicyRevision == "" {
 		t.Fatalf("trusted: got %+v", r)
 	}
 	if !strings.Contains(r.Certificate, "BEGIN CERTIFICATE") || !strings.Contains(r.CA, "BEGIN CERTIFICATE") || r.GRPCAddress == "" || r.ServerPublicKey == "" {
