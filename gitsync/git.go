@@ -1,0 +1,534 @@
+package gitsync
+
+// This is the only file of the project that imports go-git: its types never
+// leave it. Everything it hands out is a Revision with an in-memory fs.FS.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
+	"github.com/go-git/go-git/v5/storage/memory"
+	"golang.org/x/crypto/ssh"
+	xknownhosts "golang.org/x/crypto/ssh/knownhosts"
+)
+
+// DefaultGitTimeout bounds each Git network operation when GitConfig.Timeout is zero.
+const DefaultGitTimeout = time.Minute
+
+// GitConfig configures a Git remote source.
+type GitConfig struct {
+	// URL of the repository: https://, http:// (loopback and tests),
+	// ssh://, scp-like user@host:path, or file://. Credentials in an
+	// http(s) URL are used as basic auth when Auth is empty, and are
+	// never printed.
+	URL string
+	// Ref is the branch to follow ("main" when empty); a value starting
+	// with "refs/" is used as a full reference name.
+	Ref string
+	// Path is the policy folder inside the repository ("" = the root).
+	Path string
+	// Timeout bounds each Git network operation (DefaultGitTimeout when zero).
+	Timeout time.Duration
+	// Auth holds the credentials.
+	Auth GitAuth
+	// Verify enables signed-commit verification when any file is set.
+	Verify VerifyConfig
+	// MaxFiles caps the number of files in the policy folder
+	// (DefaultMaxFiles when zero).
+	MaxFiles int
+	// MaxFileSize caps the size of one file in bytes (DefaultMaxFileSize when zero).
+	MaxFileSize int64
+	// Logger receives debug and info logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// GitAuth holds the credentials of a Git remote. None of them is ever
+// written to a log or an error.
+type GitAuth struct {
+	// Token authenticates over https: sent as "Authorization: Bearer"
+	// when Username is empty, else as the basic-auth password of Username
+	// (GitHub: Username "x-access-token"; GitLab: "oauth2").
+	Token string
+	// Username and Password authenticate over https with basic auth.
+	Username string
+	Password string
+	// SSHKeyFile is a PEM/OpenSSH private key file for ssh URLs; SSHKey
+	// holds the key itself instead. SSHKeyPassphrase decrypts it.
+	SSHKeyFile       string
+	SSHKey           []byte
+	SSHKeyPassphrase string
+	// KnownHostsFile is required for ssh URLs: the server's host key must
+	// be listed there, and the host key algorithms offered are those it lists.
+	KnownHostsFile string
+}
+
+// VerifyConfig lists the keys allowed to sign the head commit. When both
+// are empty, signatures are not checked.
+type VerifyConfig struct {
+	// SSHAllowedSignersFile is an ssh-keygen allowed_signers file.
+	SSHAllowedSignersFile string
+	// OpenPGPKeyringFile is an armored OpenPGP public keyring.
+	OpenPGPKeyringFile string
+}
+
+func (v VerifyConfig) enabled() bool {
+	return v.SSHAllowedSignersFile != "" || v.OpenPGPKeyringFile != ""
+}
+
+// Git is a Source that polls a Git remote. Fetch lists the remote's refs
+// (a few hundred bytes) and only when the followed ref moved does it fetch
+// a shallow, single-branch copy into memory and read the policy folder from
+// the commit's tree; no worktree is ever written. A force-pushed branch is
+// simply followed: every fetch starts from an empty repository.
+type Git struct {
+	url     string // without credentials moved into auth
+	display string // redacted
+	ref     plumbing.ReferenceName
+	path    string
+	timeout time.Duration
+	auth    transport.AuthMethod
+	secrets []string
+	signers *allowedSigners
+	keyring string
+	verify  bool
+	maxF    int
+	maxSize int64
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	lastRef plumbing.Hash
+	last    *Revision
+	lastErr error // content error of lastRef (symlink, size…), not retried
+}
+
+var _ Source = (*Git)(nil)
+
+// NewGit checks cfg and returns a Git source. It does not contact the remote.
+func NewGit(cfg GitConfig) (*Git, error) {
+	if cfg.URL == "" {
+		return nil, errors.New("new git source: empty URL")
+	}
+	g := &Git{
+		url:     cfg.URL,
+		timeout: cfg.Timeout,
+		maxF:    cfg.MaxFiles,
+		maxSize: cfg.MaxFileSize,
+		log:     cfg.Logger,
+		verify:  cfg.Verify.enabled(),
+	}
+	if g.timeout <= 0 {
+		g.timeout = DefaultGitTimeout
+	}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	ref := cfg.Ref
+	if ref == "" {
+		ref = "main"
+	}
+	if strings.HasPrefix(ref, "refs/") {
+		g.ref = plumbing.ReferenceName(ref)
+	} else {
+		g.ref = plumbing.NewBranchReferenceName(ref)
+	}
+	if p := path.Clean("/" + cfg.Path); p != "/" {
+		g.path = p[1:]
+	}
+	a := cfg.Auth
+	g.secrets = nonEmpty(a.Token, a.Password, a.SSHKeyPassphrase)
+
+	ep, err := transport.NewEndpoint(cfg.URL)
+	if err != nil {
+		// The parse error may quote the URL, credentials included.
+		return nil, errors.New("new git source: invalid URL")
+	}
+	g.secrets = append(g.secrets, nonEmpty(ep.Password)...)
+	g.display = redactURL(cfg.URL)
+	switch ep.Protocol {
+	case "https", "http":
+		if u, err := url.Parse(cfg.URL); err == nil && u.User != nil {
+			if a.Token == "" && a.Username == "" && a.Password == "" {
+				a.Username = u.User.Username()
+				a.Password, _ = u.User.Password()
+				if a.Password == "" { // a bare token as user name
+					g.secrets = append(g.secrets, nonEmpty(a.Username)...)
+				}
+			}
+			u.User = nil
+			g.url = u.String()
+		}
+		if ep.Protocol == "http" && (a.Token != "" || a.Username != "" || a.Password != "") && !isLoopback(ep.Host) {
+			// Plain http would hand the credentials to anyone on the path.
+			return nil, fmt.Errorf("new git source %s: refusing to send credentials over plain http (use https)", g.display)
+		}
+		switch {
+		case a.Token != "" && a.Username == "":
+			g.auth = &githttp.TokenAuth{Token: a.Token}
+		case a.Token != "":
+			g.auth = &githttp.BasicAuth{Username: a.Username, Password: a.Token}
+		case a.Username != "" || a.Password != "":
+			g.auth = &githttp.BasicAuth{Username: a.Username, Password: a.Password}
+		}
+	case "ssh":
+		key := a.SSHKey
+		if a.SSHKeyFile != "" {
+			if key, err = os.ReadFile(a.SSHKeyFile); err != nil {
+				return nil, fmt.Errorf("new git source: read ssh key: %w", err)
+			}
+		}
+		if len(key) == 0 {
+			return nil, errors.New("new git source: ssh URL needs an ssh key (SSHKeyFile or SSHKey)")
+		}
+		user := ep.User
+		if user == "" {
+			user = "git"
+		}
+		port := ep.Port
+		if port == 0 {
+			port = 22
+		}
+		pk, err := sshAuth(user, key, a.SSHKeyPassphrase, a.KnownHostsFile, net.JoinHostPort(ep.Host, fmt.Sprint(port)))
+		if err != nil {
+			return nil, fmt.Errorf("new git source: %w", err)
+		}
+		g.auth = pk
+	case "file":
+	default:
+		return nil, fmt.Errorf("new git source: unsupported URL scheme %q", ep.Protocol)
+	}
+
+	if f := cfg.Verify.SSHAllowedSignersFile; f != "" {
+		if g.signers, err = loadAllowedSigners(f); err != nil {
+			return nil, fmt.Errorf("new git source: %w", err)
+		}
+	}
+	if f := cfg.Verify.OpenPGPKeyringFile; f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("new git source: read openpgp keyring: %w", err)
+		}
+		g.keyring = string(b)
+	}
+	return g, nil
+}
+
+// sshAuth builds the ssh credentials: the private key, the host key check
+// against knownHostsFile, and the host key algorithms listed there for
+// hostPort (so that a server with several host keys presents the one we
+// know, rather than the first it prefers).
+func sshAuth(user string, key []byte, passphrase, knownHostsFile, hostPort string) (*gitssh.PublicKeys, error) {
+	if knownHostsFile == "" {
+		// Without it the ssh transport would fall back to ~/.ssh/known_hosts
+		// or, worse, be configured to accept any key: make it explicit.
+		return nil, errors.New("ssh URL needs a known_hosts file (KnownHostsFile)")
+	}
+	if _, err := os.Stat(knownHostsFile); err != nil {
+		return nil, fmt.Errorf("ssh known_hosts: %w", err)
+	}
+	pk, err := gitssh.NewPublicKeys(user, key, passphrase)
+	if err != nil {
+		// Never wrap the parse error: it may quote key material.
+		return nil, errors.New("parse ssh private key: invalid key or passphrase")
+	}
+	db, err := gitssh.NewKnownHostsDb(knownHostsFile)
+	if err != nil {
+		return nil, fmt.Errorf("ssh known_hosts %s: %w", knownHostsFile, err)
+	}
+	check := db.HostKeyCallback()
+	pk.HostKeyCallback = func(host string, remote net.Addr, k ssh.PublicKey) error {
+		err := check(host, remote, k)
+		var ke *xknownhosts.KeyError
+		if errors.As(err, &ke) {
+			if len(ke.Want) == 0 {
+				return fmt.Errorf("ssh host %s presented %s key %s: %w file %s", host, k.Type(), ssh.FingerprintSHA256(k), ErrUnknownHost, knownHostsFile)
+			}
+			return fmt.Errorf("ssh host %s presented %s key %s: %w file %s (possible man-in-the-middle)", host, k.Type(), ssh.FingerprintSHA256(k), ErrHostKeyMismatch, knownHostsFile)
+		}
+		return err
+	}
+	pk.HostKeyAlgorithms = db.HostKeyAlgorithms(hostPort)
+	return pk, nil
+}
+
+// String describes the source without credentials.
+func (g *Git) String() string {
+	s := g.display + "#" + g.ref.Short()
+	if g.path != "" {
+		s += ":" + g.path
+	}
+	return s
+}
+
+// Fetch implements Source.
+func (g *Git) Fetch(ctx context.Context) (Revision, bool, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	start := time.Now()
+
+	head, err := g.listHead(ctx)
+	if err != nil {
+		return Revision{}, false, err
+	}
+	if head == g.lastRef && (g.last != nil || g.lastErr != nil) {
+		g.log.Debug("git head unchanged", "revision", head.String())
+		if g.lastErr != nil {
+			return Revision{}, false, g.lastErr
+		}
+		return *g.last, false, nil
+	}
+	rev, id, err := g.fetch(ctx)
+	if err != nil {
+		if errors.Is(err, errContent) {
+			g.lastRef, g.last, g.lastErr = id, nil, err
+		}
+		return Revision{}, false, err
+	}
+	changed := g.last == nil || g.last.ID != rev.ID
+	g.lastRef, g.last, g.lastErr = id, &rev, nil
+	g.log.Info("git revision fetched", "revision", rev.ID, "changed", changed, "duration", time.Since(start))
+	return rev, changed, nil
+}
+
+// errContent marks errors caused by the tree itself (symlinks, size, no
+// folder): they are cached per commit rather than retried on every poll.
+var errContent = errors.New("content")
+
+type contentError struct{ err error }
+
+func (e *contentError) Error() string   { return e.err.Error() }
+func (e *contentError) Unwrap() []error { return []error{e.err, errContent} }
+func contentErr(err error) error        { return &contentError{err} }
+
+// nonEmpty returns the non-empty strings of ss.
+func nonEmpty(ss ...string) (out []string) {
+	for _, s := range ss {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// listHead asks the remote for its refs (no objects) and returns the hash
+// of the followed ref.
+func (g *Git) listHead(ctx context.Context) (plumbing.Hash, error) {
+	ctx, cancel := context.WithTimeout(ctx, g.timeout)
+	defer cancel()
+	rem := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: "origin", URLs: []string{g.url}})
+	refs, err := rem.ListContext(ctx, &git.ListOptions{Auth: g.auth})
+	if err != nil {
+		return plumbing.ZeroHash, g.errorf("list refs of %s: %w", g.display, err)
+	}
+	for _, r := range refs {
+		if r.Name() == g.ref && r.Type() == plumbing.HashReference {
+			return r.Hash(), nil
+		}
+	}
+	return plumbing.ZeroHash, fmt.Errorf("list refs of %s: %s: %w", g.display, g.ref.Short(), ErrRefNotFound)
+}
+
+// fetch makes a shallow, single-branch clone into memory and reads the
+// revision from it. It returns the commit hash even on content errors.
+func (g *Git) fetch(ctx context.Context) (Revision, plumbing.Hash, error) {
+	cctx, cancel := context.WithTimeout(ctx, g.timeout)
+	defer cancel()
+	repo, err := git.CloneContext(cctx, memory.NewStorage(), nil, &git.CloneOptions{
+		URL:           g.url,
+		Auth:          g.auth,
+		ReferenceName: g.ref,
+		SingleBranch:  true,
+		Depth:         1,
+		NoCheckout:    true,
+		Tags:          git.NoTags,
+	})
+	if err != nil {
+		return Revision{}, plumbing.ZeroHash, g.errorf("fetch %s: %w", g.display, err)
+	}
+	head, err := repo.Head()
+	if err != nil {
+		return Revision{}, plumbing.ZeroHash, fmt.Errorf("fetch %s: head: %w", g.display, err)
+	}
+	id := head.Hash()
+	commit, err := repo.CommitObject(id)
+	if err != nil {
+		return Revision{}, id, fmt.Errorf("read commit %s: %w", id, err)
+	}
+	files, err := g.readTree(repo, commit)
+	if err != nil {
+		return Revision{}, id, contentErr(fmt.Errorf("read commit %s: %w", id, err))
+	}
+	rev := Revision{
+		ID:     id.String(),
+		Files:  files.fs(commit.Committer.When),
+		Time:   commit.Committer.When,
+		Author: fmt.Sprintf("%s <%s>", commit.Author.Name, commit.Author.Email),
+	}
+	if g.verify {
+		rev.Signer, rev.VerifyErr = g.verifyCommit(commit)
+	}
+	return rev, id, nil
+}
+
+// readTree reads the policy folder of commit into a snapshot, refusing
+// symbolic links and submodules and enforcing the caps.
+func (g *Git) readTree(repo *git.Repository, commit *object.Commit) (*snapshot, error) {
+	tree, err := commit.Tree()
+	if err != nil {
+		return nil, err
+	}
+	if g.path != "" {
+		e, err := tree.FindEntry(g.path)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", g.path, ErrPathNotFound)
+		}
+		switch e.Mode {
+		case filemode.Dir:
+		case filemode.Symlink:
+			return nil, fmt.Errorf("%s: %w", g.path, ErrSymlink)
+		case filemode.Submodule:
+			return nil, fmt.Errorf("%s: %w", g.path, ErrSubmodule)
+		default:
+			return nil, fmt.Errorf("%s: not a folder: %w", g.path, ErrPathNotFound)
+		}
+		if tree, err = tree.Tree(g.path); err != nil {
+			return nil, fmt.Errorf("%s: %w", g.path, ErrPathNotFound)
+		}
+	}
+	snap := newSnapshot(g.maxF, g.maxSize)
+	w := object.NewTreeWalker(tree, true, nil)
+	defer w.Close()
+	for {
+		name, e, err := w.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		switch e.Mode {
+		case filemode.Dir:
+			continue
+		case filemode.Symlink:
+			return nil, fmt.Errorf("%s: %w", name, ErrSymlink)
+		case filemode.Submodule:
+			return nil, fmt.Errorf("%s: %w", name, ErrSubmodule)
+		case filemode.Regular, filemode.Executable, filemode.Deprecated:
+		default:
+			return nil, fmt.Errorf("%s: unsupported file mode %s", name, e.Mode)
+		}
+		blob, err := repo.BlobObject(e.Hash)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		if err := snap.checkSize(name, blob.Size); err != nil {
+			return nil, err
+		}
+		r, err := blob.Reader()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		err = snap.add(name, blob.Size, r)
+		r.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return snap, nil
+}
+
+// verifyCommit checks the head commit's signature against the allowed
+// keys. It returns the signer's fingerprint, or the reason for rejection.
+func (g *Git) verifyCommit(c *object.Commit) (string, error) {
+	sig := c.PGPSignature
+	if strings.TrimSpace(sig) == "" {
+		return "", ErrUnsigned
+	}
+	msg := &plumbing.MemoryObject{}
+	if err := c.EncodeWithoutSignature(msg); err != nil {
+		return "", fmt.Errorf("encode commit: %w", err)
+	}
+	r, err := msg.Reader()
+	if err != nil {
+		return "", fmt.Errorf("encode commit: %w", err)
+	}
+	payload, err := io.ReadAll(r)
+	if err != nil {
+		return "", fmt.Errorf("encode commit: %w", err)
+	}
+	if isSSHSignature(sig) {
+		if g.signers == nil {
+			return "", fmt.Errorf("ssh signature but no allowed signers configured: %w", ErrUnknownSigner)
+		}
+		return g.signers.verify(sig, payload)
+	}
+	if g.keyring == "" {
+		return "", fmt.Errorf("openpgp signature but no keyring configured: %w", ErrUnknownSigner)
+	}
+	e, err := c.Verify(g.keyring)
+	if err != nil || e == nil || e.PrimaryKey == nil {
+		return "", fmt.Errorf("openpgp: %v: %w", err, ErrUnknownSigner)
+	}
+	return fmt.Sprintf("OPENPGP:%X", e.PrimaryKey.Fingerprint), nil
+}
+
+// errorf formats like fmt.Errorf and then removes any credential that a
+// transport error may have quoted. The error chain stays intact for errors.Is.
+func (g *Git) errorf(format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	msg := err.Error()
+	scrubbed := msg
+	for _, s := range g.secrets {
+		scrubbed = strings.ReplaceAll(scrubbed, s, "xxxxx")
+	}
+	if scrubbed == msg {
+		return err
+	}
+	return &redactedError{msg: scrubbed, err: err}
+}
+
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// redactURL returns raw with any password (or token used as user name in
+// an http(s) URL) replaced by "xxxxx".
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil || u.Scheme == "" {
+		return raw // scp-like user@host:path, no secret there
+	}
+	if _, ok := u.User.Password(); !ok && (u.Scheme == "http" || u.Scheme == "https") {
+		u.User = url.User("xxxxx")
+	}
+	return u.Redacted()
+}
