@@ -1,0 +1,229 @@
+package agentdist
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// GenerateKey creates an Ed25519 signing key pair and returns the private key
+// as PEM "PRIVATE KEY" (PKCS #8) and the public key as PEM "PUBLIC KEY"
+// (PKIX). rnd nil means crypto/rand.
+func GenerateKey(rnd io.Reader) (privPEM, pubPEM []byte, err error) {
+	if rnd == nil {
+		rnd = rand.Reader
+	}
+	pub, priv, err := ed25519.GenerateKey(rnd)
+	if err != nil {
+		return nil, nil, fmt.Errorf("generate signing key: %w", err)
+	}
+	privDER, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return nil, nil, fmt.Errorf("generate signing key: %w", err)
+	}
+	pubPEM, err = MarshalPublicKey(pub)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER}), pubPEM, nil
+}
+
+// WriteKeyPair generates a key pair and writes the private key to path
+// (mode 0600) and the public key to path + ".pub". It refuses to overwrite
+// either file: losing an offline signing key strands every envoy that pinned it.
+func WriteKeyPair(path string, rnd io.Reader) error {
+	privPEM, pubPEM, err := GenerateKey(rnd)
+	if err != nil {
+		return err
+	}
+	for _, p := range []string{path, path + ".pub"} {
+		if _, err := os.Lstat(p); err == nil {
+			return fmt.Errorf("write signing key %s: %w", p, fs.ErrExist)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("write signing key: %w", err)
+	}
+	if err := writeExclusive(path, privPEM, 0o600); err != nil {
+		return err
+	}
+	if err := writeExclusive(path+".pub", pubPEM, 0o644); err != nil {
+		os.Remove(path)
+		return err
+	}
+	return nil
+}
+
+func writeExclusive(path string, data []byte, mode fs.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return fmt.Errorf("write signing key: %w", err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return fmt.Errorf("write signing key %s: %w", path, err)
+	}
+	return nil
+}
+
+// MarshalPublicKey encodes an Ed25519 public key as PEM "PUBLIC KEY".
+func MarshalPublicKey(pub ed25519.PublicKey) ([]byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, fmt.Errorf("marshal public key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
+}
+
+// ParsePublicKey decodes a PEM "PUBLIC KEY" holding an Ed25519 key.
+func ParsePublicKey(data []byte) (ed25519.PublicKey, error) {
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "PUBLIC KEY" {
+		return nil, errors.New("parse signing public key: no PEM PUBLIC KEY block")
+	}
+	k, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("parse signing public key: %w", err)
+	}
+	pub, ok := k.(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("parse signing public key: %T is not Ed25519", k)
+	}
+	return pub, nil
+}
+
+// ParsePrivateKey decodes a PEM "PRIVATE KEY" (PKCS #8) holding an Ed25519
+// key. Errors never include the key material.
+func ParsePrivateKey(data []byte) (ed25519.PrivateKey, error) {
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "PRIVATE KEY" {
+		return nil, errors.New("parse signing key: no PEM PRIVATE KEY block")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, errors.New("parse signing key: not a PKCS #8 private key")
+	}
+	priv, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("parse signing key: %T is not Ed25519", k)
+	}
+	return priv, nil
+}
+
+// SignDigest signs a hex SHA-256 digest and returns the base64 signature.
+func SignDigest(priv ed25519.PrivateKey, sha256Hex string) (string, error) {
+	digest, err := hex.DecodeString(sha256Hex)
+	if err != nil || len(digest) != 32 {
+		return "", fmt.Errorf("sign digest: %q is not a hex SHA-256 digest", sha256Hex)
+	}
+	return base64.StdEncoding.EncodeToString(ed25519.Sign(priv, digest)), nil
+}
+
+// VerifyDigest reports whether sigB64 is pub's signature over the hex SHA-256 digest.
+func VerifyDigest(pub ed25519.PublicKey, sha256Hex, sigB64 string) bool {
+	digest, err := hex.DecodeString(sha256Hex)
+	if err != nil || len(digest) != 32 || len(pub) != ed25519.PublicKeySize {
+		return false
+	}
+	sig, err := base64.StdEncoding.DecodeString(sigB64)
+	if err != nil || len(sig) != ed25519.SignatureSize {
+		return false
+	}
+	return ed25519.Verify(pub, digest, sig)
+}
+
+// SignDir signs every binary listed in dir/manifest.json with priv: it
+// re-hashes each file (a file that no longer matches the manifest is an
+// error, nothing is written), stores the signatures and the public key in
+// the manifest and writes it back atomically.
+func SignDir(dir string, priv ed25519.PrivateKey) (*Manifest, error) {
+	m, err := ReadManifest(dir)
+	if err != nil {
+		return nil, fmt.Errorf("sign %s: %w", dir, err)
+	}
+	if len(m.Files) == 0 {
+		return nil, fmt.Errorf("sign %s: the manifest lists no files", dir)
+	}
+	for i := range m.Files {
+		f := &m.Files[i]
+		sum, size, err := hashFile(filepath.Join(dir, f.File))
+		if err != nil {
+			return nil, fmt.Errorf("sign %s: %w", dir, err)
+		}
+		if sum != f.SHA256 || size != f.Size {
+			return nil, fmt.Errorf("sign %s: %s changed since the manifest was written (run vigocli dist manifest)", dir, f.File)
+		}
+		if f.Signature, err = SignDigest(priv, sum); err != nil {
+			return nil, fmt.Errorf("sign %s: %w", dir, err)
+		}
+	}
+	pubPEM, err := MarshalPublicKey(priv.Public().(ed25519.PublicKey))
+	if err != nil {
+		return nil, err
+	}
+	m.SigningKey = string(pubPEM)
+	if err := WriteManifest(dir, m); err != nil {
+		return nil, fmt.Errorf("sign %s: %w", dir, err)
+	}
+	return m, nil
+}
+
+// Verify checks a distribution folder the way the server loads it, but
+// strictly: every listed file must exist and match its digest and size, and
+// every signature must verify with pubPEM (nil: the manifest's signing_key).
+// All problems are reported together.
+func Verify(dir string, pubPEM []byte) (*Manifest, error) {
+	m, err := ReadManifest(dir)
+	if err != nil {
+		return nil, err
+	}
+	if pubPEM == nil && m.SigningKey != "" {
+		pubPEM = []byte(m.SigningKey)
+	}
+	var pub ed25519.PublicKey
+	if pubPEM != nil {
+		if pub, err = ParsePublicKey(pubPEM); err != nil {
+			return nil, fmt.Errorf("verify %s: %w", dir, err)
+		}
+	}
+	var problems []error
+	for _, f := range m.Files {
+		sum, size, err := hashFile(filepath.Join(dir, f.File))
+		switch {
+		case err != nil:
+			problems = append(problems, err)
+			continue
+		case sum != f.SHA256 || size != f.Size:
+			problems = append(problems, fmt.Errorf("%s does not match the manifest", f.File))
+			continue
+		}
+		switch {
+		case f.Signature == "" && pub != nil:
+			problems = append(problems, fmt.Errorf("%s is not signed", f.File))
+		case f.Signature != "" && pub == nil:
+			problems = append(problems, fmt.Errorf("%s is signed but no public key is known", f.File))
+		case f.Signature != "" && !VerifyDigest(pub, f.SHA256, f.Signature):
+			problems = append(problems, fmt.Errorf("%s: signature does not verify", f.File))
+		}
+	}
+	if err := errors.Join(problems...); err != nil {
+		return m, fmt.Errorf("verify %s:\n%w", dir, err)
+	}
+	return m, nil
+}
