@@ -1,0 +1,115 @@
+package agent
+
+import (
+	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+)
+
+// Enrollment is this envoy's identity as saved by Register: the config
+// file, the key, the current certificate and the CA. It is safe for
+// concurrent use; the certificate changes on renewal.
+type Enrollment struct {
+	Dir       string
+	File      File
+	Key       ed25519.PrivateKey
+	CA        *x509.Certificate
+	ServerKey ed25519.PublicKey // pinned check-in response key
+	Interval  time.Duration
+
+	cert atomic.Pointer[tls.Certificate]
+}
+
+// Load reads the enrollment saved in dir.
+func Load(dir string) (*Enrollment, error) {
+	f, err := ReadFile(dir)
+	if err != nil {
+		return nil, err
+	}
+	e := &Enrollment{Dir: dir, File: f}
+	path := func(name string) string {
+		if filepath.IsAbs(name) {
+			return name
+		}
+		return filepath.Join(dir, name)
+	}
+	kb, err := os.ReadFile(path(f.KeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("load enrollment: %w", err)
+	}
+	if e.Key, err = decodeKey(kb); err != nil {
+		return nil, fmt.Errorf("load enrollment key %s: %w", path(f.KeyFile), err)
+	}
+	cb, err := os.ReadFile(path(f.CertFile))
+	if err != nil {
+		return nil, fmt.Errorf("load enrollment: %w", err)
+	}
+	cert, err := decodeCert(cb)
+	if err != nil {
+		return nil, fmt.Errorf("load enrollment certificate %s: %w", path(f.CertFile), err)
+	}
+	ab, err := os.ReadFile(path(f.CAFile))
+	if err != nil {
+		return nil, fmt.Errorf("load enrollment: %w", err)
+	}
+	if e.CA, err = decodeCert(ab); err != nil {
+		return nil, fmt.Errorf("load enrollment CA %s: %w", path(f.CAFile), err)
+	}
+	if e.ServerKey, err = decodePublicKey(f.ServerPublicKey); err != nil {
+		return nil, fmt.Errorf("load enrollment: server public key: %w", err)
+	}
+	e.Interval = time.Minute
+	if d, err := time.ParseDuration(f.CheckinInterval); err == nil && d > 0 {
+		e.Interval = d
+	}
+	e.setCert(cert)
+	return e, nil
+}
+
+func (e *Enrollment) setCert(cert *x509.Certificate) {
+	e.cert.Store(&tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: e.Key, Leaf: cert})
+}
+
+// Certificate returns the current client certificate.
+func (e *Enrollment) Certificate() *x509.Certificate { return e.cert.Load().Leaf }
+
+// CAPool returns a pool holding only the saved CA.
+func (e *Enrollment) CAPool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(e.CA)
+	return p
+}
+
+// ClientTLSConfig returns the TLS configuration for every contact with the
+// server after registration: TLS 1.3, the server verified against the saved
+// CA under File.ServerName, and the current client certificate presented
+// through GetClientCertificate (so a renewed certificate is used by the
+// next handshake without rebuilding anything).
+func (e *Enrollment) ClientTLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		RootCAs:    e.CAPool(),
+		ServerName: e.File.ServerName,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return e.cert.Load(), nil
+		},
+	}
+}
+
+// saveCert writes a renewed certificate and makes it current.
+func (e *Enrollment) saveCert(cert *x509.Certificate) error {
+	name := e.File.CertFile
+	if !filepath.IsAbs(name) {
+		name = filepath.Join(e.Dir, name)
+	}
+	if err := writeFileAtomic(name, encodeCert(cert.Raw), 0o644); err != nil {
+		return err
+	}
+	e.setCert(cert)
+	return nil
+}

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vigo-enroll/vigo/agent"
+)
+
+func newRegister(base agent.Config, logger func() *slog.Logger) *cobra.Command {
+	var p agent.RegisterParams
+	cmd := &cobra.Command{
+		Use:   "register --server HOST[:8443] [--token T] [--hostname H] [--force] [--config-dir DIR] [--ca-fingerprint SHA256]",
+		Short: "Register this host with the server, then check in once over mTLS",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if p.Server == "" {
+				return &usageError{errors.New("register: --server is required")}
+			}
+			p.Logger = logger()
+			if base.Now != nil {
+				p.Now = base.Now
+			}
+			enr, err := agent.Register(cmd.Context(), p)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "registered %s as envoy %s (certificate valid until %s)\n",
+				enr.File.Hostname, enr.File.UUID, enr.Certificate().NotAfter.UTC().Format("2006-01-02 15:04 MST"))
+			cfg := base
+			cfg.Dir, cfg.Logger = p.Dir, p.Logger
+			a, err := agent.New(cfg)
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			if _, err := a.CheckinOnce(cmd.Context()); err != nil {
+				return fmt.Errorf("registered, but the first check-in over mTLS to %s failed: %w", enr.File.GRPCAddress, err)
+			}
+			fmt.Fprintf(out, "checked in over mTLS at %s: this host is enrolled\n", a.Enrollment().File.GRPCAddress)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&p.Server, "server", "", "server `HOST[:PORT]` or https URL (port 8443 by default)")
+	f.StringVar(&p.Token, "token", "", "one-time enrollment token, when the policy needs one")
+	f.StringVar(&p.Hostname, "hostname", "", "hostname to register (default: this host's)")
+	f.BoolVar(&p.Force, "force", false, "replace an active envoy with the same hostname")
+	f.StringVar(&p.Dir, "config-dir", agent.DefaultDir, "folder for the key, certificates and config")
+	f.StringVar(&p.CAFingerprint, "ca-fingerprint", "", "hex SHA-256 of the server's CA certificate to pin (default: trust on first use, like curl -k)")
+	return cmd
+}

@@ -1,0 +1,51 @@
+package agentpb
+
+import (
+	"encoding/hex"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestSigningBytes(t *testing.T) {
+	t.Parallel()
+	req := &CheckinRequest{
+		Uuid: "u", Hostname: "h", AgentVersion: "v", Os: "o", Arch: "a",
+		TimestampUnixNano: 0x0102030405060708, Nonce: []byte{0xaa, 0xbb}, Signature: []byte("ignored"),
+	}
+	resp := &CheckinResponse{
+		Uuid: "u", RequestNonce: []byte{0xcc}, ServerTimeUnixNano: 1, NextCheckinMillis: 2,
+		Actions:   []*Action{{Type: ActionType_ACTION_TYPE_UPDATE, Version: "1.2", Sha256: "ff"}},
+		Signature: []byte("ignored"),
+	}
+	tests := []struct {
+		name string
+		got  []byte
+		want string
+	}{
+		{"request", req.SigningBytes(), hex.EncodeToString([]byte("vigo-checkin-request-v1\n")) +
+			"0000000175" + "0000000168" + "0000000176" + "000000016f" + "0000000161" +
+			"0102030405060708" + "00000002aabb"},
+		{"response", resp.SigningBytes(), hex.EncodeToString([]byte("vigo-checkin-response-v1\n")) +
+			"0000000175" + "00000001cc" + "0000000000000001" + "0000000000000002" + "00000001" +
+			"00000003" + "00000000" + "00000003312e32" + "000000026666"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, hex.EncodeToString(tt.got)); diff != "" {
+				t.Errorf("signing bytes (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestSigningBytesInjective checks that moving bytes between adjacent
+// fields changes the encoding (the length prefixes prevent ambiguity).
+func TestSigningBytesInjective(t *testing.T) {
+	t.Parallel()
+	a := (&CheckinRequest{Uuid: "ab", Hostname: "c"}).SigningBytes()
+	b := (&CheckinRequest{Uuid: "a", Hostname: "bc"}).SigningBytes()
+	if string(a) == string(b) {
+		t.Error("different field splits encode the same")
+	}
+}

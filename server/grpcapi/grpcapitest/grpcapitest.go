@@ -1,0 +1,319 @@
+// Package grpcapitest runs a real gRPC check-in server for tests: real CA,
+// real SQLite store in t.TempDir(), mTLS on 127.0.0.1:0, and a minimal
+// HTTPS register endpoint that serves rebootstraps the way the real
+// handler must (see Env.Register).
+package grpcapitest
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/vigo-enroll/vigo/agent"
+	"github.com/vigo-enroll/vigo/schemas/agentpb"
+	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/server/ca"
+	"github.com/vigo-enroll/vigo/server/grpcapi"
+	"github.com/vigo-enroll/vigo/server/store"
+	"github.com/vigo-enroll/vigo/server/store/sqlitestore"
+)
+
+// Env is a real server (gRPC with mTLS on 127.0.0.1:0, real SQLite store,
+// real CA) plus a minimal HTTPS register endpoint standing in for the
+// lead's httpapi, which implements the rebootstrap contract.
+type Env struct {
+	t testing.TB
+	// Store, CA, Key (response signing key), Server, Addr (gRPC) and
+	// HTTPS (register endpoint) are the running parts.
+	Store  *sqlitestore.Store
+	CA     *ca.CA
+	Key    ed25519.PrivateKey
+	Server *grpcapi.Server
+	Addr   string
+	HTTPS  *httptest.Server
+	// Registrations counts requests that reached the register handler.
+	Registrations atomic.Int64
+}
+
+// Options configure New.
+type Options struct {
+	AgentVersion func(os, arch string) (string, string, bool)
+	SigningKey   ed25519.PrivateKey
+}
+
+// New starts the servers; t.Cleanup stops them.
+func New(t testing.TB, o Options) *Env {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := sqlitestore.Open(ctx, filepath.Join(dir, "vigo.db"), sqlitestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	c, err := ca.LoadOrCreate(ca.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := o.SigningKey
+	if key == nil {
+		_, key, _ = ed25519.GenerateKey(rand.Reader)
+	}
+	srv, err := grpcapi.New(grpcapi.Config{Store: st, CA: c, SigningKey: key, AgentVersion: o.AgentVersion, Interval: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	e := &Env{t: t, Store: st, CA: c, Key: key, Server: srv, Addr: ln.Addr().String()}
+	e.HTTPS = httptest.NewUnstartedServer(http.HandlerFunc(e.Register))
+	cert := c.ServerTLSCertificate()
+	cert.Certificate = append([][]byte{cert.Certificate[0]}, c.Certificate().Raw)
+	e.HTTPS.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	e.HTTPS.StartTLS()
+	t.Cleanup(e.HTTPS.Close)
+	return e
+}
+
+// NewUUID returns a random version 4 UUID.
+func NewUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// PubPEM encodes an Ed25519 public key as PEM PKIX.
+func PubPEM(t testing.TB, k ed25519.PublicKey) string {
+	t.Helper()
+	der, err := x509.MarshalPKIXPublicKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+}
+
+// Envoy is one enrolled envoy: its store record and its agent folder.
+type Envoy struct {
+	UUID, Hostname, Dir string
+	Key                 ed25519.PrivateKey
+	Cert                *x509.Certificate
+}
+
+// Enroll creates an envoy with store.Enroll + ca.SignEnvoy and writes its
+// agent folder. The certificate runs from notBefore to notAfter.
+func (e *Env) Enroll(hostname string, notBefore, notAfter time.Time) Envoy {
+	e.t.Helper()
+	pub, key, _ := ed25519.GenerateKey(rand.Reader)
+	uuid := NewUUID()
+	cert, err := e.CA.SignEnvoy(ca.EnvoyParams{PublicKey: pub, Hostname: hostname, UUID: uuid, NotBefore: notBefore, NotAfter: notAfter})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	_, err = e.Store.Enroll(context.Background(), store.EnrollParams{
+		Envoy: store.Envoy{UUID: uuid, Hostname: hostname, PublicKey: pub, CertSerial: ca.SerialHex(cert),
+			CertNotAfter: cert.NotAfter, OS: "linux", Arch: "amd64", Method: "approved", Rule: "*"},
+		Now:   time.Now(),
+		Audit: store.AuditEvent{Type: store.AuditRegistration, Result: "allowed", EnvoyUUID: uuid, Hostname: hostname},
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	dir := filepath.Join(e.t.TempDir(), "vigo-envoy")
+	f := agent.File{
+		ServerURL: e.HTTPS.URL, GRPCAddress: e.Addr, ServerName: "127.0.0.1", UUID: uuid, Hostname: hostname,
+		CheckinInterval: "30s", ServerPublicKey: PubPEM(e.t, e.Key.Public().(ed25519.PublicKey)), RegisteredAt: time.Now(),
+	}
+	if err := agent.WriteEnrollment(dir, f, key, cert, e.CA.Certificate()); err != nil {
+		e.t.Fatal(err)
+	}
+	return Envoy{UUID: uuid, Hostname: hostname, Dir: dir, Key: key, Cert: cert}
+}
+
+// EnrollNow enrolls with a certificate valid from an hour ago for a day.
+func (e *Env) EnrollNow(hostname string) Envoy {
+	now := time.Now()
+	return e.Enroll(hostname, now.Add(-time.Hour), now.Add(24*time.Hour))
+}
+
+// Agent returns an agent for v; t.Cleanup closes it.
+func (e *Env) Agent(v Envoy, cfg agent.Config) *agent.Agent {
+	e.t.Helper()
+	cfg.Dir = v.Dir
+	a, err := agent.New(cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { a.Close() })
+	return a
+}
+
+// ClientTLS returns a client TLS configuration presenting cert and key.
+func (e *Env) ClientTLS(cert *x509.Certificate, key ed25519.PrivateKey) *tls.Config {
+	roots := x509.NewCertPool()
+	roots.AddCert(e.CA.Certificate())
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13, RootCAs: roots, ServerName: "127.0.0.1",
+		Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}},
+	}
+}
+
+// HandshakeAlert connects with cert and returns the TLS alert of the
+// server's refusal ("" when accepted).
+func (e *Env) HandshakeAlert(cert *x509.Certificate, key ed25519.PrivateKey) string {
+	e.t.Helper()
+	err := agent.ProbeHandshake(context.Background(), e.Addr, e.ClientTLS(cert, key))
+	var r *agent.HandshakeRefusedError
+	if errors.As(err, &r) {
+		return r.Alert
+	}
+	if err != nil {
+		e.t.Fatalf("probe: %v", err)
+	}
+	return ""
+}
+
+// RawClient is a gRPC client presenting cert/key, for hand-made requests.
+func (e *Env) RawClient(cert *x509.Certificate, key ed25519.PrivateKey) agentpb.AgentServiceClient {
+	e.t.Helper()
+	conn, err := grpc.NewClient(e.Addr, grpc.WithTransportCredentials(credentials.NewTLS(e.ClientTLS(cert, key))))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { conn.Close() })
+	return agentpb.NewAgentServiceClient(conn)
+}
+
+// SignedRequest makes a valid signed check-in for v at time at.
+func SignedRequest(v Envoy, at time.Time) *agentpb.CheckinRequest {
+	r := &agentpb.CheckinRequest{Uuid: v.UUID, Hostname: v.Hostname, AgentVersion: "test", Os: "linux", Arch: "amd64",
+		TimestampUnixNano: at.UnixNano(), Nonce: make([]byte, agentpb.NonceSize)}
+	_, _ = rand.Read(r.Nonce)
+	r.Signature = ed25519.Sign(v.Key, r.SigningBytes())
+	return r
+}
+
+// Register is a stand-in for POST /api/v1/bootstrap/register: it enrolls
+// every host (no policy, no token) and implements what the real handler
+// must do for a rebootstrap: verify the previous identity (active,
+// rebootstrap pending, signature by its stored key over
+// apiv1.RebootstrapSigningBytes, same hostname), revoke the old uuid with
+// reason "rebootstrapped", enroll the new key with force, and tell the gRPC
+// server (EnvoyChanged) about every envoy it revoked.
+func (e *Env) Register(w http.ResponseWriter, r *http.Request) {
+	fail := func(code int, msg string) {
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(apiv1.Error{Error: msg})
+	}
+	var req apiv1.RegisterRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
+		fail(http.StatusBadRequest, "bad request")
+		return
+	}
+	e.Registrations.Add(1)
+	ctx := r.Context()
+	var old store.Envoy
+	if req.PreviousUUID != "" {
+		var err error
+		old, err = e.Store.GetEnvoy(ctx, req.PreviousUUID)
+		if err != nil || old.Status != store.StatusActive || !old.Rebootstrap || old.Hostname != req.Hostname {
+			fail(http.StatusForbidden, "no rebootstrap pending for this envoy")
+			return
+		}
+		sig, err := base64.StdEncoding.DecodeString(req.PreviousSignature)
+		if err != nil || !ed25519.Verify(old.PublicKey, apiv1.RebootstrapSigningBytes(req.PreviousUUID, req.Hostname, req.PublicKey), sig) {
+			fail(http.StatusForbidden, "previous identity not proven")
+			return
+		}
+	}
+	blk, _ := pem.Decode([]byte(req.PublicKey))
+	if blk == nil {
+		fail(http.StatusBadRequest, "bad key")
+		return
+	}
+	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	pub, ok := k.(ed25519.PublicKey)
+	if err != nil || !ok {
+		fail(http.StatusBadRequest, "bad key")
+		return
+	}
+	uuid := NewUUID()
+	cert, err := e.CA.SignEnvoy(ca.EnvoyParams{PublicKey: pub, Hostname: req.Hostname, UUID: uuid, NotAfter: time.Now().Add(24 * time.Hour)})
+	if err != nil {
+		fail(http.StatusInternalServerError, "sign")
+		return
+	}
+	if old.UUID != "" {
+		// Revoke first with the right reason; Enroll(Force) would
+		// otherwise record the old envoy as "replaced".
+		if _, err := e.Store.RevokeEnvoys(ctx, []store.Revocation{{UUID: old.UUID, Reason: "rebootstrapped", At: time.Now()}}); err != nil {
+			fail(http.StatusInternalServerError, "revoke")
+			return
+		}
+		e.Server.EnvoyChanged(old.UUID)
+	}
+	replaced, err := e.Store.Enroll(ctx, store.EnrollParams{
+		Envoy: store.Envoy{UUID: uuid, Hostname: req.Hostname, PublicKey: pub, CertSerial: ca.SerialHex(cert), CertNotAfter: cert.NotAfter,
+			OS: req.OS, Arch: req.Arch, Method: "rebootstrap"},
+		Force: req.Force, Now: time.Now(),
+		Audit: store.AuditEvent{Type: store.AuditRegistration, Result: "allowed", EnvoyUUID: uuid, Hostname: req.Hostname,
+			Details: map[string]string{"previous_uuid": old.UUID}},
+	})
+	if errors.Is(err, store.ErrHostnameTaken) {
+		fail(http.StatusConflict, store.ErrHostnameTaken.Error())
+		return
+	}
+	if err != nil {
+		fail(http.StatusInternalServerError, fmt.Sprint("enroll: ", err))
+		return
+	}
+	for _, r := range replaced {
+		e.Server.EnvoyChanged(r.UUID)
+	}
+	_ = json.NewEncoder(w).Encode(apiv1.RegisterResponse{
+		UUID: uuid, Hostname: req.Hostname,
+		Certificate:     string(ca.EncodeCertPEM(cert)),
+		CA:              string(e.CA.CertPEM()),
+		GRPCAddress:     e.Addr,
+		CheckinInterval: "30s",
+		ServerPublicKey: PubPEM(e.t, e.Key.Public().(ed25519.PublicKey)),
+		Method:          "rebootstrap",
+	})
+}
+
+// IsRevoked returns the *agent.RevokedError in err's chain.
+func IsRevoked(err error) (*agent.RevokedError, bool) {
+	var r *agent.RevokedError
+	ok := errors.As(err, &r)
+	return r, ok
+}

@@ -1,0 +1,107 @@
+package grpcapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"path"
+	"runtime/debug"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// recoverInterceptor turns a panic in a handler into INTERNAL.
+func (s *Server) recoverInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.logger.Error("panic in handler", "method", info.FullMethod, "err", p, "stack", string(debug.Stack()))
+			resp, err = nil, status.Error(codes.Internal, "internal error")
+		}
+	}()
+	return h(ctx, req)
+}
+
+// loggingInterceptor counts and times requests and logs refusals (Warn)
+// and internal failures (Error). Successful requests are logged at Debug
+// only: they are the hot path.
+func (s *Server) loggingInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	resp, err := h(ctx, req)
+	method := path.Base(info.FullMethod)
+	code := status.Code(err)
+	s.m.requests.WithLabelValues(method, code.String()).Inc()
+	s.m.duration.WithLabelValues(method).Observe(time.Since(start).Seconds())
+	if err == nil {
+		if s.logger.Enabled(ctx, slog.LevelDebug) {
+			e, _ := EnvoyFromContext(ctx)
+			s.logger.Debug("request", "method", method, "envoy_uuid", e.UUID, "duration", time.Since(start))
+		}
+		return resp, nil
+	}
+	attrs := []any{"method", method, "code", code.String(), "source_ip", peerIP(ctx)}
+	var r *RefusedError
+	if errors.As(err, &r) {
+		attrs = append(attrs, "envoy_uuid", r.UUID)
+	} else if e, ok := EnvoyFromContext(ctx); ok {
+		attrs = append(attrs, "envoy_uuid", e.UUID)
+	}
+	switch code {
+	case codes.Internal, codes.Unknown, codes.Unavailable:
+		var ie *internalError
+		if errors.As(err, &ie) {
+			attrs = append(attrs, "err", ie.err)
+		} else {
+			attrs = append(attrs, "err", err)
+		}
+		s.logger.Error("request failed", attrs...)
+	default:
+		s.logger.Warn("request refused", append(attrs, "err", status.Convert(err).Message())...)
+	}
+	return nil, err
+}
+
+// authInterceptor checks the connection's client certificate against the
+// current state of the envoy (it may have been revoked or renewed since the
+// handshake) and puts the Envoy in the context.
+func (s *Server) authInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil, status.Error(codes.Unauthenticated, "no peer")
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.PeerCertificates) == 0 {
+		return nil, status.Error(codes.Unauthenticated, "no client certificate")
+	}
+	e, err := s.identify(ctx, ti.State.PeerCertificates[0])
+	if err != nil {
+		return nil, err
+	}
+	return h(withEnvoy(ctx, e), req)
+}
+
+func peerIP(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok {
+		return remoteIP(p.Addr)
+	}
+	return ""
+}
+
+// internalError is an INTERNAL or UNAVAILABLE status whose cause is logged
+// but not sent to the client.
+type internalError struct {
+	st  *status.Status
+	err error
+}
+
+func (e *internalError) Error() string              { return e.st.Message() }
+func (e *internalError) GRPCStatus() *status.Status { return e.st }
+func (e *internalError) Unwrap() error              { return e.err }
+
+func internal(code codes.Code, msg string, err error) error {
+	return &internalError{st: status.New(code, msg), err: err}
+}

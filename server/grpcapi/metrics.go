@@ -1,0 +1,56 @@
+package grpcapi
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	requests          *prometheus.CounterVec
+	duration          *prometheus.HistogramVec
+	handshakeRefusals *prometheus.CounterVec
+	flushed           prometheus.Counter
+	flushErrors       prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, nonces *nonceCache) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigo_grpc_requests_total",
+			Help: "Agent gRPC requests by method and status code.",
+		}, []string{"method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "vigo_grpc_request_duration_seconds",
+			Help:    "Time to serve agent gRPC requests.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .1, .5},
+		}, []string{"method"}),
+		handshakeRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigo_grpc_handshake_refusals_total",
+			Help: "TLS handshakes refused, by reason (revoked, not_current, unknown, no_uuid, tls).",
+		}, []string{"reason"}),
+		flushed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigo_grpc_checkins_recorded_total",
+			Help: "Check-ins written to the store in batches.",
+		}),
+		flushErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vigo_grpc_checkin_flush_errors_total",
+			Help: "Failed batched writes of check-ins.",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	cs := []prometheus.Collector{m.requests, m.duration, m.handshakeRefusals, m.flushed, m.flushErrors,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "vigo_grpc_nonce_cache_entries",
+			Help: "Check-in nonces remembered against replay.",
+		}, func() float64 { return float64(nonces.len()) }),
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return m, nil
+}

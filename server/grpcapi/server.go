@@ -1,0 +1,346 @@
+// Package grpcapi serves the agent check-in protocol (schemas/agentpb) over
+// gRPC with mutual TLS.
+//
+// Authentication happens twice. At the TLS handshake the client certificate
+// must chain to the CA and, in VerifyConnection, belong to an active envoy
+// and be that envoy's current certificate. Per request the auth interceptor
+// checks the same against the current state (a connection may outlive a
+// revocation or renewal) and puts the Envoy in the request context.
+//
+// The hot path reads no database: envoys are cached in a directory that
+// EnvoyChanged invalidates at once and a periodic refresh keeps in step
+// with other replicas (see Config.RefreshInterval for the staleness bound);
+// check-ins are recorded in batches (Config.FlushInterval).
+package grpcapi
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/vigo-enroll/vigo/schemas/agentpb"
+	"github.com/vigo-enroll/vigo/server/ca"
+	"github.com/vigo-enroll/vigo/server/store"
+)
+
+// Config configures the gRPC server. Zero values are defaults unless said
+// otherwise.
+type Config struct {
+	// Store is the server's store (required).
+	Store store.Store
+	// CA verifies client certificates, provides the server certificate and
+	// signs renewed certificates (required).
+	CA *ca.CA
+	// SigningKey signs check-in responses; agents pin its public key at
+	// registration (required).
+	SigningKey ed25519.PrivateKey
+	// Logger receives logs; nil discards them.
+	Logger *slog.Logger
+	// Interval is the check-in interval told to agents (default 1m).
+	Interval time.Duration
+	// Now returns the current time (default time.Now). It is also the
+	// clock of certificate verification.
+	Now func() time.Time
+	// FlushInterval is how often batched check-ins are written (default 1s).
+	FlushInterval time.Duration
+	// RefreshInterval is how often cached envoys are re-read from the
+	// store to see changes made by other replicas (default 10s). It bounds
+	// how long a revocation or flag set on another replica takes to apply
+	// here; EnvoyChanged applies changes made through this replica at once.
+	RefreshInterval time.Duration
+	// MaxClockSkew is how far a check-in timestamp may be from the server's
+	// clock (default 5m).
+	MaxClockSkew time.Duration
+	// MaxNonces bounds the replay cache (default 1,048,576 nonces, about
+	// 50 MB). When full, check-ins are refused with RESOURCE_EXHAUSTED
+	// until old nonces expire.
+	MaxNonces int
+	// CertValidity returns the lifetime of a renewed certificate (the
+	// active policy's cert_validity); nil keeps the lifetime of the
+	// certificate being renewed.
+	CertValidity func() time.Duration
+	// Registerer registers the server's metrics; nil registers none.
+	Registerer prometheus.Registerer
+	// AgentVersion returns the agent version served for os/arch and its
+	// SHA-256; nil means updates are never offered.
+	AgentVersion func(os, arch string) (version, sha256 string, ok bool)
+	// Replica names this server in audit events.
+	Replica string
+}
+
+// Server is the gRPC check-in server.
+type Server struct {
+	cfg     Config
+	logger  *slog.Logger
+	now     func() time.Time
+	grpc    *grpc.Server
+	dir     *directory
+	nonces  *nonceCache
+	batch   *checkinBatcher
+	m       *metrics
+	tls     *tls.Config
+	pubKey  ed25519.PublicKey
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	closeMu sync.Once
+}
+
+// New builds the server and starts its background loops (batched writes,
+// directory refresh); Close stops them.
+func New(cfg Config) (*Server, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("new grpc server: no store")
+	case cfg.CA == nil:
+		return nil, errors.New("new grpc server: no CA")
+	case len(cfg.SigningKey) != ed25519.PrivateKeySize:
+		return nil, errors.New("new grpc server: no Ed25519 signing key")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = time.Second
+	}
+	if cfg.RefreshInterval <= 0 {
+		cfg.RefreshInterval = 10 * time.Second
+	}
+	if cfg.MaxClockSkew <= 0 {
+		cfg.MaxClockSkew = 5 * time.Minute
+	}
+	if cfg.MaxNonces <= 0 {
+		cfg.MaxNonces = 1 << 20
+	}
+	s := &Server{
+		cfg:    cfg,
+		logger: cfg.Logger.With("component", "grpcapi"),
+		now:    cfg.Now,
+		dir:    &directory{store: cfg.Store, now: cfg.Now},
+		nonces: newNonceCache(cfg.MaxNonces),
+		pubKey: cfg.SigningKey.Public().(ed25519.PublicKey),
+	}
+	m, err := newMetrics(cfg.Registerer, s.nonces)
+	if err != nil {
+		return nil, fmt.Errorf("new grpc server: %w", err)
+	}
+	s.m = m
+	s.batch = &checkinBatcher{store: cfg.Store, logger: s.logger, m: m, pending: make(map[string]store.Checkin)}
+
+	serverCert := cfg.CA.ServerTLSCertificate()
+	// Present the CA after the server certificate so that an agent pinning
+	// the CA fingerprint can find it in the chain.
+	serverCert.Certificate = append(serverCert.Certificate[:len(serverCert.Certificate):len(serverCert.Certificate)], cfg.CA.Certificate().Raw)
+	s.tls = &tls.Config{
+		// TLS 1.3 only: every agent is ours and speaks it; it encrypts the
+		// client certificate and removes the legacy renegotiation and
+		// cipher choices.
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{serverCert},
+		// The client certificate is the envoy's identity: required, and
+		// verified against our CA only (not the system roots).
+		ClientAuth: tls.RequireAndVerifyClientCert,
+		ClientCAs:  cfg.CA.Pool(),
+		Time:       cfg.Now,
+		// Session tickets off: a resumed session skips the certificate
+		// exchange, so revocation would rest on VerifyConnection alone
+		// with the certificate remembered from the ticket; without
+		// tickets every connection presents and proves its current
+		// certificate. The cost is a full handshake per connection,
+		// which agents amortise over a long-lived connection.
+		SessionTicketsDisabled: true,
+		// Revocation and "is this the envoy's current certificate" are
+		// checked here, after chain verification, so a revoked envoy
+		// cannot even complete a handshake.
+		VerifyConnection: s.verifyConnection,
+	}
+	s.grpc = grpc.NewServer(
+		grpc.Creds(&loggingCreds{TransportCredentials: credentials.NewTLS(s.tls), s: s}),
+		grpc.ChainUnaryInterceptor(s.recoverInterceptor, s.loggingInterceptor, s.authInterceptor),
+		grpc.MaxRecvMsgSize(64<<10), // check-ins and CSRs are small
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
+		// Connections are re-established now and then so that every
+		// connection is re-authenticated at a handshake.
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: time.Hour, MaxConnectionAgeGrace: time.Minute}),
+	)
+	agentpb.RegisterAgentServiceServer(s.grpc, &service{s: s})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(2)
+	go func() { defer s.wg.Done(); s.batch.run(ctx, cfg.FlushInterval) }()
+	go func() { defer s.wg.Done(); s.refreshLoop(ctx) }()
+	return s, nil
+}
+
+func (s *Server) refreshLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.RefreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.dir.refresh(ctx); err != nil && ctx.Err() == nil {
+				s.logger.Error("refresh envoy directory", "err", err)
+			}
+		}
+	}
+}
+
+// TLSConfig returns the server's TLS configuration (for tests and tools;
+// do not modify it).
+func (s *Server) TLSConfig() *tls.Config { return s.tls }
+
+// PublicKey returns the public half of the response signing key.
+func (s *Server) PublicKey() ed25519.PublicKey { return s.pubKey }
+
+// Serve serves gRPC on ln until GracefulStop or Close. It returns nil
+// after a stop.
+func (s *Server) Serve(ln net.Listener) error {
+	if err := s.grpc.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("serve grpc: %w", err)
+	}
+	return nil
+}
+
+// Run serves on ln until ctx is done, then stops gracefully (waiting at
+// most 10 seconds for calls in flight) and closes the server.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.Serve(ln) }()
+	select {
+	case err := <-errc:
+		s.Close()
+		return err
+	case <-ctx.Done():
+	}
+	done := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+	}
+	s.Close()
+	return <-errc
+}
+
+// GracefulStop stops accepting connections, waits for calls in flight and
+// closes the server.
+func (s *Server) GracefulStop() {
+	s.grpc.GracefulStop()
+	s.Close()
+}
+
+// Close stops the server at once, stops the background loops and writes
+// the pending check-ins. It is safe to call more than once.
+func (s *Server) Close() error {
+	s.closeMu.Do(func() {
+		s.grpc.Stop()
+		s.cancel()
+		s.wg.Wait()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.batch.flush(ctx)
+	})
+	return nil
+}
+
+// EnvoyChanged tells the server that the envoy's record changed in the
+// store (revoked, replaced, renewed, flags set): the next handshake or
+// request reads it again.
+func (s *Server) EnvoyChanged(uuid string) { s.dir.invalidate(uuid) }
+
+// Flush writes the batched check-ins now (tests, shutdown hooks).
+func (s *Server) Flush(ctx context.Context) { s.batch.flush(ctx) }
+
+// verifyConnection runs in every handshake after the chain was verified.
+func (s *Server) verifyConnection(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("no client certificate")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := s.identify(ctx, cs.PeerCertificates[0])
+	return err
+}
+
+// loggingCreds logs refused handshakes with the peer address, which the
+// TLS callbacks do not see.
+type loggingCreds struct {
+	credentials.TransportCredentials
+	s *Server
+}
+
+func (c *loggingCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	nc, ai, err := c.TransportCredentials.ServerHandshake(&lingerConn{Conn: conn})
+	if err != nil {
+		var r *RefusedError
+		if errors.As(err, &r) {
+			c.s.m.handshakeRefusals.WithLabelValues(r.Reason).Inc()
+			c.s.logger.Warn("TLS handshake refused", "envoy_uuid", r.UUID, "source_ip", remoteIP(conn.RemoteAddr()), "err", r.Msg)
+		} else {
+			c.s.m.handshakeRefusals.WithLabelValues("tls").Inc()
+			c.s.logger.Debug("TLS handshake failed", "source_ip", remoteIP(conn.RemoteAddr()), "err", err)
+		}
+	}
+	return nc, ai, err
+}
+
+func (c *loggingCreds) Clone() credentials.TransportCredentials {
+	return &loggingCreds{TransportCredentials: c.TransportCredentials.Clone(), s: c.s}
+}
+
+func remoteIP(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	if host, _, err := net.SplitHostPort(a.String()); err == nil {
+		return host
+	}
+	return a.String()
+}
+
+// lingerConn closes gracefully: it half-closes, then reads what the peer
+// still sends (bounded in time and size) before closing. Without this, a
+// connection refused in the TLS 1.3 handshake is closed with the client's
+// last handshake messages unread, the kernel answers with a reset, and the
+// client may never read the alert that says why it was refused.
+type lingerConn struct {
+	net.Conn
+	once sync.Once
+}
+
+func (c *lingerConn) Close() error {
+	c.once.Do(func() {
+		cw, ok := c.Conn.(interface{ CloseWrite() error })
+		if !ok {
+			c.Conn.Close()
+			return
+		}
+		_ = cw.CloseWrite()
+		go func() {
+			_ = c.Conn.SetReadDeadline(time.Now().Add(time.Second))
+			_, _ = io.Copy(io.Discard, io.LimitReader(c.Conn, 64<<10))
+			c.Conn.Close()
+		}()
+	})
+	return nil
+}

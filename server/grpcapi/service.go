@@ -1,0 +1,165 @@
+package grpcapi
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/vigo-enroll/vigo/schemas/agentpb"
+	"github.com/vigo-enroll/vigo/server/ca"
+	"github.com/vigo-enroll/vigo/server/store"
+)
+
+// maxField bounds each string field of a check-in.
+const maxField = 256
+
+type service struct {
+	agentpb.UnimplementedAgentServiceServer
+	s *Server
+}
+
+func (v *service) Checkin(ctx context.Context, req *agentpb.CheckinRequest) (*agentpb.CheckinResponse, error) {
+	s := v.s
+	id, ok := EnvoyFromContext(ctx)
+	if !ok {
+		return nil, status.Error(codes.Unauthenticated, "no envoy identity")
+	}
+	if req.GetUuid() != id.UUID {
+		return nil, status.Errorf(codes.Unauthenticated, "check-in for envoy %q over the connection of envoy %s", req.GetUuid(), id.UUID)
+	}
+	for _, f := range []string{req.GetHostname(), req.GetAgentVersion(), req.GetOs(), req.GetArch()} {
+		if len(f) > maxField {
+			return nil, status.Errorf(codes.InvalidArgument, "check-in field longer than %d bytes", maxField)
+		}
+	}
+	if len(req.GetNonce()) != agentpb.NonceSize {
+		return nil, status.Errorf(codes.InvalidArgument, "check-in nonce must be %d bytes", agentpb.NonceSize)
+	}
+	if len(req.GetSignature()) != ed25519.SignatureSize {
+		return nil, status.Errorf(codes.InvalidArgument, "check-in signature must be %d bytes", ed25519.SignatureSize)
+	}
+	now := s.now()
+	ts := time.Unix(0, req.GetTimestampUnixNano())
+	if skew := now.Sub(ts).Abs(); skew > s.cfg.MaxClockSkew {
+		return nil, status.Errorf(codes.Unauthenticated, "check-in timestamp is %s off the server's clock (at most %s allowed); fix the envoy's clock",
+			skew.Round(time.Second), s.cfg.MaxClockSkew)
+	}
+	if id.entry.pub == nil {
+		return nil, internal(codes.Internal, "internal error", fmt.Errorf("envoy %s has no usable public key", id.UUID))
+	}
+	if !ed25519.Verify(id.entry.pub, req.SigningBytes(), req.GetSignature()) {
+		return nil, status.Errorf(codes.Unauthenticated, "check-in signature does not verify with the enrolled key of envoy %s", id.UUID)
+	}
+	// The nonce is remembered only after the signature verified, so that
+	// unsigned garbage cannot fill the cache.
+	switch s.nonces.add([16]byte(req.GetNonce()), ts.Add(s.cfg.MaxClockSkew), now) {
+	case nonceReplayed:
+		return nil, status.Error(codes.Unauthenticated, "check-in nonce was already used (replayed request)")
+	case nonceFull:
+		return nil, status.Error(codes.ResourceExhausted, "replay cache is full; retry later")
+	}
+	s.batch.record(store.Checkin{UUID: id.UUID, At: now, AgentVersion: req.GetAgentVersion(), Addr: peerIP(ctx)})
+
+	resp := &agentpb.CheckinResponse{
+		Uuid:               id.UUID,
+		RequestNonce:       req.GetNonce(),
+		ServerTimeUnixNano: now.UnixNano(),
+		NextCheckinMillis:  s.cfg.Interval.Milliseconds(),
+		Actions:            s.actions(id, req, now),
+	}
+	resp.Signature = ed25519.Sign(s.cfg.SigningKey, resp.SigningBytes())
+	return resp, nil
+}
+
+// actions returns what the envoy should do next.
+func (s *Server) actions(id Envoy, req *agentpb.CheckinRequest, now time.Time) []*agentpb.Action {
+	var as []*agentpb.Action
+	if id.entry.flags.Rebootstrap {
+		as = append(as, &agentpb.Action{Type: agentpb.ActionType_ACTION_TYPE_REBOOTSTRAP, Reason: "rebootstrap requested by an operator"})
+		return as // a new identity makes the other actions moot
+	}
+	c := id.Certificate
+	if life := c.NotAfter.Sub(c.NotBefore); !now.Before(c.NotBefore.Add(life * 2 / 3)) {
+		as = append(as, &agentpb.Action{Type: agentpb.ActionType_ACTION_TYPE_RENEW,
+			Reason: fmt.Sprintf("certificate expires at %s", c.NotAfter.UTC().Format(time.RFC3339))})
+	}
+	if s.cfg.AgentVersion != nil {
+		if version, sum, ok := s.cfg.AgentVersion(req.GetOs(), req.GetArch()); ok && version != req.GetAgentVersion() {
+			if want := id.entry.flags.UpdateVersion; want == "" || want == version {
+				as = append(as, &agentpb.Action{Type: agentpb.ActionType_ACTION_TYPE_UPDATE, Version: version, Sha256: sum,
+					Reason: fmt.Sprintf("agent %s is served for %s/%s", version, req.GetOs(), req.GetArch())})
+			}
+		}
+	}
+	return as
+}
+
+func (v *service) RenewCertificate(ctx context.Context, req *agentpb.RenewCertificateRequest) (*agentpb.RenewCertificateResponse, error) {
+	s := v.s
+	id, ok := EnvoyFromContext(ctx)
+	if !ok {
+		return nil, status.Error(codes.Unauthenticated, "no envoy identity")
+	}
+	now := s.now()
+	// Renewal writes to the store: an envoy may renew only in the second
+	// half of its certificate's life (agents do at 2/3), so that a
+	// misbehaving one cannot turn it into a write load. A compromised key
+	// calls for rebootstrap or revocation, not renewal.
+	cur := id.Certificate
+	if due := cur.NotBefore.Add(cur.NotAfter.Sub(cur.NotBefore) / 2); now.Before(due) {
+		return nil, status.Errorf(codes.FailedPrecondition, "certificate %s of envoy %s is not due for renewal before %s",
+			id.Serial, id.UUID, due.UTC().Format(time.RFC3339))
+	}
+	csr, err := x509.ParseCertificateRequest(req.GetCsr())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, "parse CSR: "+err.Error())
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, status.Error(codes.InvalidArgument, "CSR signature: "+err.Error())
+	}
+	pub, ok := csr.PublicKey.(ed25519.PublicKey)
+	if !ok {
+		return nil, status.Error(codes.InvalidArgument, "CSR key is not Ed25519")
+	}
+	life := id.Certificate.NotAfter.Sub(id.Certificate.NotBefore)
+	if s.cfg.CertValidity != nil {
+		if v := s.cfg.CertValidity(); v > 0 {
+			life = v
+		}
+	}
+	cert, err := s.cfg.CA.SignEnvoy(ca.EnvoyParams{PublicKey: pub, Hostname: id.Hostname, UUID: id.UUID, NotAfter: now.Add(life)})
+	if err != nil {
+		return nil, internal(codes.Internal, "internal error", err)
+	}
+	newKey := !pub.Equal(id.entry.pub)
+	p := store.RenewParams{
+		UUID: id.UUID, OldSerial: id.Serial, NewSerial: ca.SerialHex(cert), NotAfter: cert.NotAfter,
+		Audit: store.AuditEvent{
+			At: now, Type: store.AuditEnvoyRenewed, Result: "ok", Hostname: id.Hostname,
+			SourceIP: peerIP(ctx), EnvoyUUID: id.UUID, Replica: s.cfg.Replica,
+			Details: map[string]string{"old_serial": id.Serial, "new_serial": ca.SerialHex(cert), "new_key": fmt.Sprint(newKey)},
+		},
+	}
+	if newKey {
+		p.PublicKey = pub
+	}
+	switch err := s.cfg.Store.RenewCertificate(ctx, p); {
+	case errors.Is(err, store.ErrConflict):
+		s.dir.invalidate(id.UUID)
+		return nil, status.Errorf(codes.FailedPrecondition, "certificate %s of envoy %s was already renewed", id.Serial, id.UUID)
+	case errors.Is(err, store.ErrEnvoyRevoked):
+		s.dir.invalidate(id.UUID)
+		return nil, status.Errorf(codes.PermissionDenied, "envoy %s is revoked", id.UUID)
+	case err != nil:
+		return nil, internal(codes.Internal, "internal error", err)
+	}
+	s.dir.invalidate(id.UUID)
+	s.logger.Info("certificate renewed", "envoy_uuid", id.UUID, "hostname", id.Hostname, "new_key", newKey)
+	return &agentpb.RenewCertificateResponse{Certificate: cert.Raw, Ca: s.cfg.CA.Certificate().Raw}, nil
+}
