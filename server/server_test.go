@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -346,5 +347,52 @@ func TestRestartKeepsState(t *testing.T) {
 	code, body = in2.Do(t, "GET", "/api/v1/audit?since=1h", nil, true)
 	if evs := decode[[]apiv1.AuditEvent](t, body); code != 200 || len(evs) < 2 {
 		t.Fatalf("audit after restart: %d %s", code, body)
+	}
+}
+
+func TestRebootstrapProvenByOldKey(t *testing.T) {
+	in := servertest.Start(t, servertest.Options{})
+	tok := in.Token(t, "rb.example.com", "")
+	old := servertest.NewIdentity(t, "rb.example.com")
+	old.Req.Token = tok.Token
+	code, body := in.Register(t, old.Req)
+	if code != 200 {
+		t.Fatalf("register: %d %s", code, body)
+	}
+	first := decode[apiv1.RegisterResponse](t, body)
+
+	next := func(signer ed25519.PrivateKey) apiv1.RegisterRequest {
+		r := servertest.NewIdentity(t, "rb.example.com").Req
+		r.PreviousUUID = first.UUID
+		r.PreviousSignature = base64.StdEncoding.EncodeToString(ed25519.Sign(signer, apiv1.RebootstrapSigningBytes(first.UUID, r.Hostname, r.PublicKey)))
+		return r
+	}
+	// Not asked to rebootstrap: refused, even with the right key.
+	if code, body := in.Register(t, next(old.Key)); code != 403 || !strings.Contains(servertest.ErrorOf(body), "was not asked to rebootstrap") {
+		t.Fatalf("unrequested rebootstrap: %d %s", code, body)
+	}
+	if code, body := in.Do(t, "POST", "/api/v1/envoys/"+first.UUID+"/rebootstrap", nil, true); code != 200 || !decode[apiv1.Envoy](t, body).Rebootstrap {
+		t.Fatalf("request rebootstrap: %d %s", code, body)
+	}
+	// Signed by another key: refused.
+	other := servertest.NewIdentity(t, "rb.example.com")
+	if code, body := in.Register(t, next(other.Key)); code != 403 || !strings.Contains(servertest.ErrorOf(body), "does not verify") {
+		t.Fatalf("rebootstrap signed by another key: %d %s", code, body)
+	}
+	code, body = in.Register(t, next(old.Key))
+	if code != 200 {
+		t.Fatalf("rebootstrap: %d %s", code, body)
+	}
+	second := decode[apiv1.RegisterResponse](t, body)
+	if second.UUID == first.UUID || second.Method != "rebootstrap" || len(second.Replaced) != 1 || second.Replaced[0] != first.UUID {
+		t.Fatalf("rebootstrap answer: %+v", second)
+	}
+	e, err := in.Store().GetEnvoy(t.Context(), first.UUID)
+	if err != nil || e.Status != "revoked" || e.RevokedReason != "rebootstrapped" || e.ReplacedBy != second.UUID {
+		t.Fatalf("old envoy: %+v %v", e, err)
+	}
+	// The old identity cannot do it again.
+	if code, body := in.Register(t, next(old.Key)); code != 403 || !strings.Contains(servertest.ErrorOf(body), "is revoked") {
+		t.Fatalf("second rebootstrap with the revoked identity: %d %s", code, body)
 	}
 }

@@ -311,8 +311,18 @@ func Fingerprint(cert *x509.Certificate) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// ServerTLSCertificate returns the server's TLS certificate and key.
-func (c *CA) ServerTLSCertificate() tls.Certificate { return c.server }
+// ServerTLSCertificate returns the server's TLS certificate and key. When
+// the certificate was issued by this CA, the chain also holds the CA
+// certificate, so that a client pinning the CA fingerprint (vigo register
+// --ca-fingerprint) finds it in what the server presents.
+func (c *CA) ServerTLSCertificate() tls.Certificate {
+	tc := c.server
+	leaf, err := x509.ParseCertificate(tc.Certificate[0])
+	if err == nil && len(tc.Certificate) == 1 && leaf.CheckSignatureFrom(c.cert) == nil {
+		tc.Certificate = [][]byte{tc.Certificate[0], c.cert.Raw}
+	}
+	return tc
+}
 
 // EnvoyParams are the inputs of SignEnvoy.
 type EnvoyParams struct {

@@ -49,6 +49,9 @@ func TestLoadOrCreateReusesAndSigns(t *testing.T) {
 			t.Errorf("server certificate does not cover %s: %v", name, err)
 		}
 	}
+	if chain := c2.ServerTLSCertificate().Certificate; len(chain) != 2 || !c2.Certificate().Equal(mustParse(t, chain[1])) {
+		t.Fatal("the server chain does not end with the CA certificate")
+	}
 	if _, err := leaf.Verify(opts); err != nil {
 		t.Fatalf("server certificate does not chain to the CA: %v", err)
 	}
@@ -112,4 +115,13 @@ func TestSigningKeyReused(t *testing.T) {
 	if !k1.Equal(k2) {
 		t.Fatal("signing key changed")
 	}
+}
+
+func mustParse(t *testing.T, der []byte) *x509.Certificate {
+	t.Helper()
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

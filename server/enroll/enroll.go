@@ -9,6 +9,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -227,6 +228,21 @@ func (e *Enroller) Register(ctx context.Context, req Request) (*apiv1.RegisterRe
 		return &Error{Kind: kind, Msg: msg}
 	}
 
+	// A rebootstrap proves the old identity: the envoy was asked to
+	// rebootstrap and signs the new key with its old one.
+	var prev *store.Envoy
+	if req.PreviousUUID != "" {
+		env, msg, err := e.checkRebootstrap(ctx, &req.RegisterRequest, hostname)
+		if err != nil {
+			return nil, &Error{Kind: KindInternal, Msg: "internal error", Err: err}
+		}
+		if msg != "" {
+			return nil, deny(KindDenied, MethodRebootstrap, msg)
+		}
+		prev = &env
+		audit.Details["previous_uuid"] = env.UUID
+	}
+
 	var tokInfo *policy.TokenInfo
 	tokProblem := ""
 	if req.Token != "" {
@@ -243,6 +259,14 @@ func (e *Enroller) Register(ctx context.Context, req Request) (*apiv1.RegisterRe
 
 	p := e.cfg.Policy()
 	d := p.Decide(policy.Request{Hostname: hostname, SourceIP: req.SourceIP, Token: tokInfo})
+	if !d.Allowed && prev != nil {
+		// A proven rebootstrap stands in for a token, but never for a
+		// hostname the policy revokes.
+		if _, revoked := p.RevokedHostname(hostname); !revoked {
+			d = policy.Decision{Allowed: true, Method: MethodRebootstrap, Rule: "envoy " + prev.UUID, Revision: p.Revision(),
+				Reason: "rebootstrap of envoy " + prev.UUID + " proven with its key"}
+		}
+	}
 	audit.Method, audit.Rule, audit.Revision = d.Method, d.Rule, d.Revision
 	if !d.Allowed {
 		reason := d.Reason
@@ -272,7 +296,13 @@ func (e *Enroller) Register(ctx context.Context, req Request) (*apiv1.RegisterRe
 		env.TokenID = tokenID
 	}
 	audit.Result, audit.EnvoyUUID, audit.Reason = "allowed", id, d.Reason
-	replaced, err := e.cfg.Store.Enroll(ctx, store.EnrollParams{Envoy: env, TokenID: tokenID, Force: req.Force, Now: now, Audit: audit})
+	params := store.EnrollParams{Envoy: env, TokenID: tokenID, Force: req.Force, Now: now, Audit: audit}
+	if prev != nil {
+		// The old envoy is replaced in the same transaction, so a failed
+		// registration leaves it active and the agent can retry.
+		params.Force, params.ReplaceReason = true, "rebootstrapped"
+	}
+	replaced, err := e.cfg.Store.Enroll(ctx, params)
 	switch {
 	case errors.Is(err, store.ErrHostnameTaken):
 		return nil, deny(KindConflict, d.Method, "an active envoy with this hostname already exists; re-run with --force to replace it (the old envoy is revoked)")
@@ -301,6 +331,35 @@ func (e *Enroller) Register(ctx context.Context, req Request) (*apiv1.RegisterRe
 	e.regs.WithLabelValues(d.Method, "allowed").Inc()
 	e.log.Info("envoy enrolled", "envoy_uuid", id, "hostname", hostname, "source_ip", env.SourceIP, "method", d.Method, "rule", d.Rule, "revision", d.Revision, "token_id", tokenID)
 	return resp, nil
+}
+
+// MethodRebootstrap is the method of an enrollment admitted by a proven
+// rebootstrap rather than by a policy rule or a token.
+const MethodRebootstrap = "rebootstrap"
+
+// checkRebootstrap verifies a rebootstrap: the previous envoy exists, is
+// active, was asked to rebootstrap, has this hostname, and its key signed
+// the new public key. It returns a refusal message, or "" when proven.
+func (e *Enroller) checkRebootstrap(ctx context.Context, r *apiv1.RegisterRequest, hostname string) (store.Envoy, string, error) {
+	prev, err := e.cfg.Store.GetEnvoy(ctx, strings.ToLower(r.PreviousUUID))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return prev, fmt.Sprintf("rebootstrap refused: no envoy %s", r.PreviousUUID), nil
+	case err != nil:
+		return prev, "", fmt.Errorf("look up envoy %s: %w", r.PreviousUUID, err)
+	case prev.Status != store.StatusActive:
+		return prev, fmt.Sprintf("rebootstrap refused: envoy %s is revoked: %s", prev.UUID, prev.RevokedReason), nil
+	case !prev.Rebootstrap:
+		return prev, fmt.Sprintf("rebootstrap refused: envoy %s was not asked to rebootstrap (vigocli envoys rebootstrap %s)", prev.UUID, prev.UUID), nil
+	case prev.Hostname != hostname:
+		return prev, fmt.Sprintf("rebootstrap refused: envoy %s is %s, not %s", prev.UUID, prev.Hostname, hostname), nil
+	}
+	sig, err := base64.StdEncoding.DecodeString(r.PreviousSignature)
+	if err != nil || len(prev.PublicKey) != ed25519.PublicKeySize ||
+		!ed25519.Verify(prev.PublicKey, apiv1.RebootstrapSigningBytes(r.PreviousUUID, r.Hostname, r.PublicKey), sig) {
+		return prev, fmt.Sprintf("rebootstrap refused: previous_signature does not verify with envoy %s's key", prev.UUID), nil
+	}
+	return prev, "", nil
 }
 
 // checkToken looks the token up by id and checks its secret and state. It

@@ -144,10 +144,9 @@ func New(cfg Config) (*Server, error) {
 	s.m = m
 	s.batch = &checkinBatcher{store: cfg.Store, logger: s.logger, m: m, pending: make(map[string]store.Checkin)}
 
+	// The chain ends with the CA, so an agent pinning the CA fingerprint
+	// can find it.
 	serverCert := cfg.CA.ServerTLSCertificate()
-	// Present the CA after the server certificate so that an agent pinning
-	// the CA fingerprint can find it in the chain.
-	serverCert.Certificate = append(serverCert.Certificate[:len(serverCert.Certificate):len(serverCert.Certificate)], cfg.CA.Certificate().Raw)
 	s.tls = &tls.Config{
 		// TLS 1.3 only: every agent is ours and speaks it; it encrypts the
 		// client certificate and removes the legacy renegotiation and

@@ -22,7 +22,8 @@ type Store interface {
 	// token is consumed (it must be unused, unrevoked and unexpired at p.Now,
 	// else ErrTokenUnavailable); when an active envoy has the same hostname
 	// the call fails with ErrHostnameTaken unless p.Force, in which case that
-	// envoy is revoked with reason "replaced" (ReplacedBy = the new UUID);
+	// envoy is revoked with reason p.ReplaceReason, by default "replaced"
+	// (ReplacedBy = the new UUID);
 	// the audit event p.Audit is appended. Nothing is written when it fails.
 	// It returns the envoys that were replaced.
 	Enroll(ctx context.Context, p EnrollParams) (replaced []Envoy, err error)
@@ -154,8 +155,11 @@ type EnrollParams struct {
 	Envoy   Envoy // Status is set to active by Enroll
 	TokenID string
 	Force   bool
-	Now     time.Time
-	Audit   AuditEvent // EnvoyUUID is filled in by the caller
+	// ReplaceReason is the revocation reason of the replaced envoy
+	// (default "replaced"; "rebootstrapped" for a rebootstrap).
+	ReplaceReason string
+	Now           time.Time
+	Audit         AuditEvent // EnvoyUUID is filled in by the caller
 }
 
 // Revocation revokes envoys by UUID or by active hostname.

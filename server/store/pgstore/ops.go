@@ -194,14 +194,14 @@ func (s *Store) Enroll(ctx context.Context, p store.EnrollParams) ([]store.Envoy
 		if p.Force {
 			var err error
 			replaced, err = collectEnvoys(tx.Query(ctx, `UPDATE envoys
-				SET status = 'revoked', revoked_at = $1, revoked_reason = 'replaced', replaced_by = $2
+				SET status = 'revoked', revoked_at = $1, revoked_reason = $4, replaced_by = $2
 				WHERE hostname = $3 AND status = 'active' RETURNING `+envoyCols,
-				now, e.UUID, e.Hostname))
+				now, e.UUID, e.Hostname, replaceReason(p)))
 			if err != nil {
 				return fmt.Errorf("replace envoy %s: %w", e.Hostname, err)
 			}
 			for _, old := range replaced {
-				if err := s.insertAudit(ctx, tx, replacedAudit(old, e.UUID, now, p.Audit)); err != nil {
+				if err := s.insertAudit(ctx, tx, replacedAudit(old, e.UUID, replaceReason(p), now, p.Audit)); err != nil {
 					return err
 				}
 			}
@@ -247,7 +247,7 @@ func (s *Store) Enroll(ctx context.Context, p store.EnrollParams) ([]store.Envoy
 
 // replacedAudit is the "envoy.revoked" event for an envoy replaced by a
 // forced enrollment.
-func replacedAudit(old store.Envoy, by string, at time.Time, reg store.AuditEvent) store.AuditEvent {
+func replacedAudit(old store.Envoy, by, reason string, at time.Time, reg store.AuditEvent) store.AuditEvent {
 	return store.AuditEvent{
 		At:        at,
 		Type:      store.AuditEnvoyRevoked,
@@ -256,7 +256,7 @@ func replacedAudit(old store.Envoy, by string, at time.Time, reg store.AuditEven
 		SourceIP:  reg.SourceIP,
 		Revision:  reg.Revision,
 		EnvoyUUID: old.UUID,
-		Reason:    "replaced",
+		Reason:    reason,
 		Replica:   reg.Replica,
 		Details:   map[string]string{"replaced_by": by},
 	}
@@ -629,4 +629,12 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (int64, error) {
 		return 0, fmt.Errorf("prune before %s: %w", before.UTC().Format(time.RFC3339), err)
 	}
 	return total, nil
+}
+
+// replaceReason is the revocation reason of an envoy replaced by p.
+func replaceReason(p store.EnrollParams) string {
+	if p.ReplaceReason != "" {
+		return p.ReplaceReason
+	}
+	return "replaced"
 }

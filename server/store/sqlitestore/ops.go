@@ -183,14 +183,14 @@ func (s *Store) Enroll(ctx context.Context, p store.EnrollParams) ([]store.Envoy
 		if p.Force {
 			var err error
 			replaced, err = collectEnvoys(tx.QueryContext(ctx, `UPDATE envoys
-				SET status = 'revoked', revoked_at = ?, revoked_reason = 'replaced', replaced_by = ?
+				SET status = 'revoked', revoked_at = ?, revoked_reason = ?, replaced_by = ?
 				WHERE hostname = ? AND status = 'active' RETURNING `+envoyCols,
-				now.UnixMilli(), e.UUID, e.Hostname))
+				now.UnixMilli(), replaceReason(p), e.UUID, e.Hostname))
 			if err != nil {
 				return fmt.Errorf("replace envoy %s: %w", e.Hostname, err)
 			}
 			for _, old := range replaced {
-				ev := replacedAudit(old, e.UUID, now, p.Audit)
+				ev := replacedAudit(old, e.UUID, replaceReason(p), now, p.Audit)
 				if err := s.insertAudit(ctx, tx, ev); err != nil {
 					return err
 				}
@@ -222,7 +222,7 @@ func (s *Store) Enroll(ctx context.Context, p store.EnrollParams) ([]store.Envoy
 
 // replacedAudit is the "envoy.revoked" event for an envoy replaced by a
 // forced enrollment.
-func replacedAudit(old store.Envoy, by string, at time.Time, reg store.AuditEvent) store.AuditEvent {
+func replacedAudit(old store.Envoy, by, reason string, at time.Time, reg store.AuditEvent) store.AuditEvent {
 	return store.AuditEvent{
 		At:        at,
 		Type:      store.AuditEnvoyRevoked,
@@ -231,7 +231,7 @@ func replacedAudit(old store.Envoy, by string, at time.Time, reg store.AuditEven
 		SourceIP:  reg.SourceIP,
 		Revision:  reg.Revision,
 		EnvoyUUID: old.UUID,
-		Reason:    "replaced",
+		Reason:    reason,
 		Replica:   reg.Replica,
 		Details:   map[string]string{"replaced_by": by},
 	}
@@ -621,4 +621,12 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (int64, error) {
 		return 0, fmt.Errorf("prune before %s: %w", before.UTC().Format(time.RFC3339), err)
 	}
 	return total, nil
+}
+
+// replaceReason is the revocation reason of an envoy replaced by p.
+func replaceReason(p store.EnrollParams) string {
+	if p.ReplaceReason != "" {
+		return p.ReplaceReason
+	}
+	return "replaced"
 }

@@ -554,6 +554,17 @@ func testForceReplaces(t *testing.T, s store.Store) {
 	if err != nil || len(replaced) != 0 {
 		t.Errorf("Enroll(force, new hostname) = %v, %v; want no replacement, nil", replaced, err)
 	}
+
+	// A rebootstrap replaces with its own reason.
+	again := newEnvoy(5, "fresh.example.com")
+	replaced, err = s.Enroll(ctx, store.EnrollParams{Envoy: again, Force: true, ReplaceReason: "rebootstrapped", Now: now, Audit: regAudit(again)})
+	if err != nil || len(replaced) != 1 || replaced[0].UUID != fresh.UUID {
+		t.Fatalf("Enroll(rebootstrap) = %v, %v; want %s replaced", replaced, err, fresh.UUID)
+	}
+	old, err = s.GetEnvoy(ctx, fresh.UUID)
+	if err != nil || old.RevokedReason != "rebootstrapped" || old.ReplacedBy != again.UUID {
+		t.Errorf("rebootstrapped envoy: reason %q replaced by %q (%v); want rebootstrapped, %s", old.RevokedReason, old.ReplacedBy, err, again.UUID)
+	}
 }
 
 func testForceConcurrent(t *testing.T, s store.Store) {
