@@ -37,9 +37,9 @@ type approvedRule struct {
 // Revocation is one entry of the policy's revocations: a UUID, a hostname
 // (normalised), or both, and the reason.
 type Revocation struct {
-	UUID     string
-	Hostname string
-	Reason   string
+	UUID     string `json:"uuid,omitempty"`
+	Hostname string `json:"hostname,omitempty"`
+	Reason   string `json:"reason"`
 }
 
 // Counts are the numbers of entries in a policy, for reports such as

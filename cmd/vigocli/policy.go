@@ -23,6 +23,7 @@ func newPolicyCmd(g *globals) *cobra.Command {
 		Short: "Vet and explain enrollment policy (CUE files in Git); show the server's policy status",
 	}
 	cmd.AddCommand(newPolicyVetCmd(g), newPolicyExplainCmd(g), newPolicyStatusCmd(g), newPolicySyncCmd(g))
+	cmd.AddCommand(newPolicyDiffCmd(g))
 	return cmd
 }
 

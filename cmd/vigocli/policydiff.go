@@ -1,0 +1,490 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vigo-enroll/vigo/policy"
+	"github.com/vigo-enroll/vigo/schemas/apiv1"
+)
+
+// maxEnvoysFile bounds the --envoys file (about a million envoys).
+const maxEnvoysFile = 512 << 20
+
+func newPolicyDiffCmd(g *globals) *cobra.Command {
+	var (
+		envoysFile   string
+		serverEnvoys bool
+		format       string
+		failOnRevoke bool
+	)
+	cmd := &cobra.Command{
+		Use:   "diff OLD_DIR NEW_DIR [--envoys FILE | --server-envoys] [--format text|json|github] [--fail-on-revoke]",
+		Short: "Show what a policy change does before it is merged: rules changed, envoys revoked, tests decided differently",
+		Long: `Diff loads two policy folders (as vet does) and shows the change from OLD_DIR to NEW_DIR:
+
+  - trusted_enrollment entries added, removed or changed (matched by name, else by pattern,
+    so a renamed entry shows as a change; CIDRs added and removed), approved patterns,
+    revocations (matched by uuid, else hostname), cert_validity and tokens.max_ttl;
+  - the decisions of the policies' own tests (those of NEW and of OLD) that change;
+  - with --envoys FILE (a JSON array of envoys, as saved by "vigocli envoys list -o json")
+    or --server-envoys (the active envoys, fetched from the server's admin API): the active
+    envoys that NEW's revocations revoke (by uuid or hostname), and the envoys that NEW would
+    not admit again by rule (their hostname and source address decided without a token),
+    while OLD would or while their recorded rule is gone. The latter is information only:
+    removing a rule revokes nobody; existing envoys keep their certificates.
+
+In CI, check the base branch out beside the pull request with git worktree (here the
+policy is the folder policy/ of the repository, and main the base branch):
+
+  git fetch --depth=1 origin main
+  git worktree add --detach ../base FETCH_HEAD
+  vigocli policy diff ../base/policy policy --envoys envoys.json --format github
+  git worktree remove ../base
+
+Formats: text (default); json, one object {added, removed, changed, envoys_checked,
+revokes, no_longer_admitted, test_changes} (revokes and no_longer_admitted are null when no
+envoys were given); github, ::warning annotations for the envoys the change revokes and
+::notice annotations for the rest, followed by the text report.
+
+Exit status: 0 when both folders load (a diff is information); 1 when NEW is invalid (its
+problems are printed as vet prints them); 2 on a usage or I/O error, or when OLD is invalid;
+3 with --fail-on-revoke when the change revokes at least one active envoy, to make a CI
+job require an explicit approval.`,
+		Example: `  vigocli policy diff ../base/policy policy --envoys envoys.json
+  vigocli policy diff old/ new/ --server-envoys --fail-on-revoke --format github
+  vigocli envoys list --status active -o json > envoys.json`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 2 {
+				return &codeError{code: 2, err: fmt.Errorf("policy diff takes two folders, OLD_DIR and NEW_DIR; got %d arguments", len(args))}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch format {
+			case "text", "json", "github":
+			default:
+				return &codeError{code: 2, err: fmt.Errorf("--format %s: must be text, json or github", format)}
+			}
+			if envoysFile != "" && serverEnvoys {
+				return &codeError{code: 2, err: errors.New("--envoys and --server-envoys are exclusive")}
+			}
+			if failOnRevoke && envoysFile == "" && !serverEnvoys {
+				return &codeError{code: 2, err: errors.New("--fail-on-revoke needs the envoys: pass --envoys FILE or --server-envoys")}
+			}
+			oldDir, newDir := args[0], args[1]
+			oldP, err := policy.LoadDir(oldDir, oldDir)
+			if err != nil {
+				var errs policy.Errors
+				if errors.As(err, &errs) {
+					return &codeError{code: 2, err: fmt.Errorf("old policy %s is invalid (%d %s), so there is nothing to compare with:\n%s",
+						oldDir, len(errs), plural(len(errs), "problem", "problems"), prefixErrors(errs, oldDir))}
+				}
+				return &codeError{code: 2, err: err}
+			}
+			newP, err := policy.LoadDir(newDir, newDir)
+			if err != nil {
+				var errs policy.Errors
+				if !errors.As(err, &errs) {
+					return &codeError{code: 2, err: err}
+				}
+				if format == "github" {
+					for _, e := range errs {
+						fmt.Fprintln(g.stdout, githubAnnotation(vetErrorIn(e, newDir)))
+					}
+				} else {
+					fmt.Fprintln(g.stderr, prefixErrors(errs, newDir))
+				}
+				return &codeError{code: 1, err: fmt.Errorf("new policy %s is invalid: %d %s", newDir, len(errs), plural(len(errs), "problem", "problems"))}
+			}
+
+			var envoys []apiv1.Envoy
+			switch {
+			case envoysFile != "":
+				if envoys, err = readEnvoys(envoysFile); err != nil {
+					return &codeError{code: 2, err: err}
+				}
+			case serverEnvoys:
+				if envoys, err = fetchActiveEnvoys(cmd.Context(), g); err != nil {
+					return err
+				}
+			}
+
+			c := policy.Diff(oldP, newP)
+			r := diffReport{Added: c.Added, Removed: c.Removed, Changed: c.Changed, TestChanges: c.TestChanges}
+			for i, tc := range r.TestChanges {
+				dir := newDir
+				if tc.In == "old" {
+					dir = oldDir
+				}
+				r.TestChanges[i].File = fileIn(dir, tc.File)
+			}
+			if envoys != nil || envoysFile != "" || serverEnvoys {
+				refs := envoyRefs(envoys)
+				im := c.Impact(refs)
+				n := len(refs)
+				r.Envoys = &n
+				r.Revokes = nonNil(im.Revokes)
+				r.NoLongerAdmitted = nonNil(im.NoLongerAdmitted)
+			}
+			r.TestChanges = nonNil(r.TestChanges)
+
+			switch format {
+			case "json":
+				if err := g.printJSON(r); err != nil {
+					return err
+				}
+			case "github":
+				printDiffGitHub(g.stdout, r)
+				printDiffText(g.stdout, r, oldDir, newDir)
+			default:
+				printDiffText(g.stdout, r, oldDir, newDir)
+			}
+			if n := r.newRevokes(); failOnRevoke && n > 0 {
+				return &codeError{code: 3, err: fmt.Errorf("the change revokes %d active %s (--fail-on-revoke): it needs an explicit approval",
+					n, plural(n, "envoy", "envoys"))}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&envoysFile, "envoys", "", "JSON file of envoys (from vigocli envoys list -o json) to compute the impact on")
+	f.BoolVar(&serverEnvoys, "server-envoys", false, "fetch the active envoys from the server (admin API) to compute the impact on")
+	f.StringVar(&format, "format", "text", "output format: text, json or github")
+	f.BoolVar(&failOnRevoke, "fail-on-revoke", false, "exit 3 when the change revokes at least one active envoy")
+	return cmd
+}
+
+// diffReport is what diff prints; -format json prints it as it is.
+type diffReport struct {
+	Added            policy.Entries      `json:"added"`
+	Removed          policy.Entries      `json:"removed"`
+	Changed          policy.Changed      `json:"changed"`
+	Envoys           *int                `json:"envoys_checked,omitempty"`
+	Revokes          []policy.Revoke     `json:"revokes"`
+	NoLongerAdmitted []policy.Unadmitted `json:"no_longer_admitted"`
+	TestChanges      []policy.TestChange `json:"test_changes"`
+}
+
+// newRevokes counts the envoys that the change revokes and the old policy
+// did not already revoke.
+func (r diffReport) newRevokes() int {
+	n := 0
+	for _, rv := range r.Revokes {
+		if !rv.InOld {
+			n++
+		}
+	}
+	return n
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// readEnvoys reads a JSON array of envoys.
+func readEnvoys(file string) ([]apiv1.Envoy, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("read envoys: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxEnvoysFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("read envoys %s: %w", file, err)
+	}
+	if len(data) > maxEnvoysFile {
+		return nil, fmt.Errorf("read envoys %s: larger than %d MiB", file, maxEnvoysFile>>20)
+	}
+	envoys := []apiv1.Envoy{}
+	if err := json.Unmarshal(data, &envoys); err != nil {
+		return nil, fmt.Errorf("read envoys %s: not a JSON array of envoys (vigocli envoys list -o json): %w", file, err)
+	}
+	return envoys, nil
+}
+
+// fetchActiveEnvoys asks the server for its active envoys.
+func fetchActiveEnvoys(ctx context.Context, g *globals) ([]apiv1.Envoy, error) {
+	c, err := g.client()
+	if err != nil {
+		return nil, err
+	}
+	envoys := []apiv1.Envoy{}
+	if err := c.do(ctx, "GET", "/api/v1/envoys?status=active", nil, &envoys); err != nil {
+		return nil, fmt.Errorf("fetch active envoys: %w", err)
+	}
+	return envoys, nil
+}
+
+// envoyRefs keeps the active envoys (an empty status counts as active) in
+// the form policy.Impact takes.
+func envoyRefs(envoys []apiv1.Envoy) []policy.EnvoyRef {
+	refs := []policy.EnvoyRef{}
+	for _, e := range envoys {
+		if e.Status != "" && e.Status != "active" {
+			continue
+		}
+		ip, err := netip.ParseAddr(e.SourceIP)
+		if err != nil {
+			if ap, err := netip.ParseAddrPort(e.SourceIP); err == nil {
+				ip = ap.Addr()
+			}
+		}
+		refs = append(refs, policy.EnvoyRef{UUID: e.UUID, Hostname: e.Hostname, SourceIP: ip, Rule: e.Rule})
+	}
+	return refs
+}
+
+// fileIn names a policy file from the current folder, as vet does.
+func fileIn(dir, file string) string {
+	if file == "" || filepath.Clean(dir) == "." {
+		return file
+	}
+	return filepath.ToSlash(filepath.Join(dir, file))
+}
+
+func vetErrorIn(e *policy.Error, dir string) vetError {
+	return vetError{File: fileIn(dir, e.File), Line: e.Line, Col: e.Col, Path: e.Path, Message: e.Msg}
+}
+
+// prefixErrors prints errs one a line, files named from the current folder.
+func prefixErrors(errs policy.Errors, dir string) string {
+	lines := make([]string, len(errs))
+	for i, e := range errs {
+		v := vetErrorIn(e, dir)
+		lines[i] = (&policy.Error{File: v.File, Line: v.Line, Col: v.Col, Path: v.Path, Msg: v.Message}).Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+func printDiffText(w io.Writer, r diffReport, oldDir, newDir string) {
+	nAdd, nRem, nChg := r.Added.Len(), r.Removed.Len(), r.Changed.Len()
+	if nAdd+nRem+nChg == 0 {
+		fmt.Fprintf(w, "policy diff %s -> %s: no rule or setting changes\n", oldDir, newDir)
+	} else {
+		fmt.Fprintf(w, "policy diff %s -> %s: %d added, %d removed, %d changed\n", oldDir, newDir, nAdd, nRem, nChg)
+	}
+
+	var trusted, approved, revocations, settings []string
+	for _, t := range r.Added.Trusted {
+		trusted = append(trusted, "+ "+trustedText(t))
+	}
+	for _, t := range r.Removed.Trusted {
+		trusted = append(trusted, "- "+trustedText(t))
+	}
+	for _, c := range r.Changed.Trusted {
+		trusted = append(trusted, "~ "+c.Old.Label()+": "+trustedChangeText(c))
+	}
+	for _, a := range r.Added.Approved {
+		approved = append(approved, "+ "+a)
+	}
+	for _, a := range r.Removed.Approved {
+		approved = append(approved, "- "+a)
+	}
+	for _, rv := range r.Added.Revocations {
+		revocations = append(revocations, "+ "+revocationText(rv)+": "+rv.Reason)
+	}
+	for _, rv := range r.Removed.Revocations {
+		revocations = append(revocations, "- "+revocationText(rv)+": "+rv.Reason)
+	}
+	for _, c := range r.Changed.Revocations {
+		var parts []string
+		if c.Old.UUID != c.New.UUID {
+			parts = append(parts, fmt.Sprintf("uuid %s -> %s", dash(c.Old.UUID), dash(c.New.UUID)))
+		}
+		if c.Old.Hostname != c.New.Hostname {
+			parts = append(parts, fmt.Sprintf("hostname %s -> %s", dash(c.Old.Hostname), dash(c.New.Hostname)))
+		}
+		if c.Old.Reason != c.New.Reason {
+			parts = append(parts, fmt.Sprintf("reason %q -> %q", c.Old.Reason, c.New.Reason))
+		}
+		revocations = append(revocations, "~ "+revocationText(c.Old)+": "+strings.Join(parts, "; "))
+	}
+	for _, s := range r.Changed.Settings {
+		settings = append(settings, fmt.Sprintf("~ %s: %s -> %s", s.Setting, s.Old, s.New))
+	}
+	section := func(title string, lines []string) {
+		if len(lines) == 0 {
+			return
+		}
+		fmt.Fprintf(w, "\n%s:\n", title)
+		for _, l := range lines {
+			fmt.Fprintln(w, "  "+l)
+		}
+	}
+	section("trusted_enrollment", trusted)
+	section("approved", approved)
+	section("revocations", revocations)
+	section("settings", settings)
+
+	fmt.Fprintln(w)
+	if r.Envoys == nil {
+		fmt.Fprintln(w, "impact on envoys: not computed (pass --envoys FILE or --server-envoys)")
+	} else {
+		n := r.newRevokes()
+		lagging := ""
+		if k := len(r.Revokes) - n; k > 0 {
+			lagging = fmt.Sprintf(", %d already revoked by OLD", k)
+		}
+		fmt.Fprintf(w, "impact on %d active %s: %d revoked, %d would not be admitted again%s\n",
+			*r.Envoys, plural(*r.Envoys, "envoy", "envoys"), n, len(r.NoLongerAdmitted), lagging)
+		for _, rv := range r.Revokes {
+			if rv.InOld {
+				fmt.Fprintf(w, "  already revoked by OLD (the server has not applied OLD yet): %s\n", revokeText(rv))
+			} else {
+				fmt.Fprintf(w, "  revoked: %s\n", revokeText(rv))
+			}
+		}
+		for _, u := range r.NoLongerAdmitted {
+			fmt.Fprintf(w, "  would not be admitted again (stays enrolled): %s\n", unadmittedText(u))
+		}
+	}
+	fmt.Fprintln(w)
+	if len(r.TestChanges) == 0 {
+		fmt.Fprintln(w, "test decisions: no change")
+		return
+	}
+	fmt.Fprintf(w, "test decisions that change: %d\n", len(r.TestChanges))
+	for _, tc := range r.TestChanges {
+		fmt.Fprintf(w, "  %s: %s\n", position(tc.File, tc.Line, tc.Col), testChangeText(tc))
+	}
+}
+
+func trustedText(t policy.TrustedEntry) string {
+	s := "pattern " + t.Pattern
+	if t.Name != "" {
+		s = fmt.Sprintf("%q %s", t.Name, s)
+	}
+	return s + ", cidrs " + prefixes(t.CIDRs)
+}
+
+func trustedChangeText(c policy.TrustedChange) string {
+	var parts []string
+	switch {
+	case c.Old.Name == c.New.Name:
+	case c.New.Name == "":
+		parts = append(parts, "name removed")
+	case c.Old.Name == "":
+		parts = append(parts, fmt.Sprintf("named %q", c.New.Name))
+	default:
+		parts = append(parts, fmt.Sprintf("renamed to %q", c.New.Name))
+	}
+	if c.Old.Pattern != c.New.Pattern {
+		parts = append(parts, fmt.Sprintf("pattern %s -> %s", c.Old.Pattern, c.New.Pattern))
+	}
+	if len(c.CIDRsAdded)+len(c.CIDRsRemoved) > 0 {
+		var cs []string
+		for _, p := range c.CIDRsAdded {
+			cs = append(cs, "+"+p.String())
+		}
+		for _, p := range c.CIDRsRemoved {
+			cs = append(cs, "-"+p.String())
+		}
+		parts = append(parts, "cidrs "+strings.Join(cs, " "))
+	}
+	return strings.Join(parts, "; ")
+}
+
+func prefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, " ")
+}
+
+func revocationText(r policy.Revocation) string {
+	switch {
+	case r.UUID != "" && r.Hostname != "":
+		return "uuid " + r.UUID + " hostname " + r.Hostname
+	case r.UUID != "":
+		return "uuid " + r.UUID
+	}
+	return "hostname " + r.Hostname
+}
+
+func revokeText(r policy.Revoke) string {
+	return fmt.Sprintf("%s by %s (%s: %s)", r.Envoy.Label(), r.By, r.Rule, r.Reason)
+}
+
+func unadmittedText(u policy.Unadmitted) string {
+	from := "an unknown address"
+	if u.Envoy.SourceIP.IsValid() {
+		from = u.Envoy.SourceIP.String()
+	}
+	rule := dash(u.Envoy.Rule)
+	if u.RuleRemoved {
+		rule += " (not in the new policy)"
+	}
+	return fmt.Sprintf("%s from %s, enrolled by %s: %s", u.Envoy.Label(), from, rule, u.New.Reason)
+}
+
+func decisionText(d policy.Decision) string {
+	if !d.Allowed {
+		return "deny"
+	}
+	return d.Method + " (" + d.Rule + ")"
+}
+
+func testChangeText(tc policy.TestChange) string {
+	tok := ""
+	if tc.Token {
+		tok = " with a token"
+	}
+	return fmt.Sprintf("%s from %s%s: %s -> %s (expect %s)", tc.Hostname, tc.IP, tok, decisionText(tc.Old), decisionText(tc.New), tc.Expect)
+}
+
+func position(file string, line, col int) string {
+	if line == 0 {
+		return file
+	}
+	return fmt.Sprintf("%s:%d:%d", file, line, col)
+}
+
+// printDiffGitHub prints GitHub Actions annotations: a warning for each
+// envoy the change revokes, notices for envoys no longer admitted, test
+// decisions that change and the summary of rule changes.
+func printDiffGitHub(w io.Writer, r diffReport) {
+	for _, rv := range r.Revokes {
+		if !rv.InOld {
+			fmt.Fprintln(w, ghCommand("warning", "", 0, 0, "policy diff: envoy revoked", "revokes "+revokeText(rv)))
+		}
+	}
+	for _, u := range r.NoLongerAdmitted {
+		fmt.Fprintln(w, ghCommand("notice", "", 0, 0, "policy diff: envoy no longer admitted", unadmittedText(u)))
+	}
+	for _, tc := range r.TestChanges {
+		fmt.Fprintln(w, ghCommand("notice", tc.File, tc.Line, tc.Col, "policy diff: test decision changes", testChangeText(tc)))
+	}
+	if n := r.Added.Len() + r.Removed.Len() + r.Changed.Len(); n > 0 {
+		fmt.Fprintln(w, ghCommand("notice", "", 0, 0, "policy diff", fmt.Sprintf("%d added, %d removed, %d changed", r.Added.Len(), r.Removed.Len(), r.Changed.Len())))
+	}
+}
+
+// ghCommand formats a GitHub Actions workflow command, escaped as GitHub
+// documents (properties also escape ':' and ',').
+func ghCommand(kind, file string, line, col int, title, msg string) string {
+	data := strings.NewReplacer("%", "%25", "\r", "%0D", "\n", "%0A")
+	prop := strings.NewReplacer("%", "%25", "\r", "%0D", "\n", "%0A", ":", "%3A", ",", "%2C")
+	var props []string
+	if file != "" {
+		props = append(props, "file="+prop.Replace(file))
+		if line > 0 {
+			props = append(props, fmt.Sprintf("line=%d,col=%d", line, col))
+		}
+	}
+	props = append(props, "title="+prop.Replace(title))
+	return "::" + kind + " " + strings.Join(props, ",") + "::" + data.Replace(msg)
+}
