@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"modernc.org/sqlite"
@@ -48,6 +49,11 @@ type Store struct {
 	wdb *sql.DB // the single write connection
 	now func() time.Time
 	log *slog.Logger
+
+	writes     chan *writeOp // to the writer goroutine (group commit)
+	closing    chan struct{}
+	writerDone chan struct{}
+	closeOnce  sync.Once
 }
 
 var _ store.Store = (*Store)(nil)
@@ -104,6 +110,8 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	wdb.SetConnMaxLifetime(0)
 	wdb.SetConnMaxIdleTime(0)
 	s.wdb = wdb
+	s.writes, s.closing, s.writerDone = make(chan *writeOp), make(chan struct{}), make(chan struct{})
+	go s.writer()
 	// Create the file and switch it to WAL before readers connect.
 	if err := connect(ctx, wdb, busy); err != nil {
 		wdb.Close()
@@ -170,6 +178,12 @@ func cloneValues(v url.Values) url.Values {
 
 // Close releases both pools.
 func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		if s.closing != nil {
+			close(s.closing)
+			<-s.writerDone
+		}
+	})
 	var errs []error
 	if s.rdb != nil {
 		errs = append(errs, s.rdb.Close())
@@ -205,7 +219,7 @@ func (s *Store) migrate(ctx context.Context) error {
 	}
 	for i, m := range migrations {
 		version := i + 1
-		err := s.write(ctx, func(tx *sql.Tx) error {
+		err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			var n int
 			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n); err != nil {
 				return err
@@ -229,18 +243,105 @@ func (s *Store) migrate(ctx context.Context) error {
 	return nil
 }
 
-// write runs fn in a write transaction (BEGIN IMMEDIATE on the single
-// write connection) and commits it when fn returns nil.
-func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := s.wdb.BeginTx(ctx, nil)
+// errClosed is returned by writes after Close.
+var errClosed = errors.New("sqlite store is closed")
+
+// maxGroup bounds how many writes share one transaction.
+const maxGroup = 64
+
+type writeOp struct {
+	ctx  context.Context
+	fn   func(context.Context, *sql.Tx) error
+	done chan error
+}
+
+// write runs fn in a write transaction on the single write connection and
+// returns once that transaction is committed (or fn failed).
+//
+// Group commit: writes that arrive while a transaction is being synced are
+// run together in the next transaction, each inside its own SAVEPOINT, so
+// one fsync acknowledges many enrollments. Each write stays atomic (a
+// failing fn is rolled back to its savepoint and gets its error; the others
+// commit), and nobody is answered before the commit that holds its write
+// is durable. fn gets a context that keeps the caller's values but not its
+// cancellation: an interrupted statement would roll back the whole shared
+// transaction. A caller that gives up before its turn is skipped.
+func (s *Store) write(ctx context.Context, fn func(context.Context, *sql.Tx) error) error {
+	op := &writeOp{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	select {
+	case s.writes <- op:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.closing:
+		return errClosed
+	}
+	return <-op.done
+}
+
+// writer runs queued writes in groups until Close.
+func (s *Store) writer() {
+	defer close(s.writerDone)
+	for {
+		var group []*writeOp
+		select {
+		case op := <-s.writes:
+			group = append(group, op)
+		case <-s.closing:
+			return
+		}
+	more:
+		for len(group) < maxGroup {
+			select {
+			case op := <-s.writes:
+				group = append(group, op)
+			default:
+				break more
+			}
+		}
+		s.commitGroup(group)
+	}
+}
+
+func (s *Store) commitGroup(group []*writeOp) {
+	errs := make([]error, len(group))
+	finish := func(groupErr error) {
+		for i, op := range group {
+			if errs[i] == nil {
+				errs[i] = groupErr
+			}
+			op.done <- errs[i]
+		}
+	}
+	bg := context.Background()
+	tx, err := s.wdb.BeginTx(bg, nil)
 	if err != nil {
-		return err
+		finish(err)
+		return
 	}
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback()
-		return err
+	for i, op := range group {
+		if err := op.ctx.Err(); err != nil {
+			errs[i] = err
+			continue
+		}
+		if _, err := tx.ExecContext(bg, "SAVEPOINT w"); err != nil {
+			_ = tx.Rollback()
+			finish(fmt.Errorf("savepoint: %w", err))
+			return
+		}
+		if errs[i] = op.fn(context.WithoutCancel(op.ctx), tx); errs[i] != nil {
+			if _, err := tx.ExecContext(bg, "ROLLBACK TO w"); err != nil {
+				_ = tx.Rollback()
+				finish(fmt.Errorf("roll back to savepoint: %w", err))
+				return
+			}
+		}
+		if _, err := tx.ExecContext(bg, "RELEASE w"); err != nil {
+			_ = tx.Rollback()
+			finish(fmt.Errorf("release savepoint: %w", err))
+			return
+		}
 	}
-	return tx.Commit()
+	finish(tx.Commit())
 }
 
 // sqliteCode returns the extended result code of a SQLite error, or 0.
