@@ -102,7 +102,7 @@ Examples:
 	pf.StringVar(&g.adminTokenFile, "admin-token-file", "", "file holding the admin token (default: ./vigo-data/admin.token when readable)")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return &codeError{code: 2, err: fmt.Errorf("%w\nSee '%s --help'.", err, c.CommandPath())}
+		return &codeError{code: 2, err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
 	root.AddCommand(newTokensCmd(g), newEnvoysCmd(g), newAuditCmd(g), newPolicyCmd(g), newDistCmd(g))
 	return root

@@ -75,7 +75,7 @@ token enrollment). examples/server.yaml documents every setting.`,
 	pf.StringVar(&o.dataDir, "data-dir", "", "override server.data_dir")
 	pf.StringVar(&o.policyDir, "policy-dir", "", "override policy.dir (a local policy folder)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return &codeError{code: 2, err: fmt.Errorf("%w\nSee '%s --help'.", err, c.CommandPath())}
+		return &codeError{code: 2, err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
 
 	serve := &cobra.Command{

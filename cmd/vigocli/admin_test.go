@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/server/servertest"
+)
+
+// vigocli runs the CLI in-process against a real server.
+func vigocli(t *testing.T, in *servertest.Instance, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	g := &globals{stdout: &out, stderr: &errb}
+	base := []string{"--server", in.URL, "--ca-file", filepath.Join(in.DataDir, "tls", "ca"), "--admin-token-file", in.AdminTokenFile}
+	code = run(g, append(base, args...))
+	return code, out.String(), errb.String()
+}
+
+func TestAdminCommandsAgainstServer(t *testing.T) {
+	in := servertest.Start(t, servertest.Options{})
+
+	code, out, errs := vigocli(t, in, "tokens", "generate", "--pattern", "web1.example.com", "--ttl", "2h", "--note", "rack 4", "-o", "json")
+	if code != 0 {
+		t.Fatalf("tokens generate: exit %d: %s", code, errs)
+	}
+	var tok apiv1.TokenCreated
+	if err := json.Unmarshal([]byte(out), &tok); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(tok.Token, "vt_"+tok.ID+".") || !strings.Contains(tok.Command, "--token "+tok.Token) || !strings.Contains(tok.Command, "curl -sSfk https://") {
+		t.Fatalf("generate output: %+v", tok)
+	}
+	code, out, _ = vigocli(t, in, "tokens", "generate", "--pattern", "db1.example.com")
+	if code != 0 || !strings.Contains(out, "shown once") || !strings.Contains(out, "sudo sh -s -- --token vt_") {
+		t.Fatalf("tokens generate (table): %d %s", code, out)
+	}
+
+	code, out, _ = vigocli(t, in, "tokens", "list")
+	if code != 0 || !strings.Contains(out, tok.ID) || !strings.Contains(out, "rack 4") || strings.Contains(out, tok.Token) {
+		t.Fatalf("tokens list: %d\n%s", code, out)
+	}
+
+	req := servertest.NewIdentity(t, "web1.example.com").Req
+	req.Token = tok.Token
+	if c, body := in.Register(t, req); c != 200 {
+		t.Fatalf("register: %d %s", c, body)
+	}
+	code, out, _ = vigocli(t, in, "envoys", "list")
+	if code != 0 || !strings.Contains(out, "web1.example.com") || !strings.Contains(out, "token "+tok.ID) || !strings.Contains(out, "local@sha256:") {
+		t.Fatalf("envoys list: %d\n%s", code, out)
+	}
+	code, out, _ = vigocli(t, in, "envoys", "show", "web1.example.com", "-o", "json")
+	var e map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &e) != nil {
+		t.Fatalf("envoys show: %d %s", code, out)
+	}
+	for _, k := range []string{"uuid", "hostname", "status", "method", "rule", "policy_revision", "source_ip", "created_at", "last_seen"} {
+		if _, ok := e[k]; !ok {
+			t.Errorf("envoys show -o json lacks %q", k)
+		}
+	}
+	code, out, _ = vigocli(t, in, "envoys", "show", "web1.example.com")
+	if code != 0 || !strings.Contains(out, "Policy revision:") || !strings.Contains(out, "Method:") {
+		t.Fatalf("envoys show: %d\n%s", code, out)
+	}
+	code, out, _ = vigocli(t, in, "audit", "--since", "1h")
+	if code != 0 || !strings.Contains(out, "registration") || !strings.Contains(out, "token.created") {
+		t.Fatalf("audit: %d\n%s", code, out)
+	}
+	code, out, _ = vigocli(t, in, "policy", "status")
+	if code != 0 || !strings.Contains(out, "healthy") {
+		t.Fatalf("policy status: %d\n%s", code, out)
+	}
+
+	// Errors from the server are shown as worded, with a non-zero exit.
+	code, _, errs = vigocli(t, in, "tokens", "revoke", tok.ID)
+	if code != 1 || !strings.Contains(errs, "already used or revoked") {
+		t.Fatalf("revoke a used token: %d %s", code, errs)
+	}
+	code, _, errs = vigocli(t, in, "envoys", "revoke", "web1.example.com")
+	if code != 2 || !strings.Contains(errs, "--reason is required") {
+		t.Fatalf("revoke without reason: %d %s", code, errs)
+	}
+	code, out, errs = vigocli(t, in, "envoys", "revoke", "web1.example.com", "--reason", "decommissioned")
+	if code != 0 || !strings.Contains(out, "revoked") {
+		t.Fatalf("envoys revoke: %d %s %s", code, out, errs)
+	}
+	code, _, errs = vigocli(t, in, "envoys", "show", "nosuch.example.com")
+	if code != 1 || !strings.Contains(errs, "no envoy with uuid or active hostname") {
+		t.Fatalf("show unknown: %d %s", code, errs)
+	}
+
+	// No credential: a usage error that says what to do.
+	var out2, errb bytes.Buffer
+	empty := filepath.Join(t.TempDir(), "none")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code = run(&globals{stdout: &out2, stderr: &errb}, []string{"--server", in.URL, "--insecure", "--admin-token-file", empty, "tokens", "list"})
+	if code != 2 || !strings.Contains(errb.String(), "no admin token") {
+		t.Fatalf("without a token: %d %s", code, errb.String())
+	}
+	// A wrong token: the server's refusal.
+	bad := filepath.Join(t.TempDir(), "bad")
+	if err := os.WriteFile(bad, []byte("va_wrong\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	errb.Reset()
+	code = run(&globals{stdout: &out2, stderr: &errb}, []string{"--server", in.URL, "--insecure", "--admin-token-file", bad, "envoys", "list"})
+	if code != 1 || !strings.Contains(errb.String(), "admin credential is not valid") {
+		t.Fatalf("with a wrong token: %d %s", code, errb.String())
+	}
+}
