@@ -25,7 +25,7 @@ trusted_enrollment: []
 approved: ["*.base.test"]
 `
 
-func gitServer(t *testing.T, repo *gitsynctest.Repo, http *gitsynctest.HTTPServer, data string, interval time.Duration) *servertest.Instance {
+func gitServer(t testing.TB, repo *gitsynctest.Repo, http *gitsynctest.HTTPServer, data string, interval time.Duration) *servertest.Instance {
 	t.Helper()
 	secret := filepath.Join(t.TempDir(), "webhook")
 	if err := os.WriteFile(secret, []byte(webhookSecret+"\n"), 0o600); err != nil {
@@ -38,7 +38,7 @@ func gitServer(t *testing.T, repo *gitsynctest.Repo, http *gitsynctest.HTTPServe
 	}})
 }
 
-func policyStatus(t *testing.T, in *servertest.Instance) apiv1.PolicyStatus {
+func policyStatus(t testing.TB, in *servertest.Instance) apiv1.PolicyStatus {
 	t.Helper()
 	code, body := in.Do(t, "GET", "/api/v1/policy/status", nil, true)
 	if code != 200 {
@@ -62,7 +62,7 @@ func waitActive(t *testing.T, in *servertest.Instance, rev string) apiv1.PolicyS
 	}
 }
 
-func webhook(t *testing.T, in *servertest.Instance, event, body, secret string) int {
+func webhook(t testing.TB, in *servertest.Instance, event, body, secret string) int {
 	t.Helper()
 	mac := hmac.New(sha256.New, []byte(secret))
 	mac.Write([]byte(body))

@@ -17,7 +17,7 @@ import (
 	"github.com/vigo-enroll/vigo/server/store"
 )
 
-func decode[T any](t *testing.T, body []byte) T {
+func decode[T any](t testing.TB, body []byte) T {
 	t.Helper()
 	var v T
 	if err := json.Unmarshal(body, &v); err != nil {
