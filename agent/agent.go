@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/vigo-enroll/vigo/agent/update"
 	"github.com/vigo-enroll/vigo/schemas/agentpb"
 )
 
@@ -359,7 +360,9 @@ func (a *Agent) saveStatus(err error) {
 // Run checks in every interval (with ±10% jitter) until ctx is done, backs
 // off exponentially (1s doubling, capped at MaxBackoff, with jitter) on
 // errors, and returns a *RevokedError when the server refuses this envoy
-// for good. It returns nil when ctx is done.
+// for good, or update.ErrRestartRequired when Config.Update replaced the
+// binary but could not restart into it (Windows). It returns nil when ctx
+// is done.
 func (a *Agent) Run(ctx context.Context) error {
 	backoff := min(time.Second, a.cfg.MaxBackoff)
 	for {
@@ -369,6 +372,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		switch {
 		case errors.As(err, &rev):
 			a.logger.Error("this envoy is revoked: stopping", "envoy_uuid", rev.UUID, "err", rev.Reason)
+			return err
+		case errors.Is(err, update.ErrRestartRequired):
+			// The binary was replaced but this process cannot exec it
+			// (Windows): exit, and the service manager starts the new one.
+			a.logger.Info("agent updated: stopping so that the service manager starts the new binary")
 			return err
 		case ctx.Err() != nil:
 			return nil

@@ -175,7 +175,10 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (s *Server, err 
 	}
 	notify.changed = s.grpc.EnvoyChanged
 
-	signingKeyPEM := func() string { return "" }
+	// Without agent.signing_key_file, the key is the distribution's (its
+	// manifest's signing_key, as written by "vigocli dist sign"), read at
+	// each registration so that a newly signed dist is pinned at once.
+	signingKeyPEM := func() string { return string(s.dist.SigningKeyPEM()) }
 	if cfg.Agent.SigningKeyFile != "" {
 		b, err := os.ReadFile(cfg.Agent.SigningKeyFile)
 		if err != nil {

@@ -8,4 +8,4 @@ import (
 	"github.com/vigo-enroll/vigo/agent"
 )
 
-func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, agent.Config{})) }
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, agent.Config{}, true)) }

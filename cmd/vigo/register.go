@@ -4,21 +4,31 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 
 	"github.com/spf13/cobra"
 
 	"github.com/vigo-enroll/vigo/agent"
 )
 
+// tokenEnv is the environment variable read for the token when --token is
+// absent.
+const tokenEnv = "VIGO_TOKEN"
+
 func newRegister(base agent.Config, logger func() *slog.Logger) *cobra.Command {
 	var p agent.RegisterParams
 	cmd := &cobra.Command{
-		Use:   "register --server HOST[:8443] [--token T] [--hostname H] [--force] [--config-dir DIR] [--ca-fingerprint SHA256]",
+		Use:   "register --server HOST[:8443] [--token T | $VIGO_TOKEN] [--hostname H] [--force] [--config-dir DIR] [--ca-fingerprint SHA256]",
 		Short: "Register this host with the server, then check in once over mTLS",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if p.Server == "" {
 				return &usageError{errors.New("register: --server is required")}
+			}
+			if !cmd.Flags().Changed("token") {
+				// The bootstrap script passes the token in the environment:
+				// unlike arguments, it does not show in ps.
+				p.Token = os.Getenv(tokenEnv)
 			}
 			p.Logger = logger()
 			if base.Now != nil {
@@ -47,7 +57,7 @@ func newRegister(base agent.Config, logger func() *slog.Logger) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&p.Server, "server", "", "server `HOST[:PORT]` or https URL (port 8443 by default)")
-	f.StringVar(&p.Token, "token", "", "one-time enrollment token, when the policy needs one")
+	f.StringVar(&p.Token, "token", "", "one-time enrollment token, when the policy needs one (default $"+tokenEnv+"; the variable keeps it out of ps)")
 	f.StringVar(&p.Hostname, "hostname", "", "hostname to register (default: this host's)")
 	f.BoolVar(&p.Force, "force", false, "replace an active envoy with the same hostname")
 	f.StringVar(&p.Dir, "config-dir", agent.DefaultDir, "folder for the key, certificates and config")

@@ -16,7 +16,7 @@ import (
 func vigo(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var o, e bytes.Buffer
-	code = run(args, &o, &e, agent.Config{})
+	code = run(args, &o, &e, agent.Config{}, false)
 	return code, o.String(), e.String()
 }
 

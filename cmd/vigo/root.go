@@ -24,10 +24,13 @@ const (
 
 // run executes the command line args and returns the exit code. base is
 // the agent configuration to start from (tests inject Now, Update…).
-func run(args []string, stdout, stderr io.Writer, base agent.Config) int {
+// selfUpdate lets `vigo run` replace this executable when the server asks
+// (main turns it on; tests leave it off, so that no test replaces the test
+// binary).
+func run(args []string, stdout, stderr io.Writer, base agent.Config, selfUpdate bool) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	root := newRoot(stdout, stderr, base)
+	root := newRoot(stdout, stderr, base, selfUpdate)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -52,7 +55,7 @@ type usageError struct{ err error }
 func (e *usageError) Error() string { return e.err.Error() }
 func (e *usageError) Unwrap() error { return e.err }
 
-func newRoot(stdout, stderr io.Writer, base agent.Config) *cobra.Command {
+func newRoot(stdout, stderr io.Writer, base agent.Config, selfUpdate bool) *cobra.Command {
 	var verbose bool
 	root := &cobra.Command{
 		Use:           "vigo",
@@ -71,7 +74,7 @@ func newRoot(stdout, stderr io.Writer, base agent.Config) *cobra.Command {
 		}
 		return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	}
-	root.AddCommand(newRegister(base, logger), newRun(base, logger), newStatus(), newVersion())
+	root.AddCommand(newRegister(base, logger), newRun(base, logger, selfUpdate), newStatus(), newService(), newVersion())
 	return root
 }
 

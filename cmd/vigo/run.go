@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -10,36 +13,90 @@ import (
 	"github.com/vigo-enroll/vigo/agent"
 )
 
-func newRun(base agent.Config, logger func() *slog.Logger) *cobra.Command {
+func newRun(base agent.Config, logger func() *slog.Logger, selfUpdateOn bool) *cobra.Command {
 	var dir string
 	var once bool
 	cmd := &cobra.Command{
 		Use:   "run [--config-dir DIR] [--once]",
 		Short: "Check in with the server every interval (the service)",
-		Args:  cobra.NoArgs,
+		Long: `Check in with the server every interval, as the vigo-envoy service does.
+
+When a check-in asks for another agent version, vigo run downloads it over
+mTLS, checks its SHA-256 and, when a signing key was pinned at registration,
+its signature; keeps the current binary as <binary>.previous, and restarts
+into the new one with the same arguments (Windows: exits, and the service
+manager starts the new binary). With --once, the new binary checks in once
+more, reporting its version, and exits with that check-in's result.
+
+With --once, a refusal of this envoy's certificate at the TLS handshake
+(which carries no reason) is confirmed by two more attempts, 1 s and 2 s
+apart, before it counts as a revocation: the same rule as the service's.
+
+Exit status: 0 on success, 1 on failure, 3 when the server refuses this
+envoy for good (revoked, replaced or unknown: register again).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := base
 			cfg.Dir, cfg.Logger = dir, logger()
+			if cfg.Version == "" {
+				cfg.Version = agent.Version
+			}
+			var a *agent.Agent
+			if cfg.Update == nil && selfUpdateOn {
+				bin, err := executable()
+				if err != nil {
+					return err
+				}
+				// a is set below, before the first check-in can call this.
+				cfg.Update = selfUpdate(func() *agent.Enrollment { return a.Enrollment() }, cfg.Version, bin, os.Args, cfg.Logger)
+			}
 			a, err := agent.New(cfg)
 			if err != nil {
 				return err
 			}
 			defer a.Close()
 			if once {
-				res, err := a.CheckinOnce(cmd.Context())
+				res, err := checkinOnce(cmd.Context(), a)
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "checked in as envoy %s; next check-in in %s\n", a.Enrollment().File.UUID, res.Next.Round(time.Second))
+				fmt.Fprintf(cmd.OutOrStdout(), "checked in as envoy %s (agent %s); next check-in in %s\n", a.Enrollment().File.UUID, cfg.Version, res.Next.Round(time.Second))
 				return nil
 			}
-			cfg.Logger.Info("vigo agent started", "envoy_uuid", a.Enrollment().File.UUID, "server", a.Enrollment().File.GRPCAddress, "version", agent.Version)
-			return a.Run(cmd.Context())
+			return serve(cmd.Context(), cfg.Logger, func(ctx context.Context) error {
+				cfg.Logger.Info("vigo agent started", "envoy_uuid", a.Enrollment().File.UUID, "server", a.Enrollment().File.GRPCAddress, "version", cfg.Version)
+				return a.Run(ctx)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&dir, "config-dir", agent.DefaultDir, "folder written by vigo register")
 	cmd.Flags().BoolVar(&once, "once", false, "check in once and exit (0 on success)")
 	return cmd
+}
+
+// handshakeAttempts is how many handshake refusals in a row make the agent
+// conclude that it is revoked (see agent.Agent's classify).
+const handshakeAttempts = 3
+
+// checkinOnce does one check-in. A refusal at the TLS handshake is tried
+// again until the agent concludes (after handshakeAttempts refusals in a
+// row) that the envoy is revoked, so that `vigo run --once` reports a
+// revocation with agent.ExitRevoked like the service does, rather than as
+// a transient failure.
+func checkinOnce(ctx context.Context, a *agent.Agent) (*agent.CheckinResult, error) {
+	for attempt := 1; ; attempt++ {
+		res, err := a.CheckinOnce(ctx)
+		if _, refused := errors.AsType[*agent.HandshakeRefusedError](err); !refused || attempt >= handshakeAttempts {
+			return res, err
+		}
+		t := time.NewTimer(time.Duration(attempt) * time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return res, err
+		case <-t.C:
+		}
+	}
 }
 
 func newStatus() *cobra.Command {

@@ -20,7 +20,7 @@ import (
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
 		"vigo": func() {
-			os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, agent.Config{MaxBackoff: 10 * time.Millisecond}))
+			os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, agent.Config{MaxBackoff: 10 * time.Millisecond}, false))
 		},
 	})
 }

@@ -222,18 +222,17 @@ func TestScriptArguments(t *testing.T) {
 // fakeAgent is the "vigo" binary the test server distributes: a sh script
 // that logs its arguments and does what register and service would.
 const fakeAgent = `#!/bin/sh
-echo "vigo $*" >>"$FAKE_LOG"
+echo "vigo $*${VIGO_TOKEN:+ (VIGO_TOKEN=$VIGO_TOKEN)}" >>"$FAKE_LOG"
 case $1 in
 register)
 	shift
 	while [ "$#" -gt 0 ]; do
 		case $1 in
 		--config-dir) dir=$2; shift 2 ;;
-		--token) token=$2; shift 2 ;;
 		*) shift ;;
 		esac
 	done
-	if [ "$token" = vt_bad.secret ]; then
+	if [ "${VIGO_TOKEN:-}" = vt_bad.secret ]; then
 		echo "vigo register: registration refused: token is used, revoked or expired" >&2
 		exit 1
 	fi
@@ -362,7 +361,7 @@ func TestScriptEndToEnd(t *testing.T) {
 					t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 				}
 				wantCalls := []string{"vigo register --config-dir " + prefix + "/etc/vigo-envoy --server " + e.srv.URL +
-					" --force --token vt_good.secret --hostname web1.example.com --ca-fingerprint ab" + strings.Repeat("0", 62)}
+					" --force --hostname web1.example.com --ca-fingerprint ab" + strings.Repeat("0", 62) + " (VIGO_TOKEN=vt_good.secret)"}
 				if diff := cmp.Diff(wantCalls, readLines(t, logFile)); diff != "" {
 					t.Errorf("agent calls (-want +got):\n%s", diff)
 				}
