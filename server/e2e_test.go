@@ -406,12 +406,9 @@ func TestE2ESelfUpdate(t *testing.T) {
 	needTool(t, "curl")
 	keyA, pubA := signingKey(t)
 	keyB, _ := signingKey(t)
-	// agent.version names the version envoys are moved to once it is
-	// served. The per-envoy flag (POST /api/v1/envoys/{uuid}/update) is set
-	// as an operator would, but today the check-in offers an update only
-	// when agent.version is set and served: the flag alone offers nothing
-	// (grpcapi's actions), and with agent.version every envoy is offered it.
-	e := newE2E(t, keyA, func(c *server.Config) { c.Agent.Version = "v1.1.0" })
+	// No fleet-wide agent.version: the per-envoy flag alone
+	// (POST /api/v1/envoys/{uuid}/update) moves an envoy to a served build.
+	e := newE2E(t, keyA, nil)
 	v110 := servertest.AgentBinary(t, "v1.1.0")
 
 	// Two hosts enroll while key A signs the builds: both pin it.

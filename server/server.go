@@ -168,7 +168,8 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (s *Server, err 
 			}
 			return 0
 		},
-		AgentVersion: s.agentVersion,
+		AgentVersion:  s.agentVersion,
+		TargetVersion: func() string { return cfg.Agent.Version },
 	})
 	if err != nil {
 		return nil, err
@@ -318,12 +319,10 @@ func (s *Server) ready() string {
 	return ""
 }
 
+// agentVersion is the agent build served for a platform.
 func (s *Server) agentVersion(goos, goarch string) (version, sha string, ok bool) {
-	if s.cfg.Agent.Version == "" {
-		return "", "", false
-	}
 	l, ok := s.dist.Latest(goos, goarch)
-	if !ok || l.Version != s.cfg.Agent.Version {
+	if !ok {
 		return "", "", false
 	}
 	return l.Version, l.SHA256, true

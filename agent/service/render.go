@@ -22,9 +22,11 @@ After=network-online.target
 [Service]
 Type=simple
 ExecStart=%[1]s run --config-dir %[2]s
-# Always come back: after a crash, after a self-update exec that failed, after a kill.
+# Always come back: after a crash, after a self-update exec that failed, after a kill;
+# but not after exit code 3: the envoy is revoked and retrying cannot help.
 Restart=always
 RestartSec=5s
+RestartPreventExitStatus=3
 # Sandboxing. The agent only needs the network, its configuration folder and
 # the folder of its own binary (self-update replaces it and keeps the previous one).
 NoNewPrivileges=yes

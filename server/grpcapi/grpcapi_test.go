@@ -308,28 +308,51 @@ func TestBadServerSignature(t *testing.T) {
 	}
 }
 
-// TestUpdateAction: the served version is offered and the hook is called.
+// TestUpdateAction: an update is offered when the served build is the
+// version the envoy should run (the fleet-wide target or its own flag), and
+// the hook is called; nothing is offered otherwise.
 func TestUpdateAction(t *testing.T) {
-	e := grpcapitest.New(t, grpcapitest.Options{AgentVersion: func(goos, arch string) (string, string, bool) {
-		return "2.0.0", strings.Repeat("ab", 32), true
-	}})
+	served := func(goos, arch string) (string, string, bool) { return "2.0.0", strings.Repeat("ab", 32), true }
+	target := ""
+	e := grpcapitest.New(t, grpcapitest.Options{AgentVersion: served, TargetVersion: func() string { return target }})
 	v := e.EnrollNow("web6.example.com")
-	var got []string
-	a := e.Agent(v, agent.Config{Version: "1.0.0", Update: func(_ context.Context, version, sum string) error {
-		got = append(got, version, sum)
-		return nil
-	}})
-	if _, err := a.CheckinOnce(context.Background()); err != nil {
+	checkin := func(version string) []string {
+		t.Helper()
+		var got []string
+		a := e.Agent(v, agent.Config{Version: version, Update: func(_ context.Context, version, sum string) error {
+			got = append(got, version, sum)
+			return nil
+		}})
+		if _, err := a.CheckinOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := checkin("1.0.0"); got != nil {
+		t.Errorf("no target and no flag: update offered %v", got)
+	}
+	target = "2.0.0"
+	if diff := cmp.Diff([]string{"2.0.0", strings.Repeat("ab", 32)}, checkin("1.0.0")); diff != "" {
+		t.Errorf("fleet-wide target: update hook (-want +got):\n%s", diff)
+	}
+	if got := checkin("2.0.0"); got != nil {
+		t.Errorf("same version: update offered %v", got)
+	}
+	// The envoy's own flag wins over the target: a version not served is not offered.
+	if err := e.Store.SetEnvoyFlags(context.Background(), v.UUID, store.EnvoyFlags{UpdateVersion: "3.0.0"}, store.AuditEvent{Type: store.AuditEnvoyUpdate}); err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]string{"2.0.0", strings.Repeat("ab", 32)}, got); diff != "" {
-		t.Errorf("update hook (-want +got):\n%s", diff)
+	e.Server.EnvoyChanged(v.UUID)
+	if got := checkin("1.0.0"); got != nil {
+		t.Errorf("flag for a version that is not served: update offered %v", got)
 	}
-	// Same version: nothing offered.
-	got = nil
-	b := e.Agent(v, agent.Config{Version: "2.0.0", Update: func(context.Context, string, string) error { got = append(got, "called"); return nil }})
-	if _, err := b.CheckinOnce(context.Background()); err != nil || got != nil {
-		t.Errorf("same version: err %v, hook calls %v", err, got)
+	target = ""
+	if err := e.Store.SetEnvoyFlags(context.Background(), v.UUID, store.EnvoyFlags{UpdateVersion: "2.0.0"}, store.AuditEvent{Type: store.AuditEnvoyUpdate}); err != nil {
+		t.Fatal(err)
+	}
+	e.Server.EnvoyChanged(v.UUID)
+	if diff := cmp.Diff([]string{"2.0.0", strings.Repeat("ab", 32)}, checkin("1.0.0")); diff != "" {
+		t.Errorf("per-envoy flag without a target: update hook (-want +got):\n%s", diff)
 	}
 }
 

@@ -76,6 +76,10 @@ type Config struct {
 	// AgentVersion returns the agent version served for os/arch and its
 	// SHA-256; nil means updates are never offered.
 	AgentVersion func(os, arch string) (version, sha256 string, ok bool)
+	// TargetVersion returns the agent version every envoy should run (the
+	// server's agent.version), "" for none. An envoy's own update flag
+	// takes precedence. Nil means none.
+	TargetVersion func() string
 	// Replica names this server in audit events.
 	Replica string
 }

@@ -89,12 +89,17 @@ func (s *Server) actions(id Envoy, req *agentpb.CheckinRequest, now time.Time) [
 		as = append(as, &agentpb.Action{Type: agentpb.ActionType_ACTION_TYPE_RENEW,
 			Reason: fmt.Sprintf("certificate expires at %s", c.NotAfter.UTC().Format(time.RFC3339))})
 	}
-	if s.cfg.AgentVersion != nil {
-		if version, sum, ok := s.cfg.AgentVersion(req.GetOs(), req.GetArch()); ok && version != req.GetAgentVersion() {
-			if want := id.entry.flags.UpdateVersion; want == "" || want == version {
-				as = append(as, &agentpb.Action{Type: agentpb.ActionType_ACTION_TYPE_UPDATE, Version: version, Sha256: sum,
-					Reason: fmt.Sprintf("agent %s is served for %s/%s", version, req.GetOs(), req.GetArch())})
-			}
+	// The version this envoy should run: its own update flag (vigocli envoys
+	// update), else the fleet-wide agent.version. It is offered only when
+	// the server serves exactly that build for the envoy's platform.
+	want := id.entry.flags.UpdateVersion
+	if want == "" && s.cfg.TargetVersion != nil {
+		want = s.cfg.TargetVersion()
+	}
+	if want != "" && want != req.GetAgentVersion() && s.cfg.AgentVersion != nil {
+		if version, sum, ok := s.cfg.AgentVersion(req.GetOs(), req.GetArch()); ok && version == want {
+			as = append(as, &agentpb.Action{Type: agentpb.ActionType_ACTION_TYPE_UPDATE, Version: version, Sha256: sum,
+				Reason: fmt.Sprintf("agent %s is served for %s/%s", version, req.GetOs(), req.GetArch())})
 		}
 	}
 	return as

@@ -301,19 +301,21 @@ func (c *Controller) evaluate(ctx context.Context, rev gitsync.Revision, now tim
 		return c.reject(ctx, rev, attempt, kind)
 	}
 
+	// Store side effects first: the revision is active only once its
+	// revocations are in the store, so nobody sees the new revision while
+	// an envoy it revokes can still check in. When a step fails the
+	// previous policy stays active and the verdict is not remembered, so
+	// the next sync applies the revision again (every step is idempotent).
+	if err := c.persist(ctx, rev, p, now); err != nil {
+		c.m.syncErrors.WithLabelValues(kindStore).Inc()
+		return err
+	}
 	c.activate(p, &apiv1.PolicyActive{Revision: rev.ID, AppliedAt: now, Signer: rev.Signer})
 	c.mu.Lock()
 	c.attempted = attempt
 	c.mu.Unlock()
 	c.setAttemptedValid(true)
 	c.log.Info("policy applied", "revision", rev.ID, "signer", rev.Signer, "author", rev.Author, "duration", time.Since(start))
-
-	// Store side effects. When one fails the verdict is not remembered, so
-	// the next sync applies the revision again (every step is idempotent).
-	if err := c.persist(ctx, rev, p, now); err != nil {
-		c.m.syncErrors.WithLabelValues(kindStore).Inc()
-		return err
-	}
 	c.remember(attempt)
 	return nil
 }

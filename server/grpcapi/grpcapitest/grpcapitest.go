@@ -55,8 +55,9 @@ type Env struct {
 
 // Options configure New.
 type Options struct {
-	AgentVersion func(os, arch string) (string, string, bool)
-	SigningKey   ed25519.PrivateKey
+	AgentVersion  func(os, arch string) (string, string, bool)
+	TargetVersion func() string
+	SigningKey    ed25519.PrivateKey
 }
 
 // New starts the servers; t.Cleanup stops them.
@@ -77,7 +78,7 @@ func New(t testing.TB, o Options) *Env {
 	if key == nil {
 		_, key, _ = ed25519.GenerateKey(rand.Reader)
 	}
-	srv, err := grpcapi.New(grpcapi.Config{Store: st, CA: c, SigningKey: key, AgentVersion: o.AgentVersion, Interval: 30 * time.Second})
+	srv, err := grpcapi.New(grpcapi.Config{Store: st, CA: c, SigningKey: key, AgentVersion: o.AgentVersion, TargetVersion: o.TargetVersion, Interval: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
