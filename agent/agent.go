@@ -6,11 +6,13 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
+	"net/http"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -24,6 +26,7 @@ import (
 
 	"github.com/vigo-enroll/vigo/agent/update"
 	"github.com/vigo-enroll/vigo/schemas/agentpb"
+	"github.com/vigo-enroll/vigo/schemas/apiv1"
 )
 
 // Version is the agent's version, set at build time with
@@ -225,8 +228,12 @@ func (a *Agent) classify(enr *Enrollment, err error) error {
 		n := a.handshakeRefusals
 		a.mu.Unlock()
 		if n >= 3 {
-			return &RevokedError{UUID: enr.File.UUID, Reason: "the server refused this envoy's certificate at the TLS handshake (" +
-				refused.Alert + "): it is revoked, replaced or unknown; register again with `vigo register --force`"}
+			reason := "the server refused this envoy's certificate at the TLS handshake (" +
+				refused.Alert + "): it is revoked, replaced or unknown; register again with `vigo register --force`"
+			if why := explainRefusal(enr); why != "" {
+				reason = why
+			}
+			return &RevokedError{UUID: enr.File.UUID, Reason: reason}
 		}
 		return fmt.Errorf("check-in: %w", refused)
 	}
@@ -417,4 +424,28 @@ func jitter(d time.Duration) time.Duration {
 		return d
 	}
 	return d - time.Duration(span/2) + time.Duration(n.Int64())
+}
+
+// explainRefusal asks the server's HTTPS API why it refuses this envoy's
+// certificate (a TLS alert carries no reason). It returns "" when the
+// server cannot say.
+func explainRefusal(enr *Enrollment) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(enr.File.ServerURL, "/")+"/api/v1/agent/self", nil)
+	if err != nil {
+		return ""
+	}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: enr.ClientTLSConfig()}}
+	defer c.CloseIdleConnections()
+	resp, err := c.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var self apiv1.AgentSelf
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&self) != nil || self.Accepted {
+		return ""
+	}
+	return self.Message
 }

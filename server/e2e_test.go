@@ -348,14 +348,17 @@ func TestE2ERegisterThenRevokedByPolicy(t *testing.T) {
 		`revocations: [{hostname: "gone.approved.test", reason: "decommissioned"}]`,
 		`revocations: [{hostname: "gone.approved.test", reason: "decommissioned"}, {hostname: "web1.example.com", reason: "disk stolen"}]`, 1))
 
-	// The controller reports a revision active before it has written its
-	// revocations to the store: wait for the envoy's record too.
-	e.WaitEnvoy(t, f.UUID, func(e apiv1.Envoy) bool { return e.Status == "revoked" })
+	// The controller activates a revision once its revocations are stored.
+	if st := e.PolicyStatus(t); st.Active == nil || st.Active.Revision != rev {
+		t.Fatalf("policy %s not active after WritePolicy: %+v", rev, st.Active)
+	}
 	r = runOnce()
 	if r.Code != agent.ExitRevoked {
 		t.Fatalf("run --once after the revocation: exit %d, want %d\n%s", r.Code, agent.ExitRevoked, r)
 	}
-	if want := "vigo: envoy " + f.UUID + " is refused by the server: "; !strings.Contains(r.Stderr, want) {
+	// The handshake refusal carries no reason; the agent asks the server
+	// and shows the revocation message.
+	if want := "envoy " + f.UUID + " is revoked: disk stolen (policy " + rev[:7] + ")"; !strings.Contains(r.Stderr, want) {
 		t.Errorf("stderr lacks %q\n%s", want, r)
 	}
 	env := e.Envoy(t, f.UUID)

@@ -220,6 +220,7 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (s *Server, err 
 			script, err := bootstrap.Render(bootstrap.Params{ServerURL: publicURL, GRPCAddress: grpcAddr, CAFingerprint: s.ca.Fingerprint(), OS: goos})
 			return script, bootstrap.ContentType(goos), err
 		},
+		Judge:          s.grpc.Judge,
 		AdminTokenHash: adminHash, WebhookSecret: webhookSecret, TrustedProxies: proxies,
 		RatePerSecond: cfg.Bootstrap.RateLimit.PerSecond, Burst: cfg.Bootstrap.RateLimit.Burst,
 		PublicURL: publicURL, Replica: cfg.Server.Replica, Ready: s.ready,

@@ -284,6 +284,9 @@ func TestAdminRoutesNeedToken(t *testing.T) {
 	if code, _ := in.Do(t, "GET", "/api/v1/tokens", nil, true); code != 401 {
 		t.Errorf("wrong admin token: HTTP %d", code)
 	}
+	if code, body := in.Do(t, "GET", "/api/v1/agent/self", nil, false); code != 401 || !strings.Contains(servertest.ErrorOf(body), "client certificate") {
+		t.Errorf("agent/self without a client certificate: HTTP %d %s", code, body)
+	}
 	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
 		if code, _ := in.Do(t, "GET", p, nil, false); code != 200 {
 			t.Errorf("%s: HTTP %d", p, code)

@@ -71,6 +71,15 @@ type AgentLatest struct {
 	URL       string `json:"url"`
 }
 
+// AgentSelf is the answer of GET /api/v1/agent/self, asked over HTTPS with
+// the envoy's client certificate after the gRPC handshake refused it: a TLS
+// alert carries no reason, this does.
+type AgentSelf struct {
+	UUID     string `json:"uuid"`
+	Accepted bool   `json:"accepted"`
+	Message  string `json:"message"` // e.g. "envoy 1b4e… is revoked: decommissioned (policy 3f2a9c1)"
+}
+
 // TokenCreateRequest is the body of POST /api/v1/tokens.
 type TokenCreateRequest struct {
 	Pattern string `json:"pattern"`

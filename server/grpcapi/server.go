@@ -17,6 +17,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -346,4 +347,19 @@ func (c *lingerConn) Close() error {
 		}()
 	})
 	return nil
+}
+
+// Judge tells whether a client certificate (already verified against the
+// CA) may check in, and if not, why, in the words of the check-in refusal.
+// The HTTPS API uses it to explain a refused handshake to the agent.
+func (s *Server) Judge(ctx context.Context, cert *x509.Certificate) (uuid, msg string, accepted bool, err error) {
+	id, err := s.identify(ctx, cert)
+	if err == nil {
+		return id.UUID, fmt.Sprintf("envoy %s is active", id.UUID), true, nil
+	}
+	var r *RefusedError
+	if errors.As(err, &r) && r.Reason != "" {
+		return r.UUID, r.Msg, false, nil
+	}
+	return "", "", false, err
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,6 +59,9 @@ type Config struct {
 	Dist AgentDist
 	// Bootstrap renders the bootstrap script for an OS ("" or "windows").
 	Bootstrap func(goos string) ([]byte, string, error)
+	// Judge explains to an envoy why the check-in service refuses its
+	// certificate (GET /api/v1/agent/self); nil disables the route.
+	Judge func(ctx context.Context, cert *x509.Certificate) (uuid, msg string, accepted bool, err error)
 	// AdminTokenHash is the SHA-256 of the admin token.
 	AdminTokenHash [32]byte
 	// WebhookSecret is the policy webhook's shared secret; empty disables the webhook.
@@ -144,6 +148,7 @@ func (a *API) routes() *http.ServeMux {
 	open("POST /api/v1/bootstrap/register", a.handleRegister)
 	open("GET /api/v1/agent/latest", a.dist(func(d AgentDist) http.HandlerFunc { return d.HandleLatest }))
 	open("GET /api/v1/agent/download/{os}/{arch}", a.dist(func(d AgentDist) http.HandlerFunc { return d.HandleDownload }))
+	open("GET /api/v1/agent/self", a.handleAgentSelf)
 	open("GET /api/v1/agent/signing-key", a.dist(func(d AgentDist) http.HandlerFunc { return d.HandleSigningKey }))
 
 	// Authenticated by its HMAC, rate-limited.
@@ -306,6 +311,25 @@ func (a *API) trusted(addr netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// handleAgentSelf answers an envoy that presents its client certificate
+// (verified against the CA by the TLS layer) with its own standing only.
+func (a *API) handleAgentSelf(w http.ResponseWriter, r *http.Request) {
+	if a.cfg.Judge == nil {
+		writeError(w, http.StatusNotFound, "not available")
+		return
+	}
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+		writeError(w, http.StatusUnauthorized, "present this envoy's client certificate (signed by the server's CA)")
+		return
+	}
+	uuid, msg, ok, err := a.cfg.Judge(r.Context(), r.TLS.PeerCertificates[0])
+	if err != nil {
+		a.internal(w, "judge envoy certificate", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, apiv1.AgentSelf{UUID: uuid, Accepted: ok, Message: msg})
 }
 
 func (a *API) handleReady(w http.ResponseWriter, r *http.Request) {
