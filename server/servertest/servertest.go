@@ -11,17 +11,22 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
 	"github.com/vigo-enroll/vigo/server"
@@ -246,4 +251,112 @@ type testWriter struct{ t testing.TB }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// PostgresSchema returns the DSN of the test PostgreSQL server
+// (VIGO_TEST_POSTGRES_DSN, a URL) with search_path set to a new, empty
+// schema that is dropped when the test ends. It skips the test when the
+// variable is unset.
+func PostgresSchema(t testing.TB) string {
+	t.Helper()
+	dsn := os.Getenv("VIGO_TEST_POSTGRES_DSN")
+	if dsn == "" {
+		t.Skip("VIGO_TEST_POSTGRES_DSN is not set; run `make test-postgres` " +
+			"(or: bash .ci/postgres.sh run go test ./server/)")
+	}
+	u, err := url.Parse(dsn)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		t.Fatalf("VIGO_TEST_POSTGRES_DSN must be a postgres:// URL")
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	schema := "vigo_test_" + hex.EncodeToString(b[:])
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connect to the test PostgreSQL server: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatalf("create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Errorf("connect to drop schema: %v", err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+			t.Errorf("drop schema: %v", err)
+		}
+	})
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// StartReplicas starts n servers as replicas of one deployment, the way
+// README.md ("Several servers") documents it: one PostgreSQL database (a
+// new schema of VIGO_TEST_POSTGRES_DSN; the test is skipped without it),
+// one CA shared through server.tls.ca_file and ca_key_file, one admin
+// token file, the same response signing key in every data folder, and one
+// policy folder that every replica watches. Each replica has its own data
+// folder, listeners and server.replica name ("replica-1", "replica-2"…).
+// o.DataDir must be empty; o.Config runs after these settings.
+func StartReplicas(t testing.TB, n int, o Options) []*Instance {
+	t.Helper()
+	if o.DataDir != "" {
+		t.Fatal("StartReplicas: Options.DataDir must be empty")
+	}
+	dsn := PostgresSchema(t)
+	shared := t.TempDir()
+	if o.PolicyDir == "" {
+		o.PolicyDir = filepath.Join(shared, "policy")
+		if o.Policy == "" {
+			o.Policy = DefaultPolicy
+		}
+		if err := os.MkdirAll(o.PolicyDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(o.PolicyDir, "policy.cue"), []byte(o.Policy), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out []*Instance
+	for i := range n {
+		ro := o
+		ro.DataDir = t.TempDir()
+		ro.Config = func(c *server.Config) {
+			c.Server.Replica = fmt.Sprintf("replica-%d", i+1)
+			c.Database.Driver = "postgres"
+			c.Database.DSN = dsn
+			c.Server.TLS.CAFile = filepath.Join(shared, "ca.pem")
+			c.Server.TLS.CAKeyFile = filepath.Join(shared, "ca_key.pem")
+			c.Admin.TokenFile = filepath.Join(shared, "admin.token")
+			if o.Config != nil {
+				o.Config(c)
+			}
+		}
+		if i > 0 {
+			// The key that signs check-in responses is pinned by agents
+			// at registration: every replica must hold the same one.
+			key, err := os.ReadFile(filepath.Join(out[0].DataDir, "tls", "response_signing_key"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.MkdirAll(filepath.Join(ro.DataDir, "tls"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(ro.DataDir, "tls", "response_signing_key"), key, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out = append(out, Start(t, ro))
+	}
+	return out
 }
