@@ -43,6 +43,10 @@ type ServerConfig struct {
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	// Replica names this server in status and audit (default: the host name).
 	Replica string `yaml:"replica"`
+	// ReplicaRefresh bounds how long a change made through another replica
+	// (a revocation, a renewal, a flag) takes to reach this replica's
+	// check-in cache (default 10s). Changes made here apply at once.
+	ReplicaRefresh Duration `yaml:"replica_refresh"`
 }
 
 // TLSConfig is `server.tls`.
@@ -51,6 +55,10 @@ type TLSConfig struct {
 	KeyFile   string `yaml:"key_file"`
 	CAFile    string `yaml:"ca_file"`
 	CAKeyFile string `yaml:"ca_key_file"`
+	// ResponseSigningKeyFile is the Ed25519 key that signs check-in
+	// responses (default tls/response_signing_key); agents pin its public
+	// key at registration, so replicas must share it.
+	ResponseSigningKeyFile string `yaml:"response_signing_key_file"`
 }
 
 // DatabaseConfig is the `database:` section.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/vigo-enroll/vigo/agent/fleetsim"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/server"
 	"github.com/vigo-enroll/vigo/server/servertest"
 	"github.com/vigo-enroll/vigo/server/store"
 )
@@ -236,7 +237,7 @@ func TestReplicaReplayRefused(t *testing.T) {
 // naming its replica), the envoy's check-ins are refused by both, and
 // last_seen written by both replicas' batches is the latest check-in.
 func TestReplicaPolicyRevocation(t *testing.T) {
-	rs := servertest.StartReplicas(t, 2, servertest.Options{})
+	rs := servertest.StartReplicas(t, 2, servertest.Options{Config: func(c *server.Config) { c.Server.ReplicaRefresh = server.Duration(time.Second) }})
 	e, conns := replicaEnvoy(t, rs, "rev.approved.test")
 	var last time.Time
 	for i, cc := range conns {

@@ -94,7 +94,14 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (s *Server, err 
 	if s.ca.Created {
 		logger.Info("created a new CA", "fingerprint", s.ca.Fingerprint(), "dir", filepath.Join(data, "tls"))
 	}
-	signKey, err := ca.LoadOrCreateSigningKey(filepath.Join(data, "tls", "response_signing_key"))
+	signKeyFile := cfg.Server.TLS.ResponseSigningKeyFile
+	if signKeyFile == "" {
+		signKeyFile = filepath.Join("tls", "response_signing_key")
+	}
+	if !filepath.IsAbs(signKeyFile) {
+		signKeyFile = filepath.Join(data, signKeyFile)
+	}
+	signKey, err := ca.LoadOrCreateSigningKey(signKeyFile)
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +168,8 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (s *Server, err 
 
 	s.grpc, err = grpcapi.New(grpcapi.Config{
 		Store: notify, CA: s.ca, SigningKey: signKey, Logger: logger, Interval: interval,
-		Registerer: s.registry, Replica: cfg.Server.Replica,
+		RefreshInterval: time.Duration(cfg.Server.ReplicaRefresh),
+		Registerer:      s.registry, Replica: cfg.Server.Replica,
 		CertValidity: func() time.Duration {
 			if p := s.policy(); p != nil {
 				return p.CertValidity()
@@ -170,6 +178,8 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (s *Server, err 
 		},
 		AgentVersion:  s.agentVersion,
 		TargetVersion: func() string { return cfg.Agent.Version },
+		// A shared database means possibly several replicas.
+		SharedNonces: cfg.Database.Driver == "postgres",
 	})
 	if err != nil {
 		return nil, err

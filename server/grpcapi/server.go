@@ -77,6 +77,10 @@ type Config struct {
 	// AgentVersion returns the agent version served for os/arch and its
 	// SHA-256; nil means updates are never offered.
 	AgentVersion func(os, arch string) (version, sha256 string, ok bool)
+	// SharedNonces also records every check-in nonce in the store
+	// (store.SeenNonce), so that a check-in replayed to another replica
+	// sharing the database is refused. Off for a single server.
+	SharedNonces bool
 	// TargetVersion returns the agent version every envoy should run (the
 	// server's agent.version), "" for none. An envoy's own update flag
 	// takes precedence. Nil means none.
@@ -179,6 +183,11 @@ func New(cfg Config) (*Server, error) {
 		grpc.Creds(&loggingCreds{TransportCredentials: credentials.NewTLS(s.tls), s: s}),
 		grpc.ChainUnaryInterceptor(s.recoverInterceptor, s.loggingInterceptor, s.authInterceptor),
 		grpc.MaxRecvMsgSize(64<<10), // check-ins and CSRs are small
+		// Small per-connection buffers: a fleet keeps one mostly idle
+		// connection per envoy, and check-in messages are a few hundred
+		// bytes, so the 32 KiB defaults would be memory held for nothing.
+		grpc.ReadBufferSize(4<<10),
+		grpc.WriteBufferSize(4<<10),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
 		// Connections are re-established now and then so that every
 		// connection is re-authenticated at a handshake.

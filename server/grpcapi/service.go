@@ -64,6 +64,20 @@ func (v *service) Checkin(ctx context.Context, req *agentpb.CheckinRequest) (*ag
 	case nonceFull:
 		return nil, status.Error(codes.ResourceExhausted, "replay cache is full; retry later")
 	}
+	if s.cfg.SharedNonces {
+		// Several replicas: the in-memory cache only sees this replica's
+		// check-ins, so the nonce is also recorded where all replicas see
+		// it (one small write per check-in, the price of replay
+		// protection across replicas).
+		seen, err := s.cfg.Store.SeenNonce(ctx, id.UUID, req.GetNonce(), ts.Add(s.cfg.MaxClockSkew))
+		if err != nil {
+			s.logger.Error("record check-in nonce", "envoy_uuid", id.UUID, "err", err)
+			return nil, status.Error(codes.Unavailable, "replay check unavailable; retry later")
+		}
+		if seen {
+			return nil, status.Error(codes.Unauthenticated, "check-in nonce was already used (replayed request)")
+		}
+	}
 	s.batch.record(store.Checkin{UUID: id.UUID, At: now, AgentVersion: req.GetAgentVersion(), Addr: peerIP(ctx)})
 
 	resp := &agentpb.CheckinResponse{

@@ -338,22 +338,11 @@ func StartReplicas(t testing.TB, n int, o Options) []*Instance {
 			c.Server.TLS.CAFile = filepath.Join(shared, "ca.pem")
 			c.Server.TLS.CAKeyFile = filepath.Join(shared, "ca_key.pem")
 			c.Admin.TokenFile = filepath.Join(shared, "admin.token")
+			// Agents pin the response signing key at registration:
+			// every replica holds the same one.
+			c.Server.TLS.ResponseSigningKeyFile = filepath.Join(shared, "response_signing_key")
 			if o.Config != nil {
 				o.Config(c)
-			}
-		}
-		if i > 0 {
-			// The key that signs check-in responses is pinned by agents
-			// at registration: every replica must hold the same one.
-			key, err := os.ReadFile(filepath.Join(out[0].DataDir, "tls", "response_signing_key"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.MkdirAll(filepath.Join(ro.DataDir, "tls"), 0o700); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(ro.DataDir, "tls", "response_signing_key"), key, 0o600); err != nil {
-				t.Fatal(err)
 			}
 		}
 		out = append(out, Start(t, ro))
