@@ -116,10 +116,11 @@ func Start(t testing.TB, o Options) *Instance {
 		t.Fatal(err)
 	}
 	in.AdminToken = strings.TrimSpace(string(tok))
-	in.Client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		TLSClientConfig:     &tls.Config{RootCAs: srv.CAPool(), ServerName: "127.0.0.1"},
-		MaxIdleConnsPerHost: 64,
-	}}
+	in.Client = &http.Client{Timeout: 3 * time.Minute, // bcrypt under -race on a busy machine is slow
+		Transport: &http.Transport{
+			TLSClientConfig:     &tls.Config{RootCAs: srv.CAPool(), ServerName: "127.0.0.1"},
+			MaxIdleConnsPerHost: 64,
+		}}
 	go func() { in.done <- srv.Run(ctx) }()
 	t.Cleanup(in.Stop)
 	in.waitReady(t)
