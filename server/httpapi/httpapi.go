@@ -118,7 +118,7 @@ func New(cfg Config) (*API, error) {
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "httpapi"),
 		limit:   newLimiter(cfg.RatePerSecond, cfg.Burst, cfg.Now),
-		hookLim: newLimiter(1, 10, cfg.Now),
+		hookLim: newLimiter(10, 50, cfg.Now), // a valid call only coalesces into one sync
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "vigo_http_request_duration_seconds", Help: "HTTP request durations by route and code.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
