@@ -71,11 +71,11 @@ func TestGRPCAddress(t *testing.T) {
 		{"[::1]:1530", "[::1]:1530"},
 	}
 	for _, tt := range tests {
-		if got, err := grpcAddress(tt.in, "vigo.example.com"); err != nil || got != tt.want {
-			t.Errorf("grpcAddress(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		if got, err := GRPCAddress(tt.in, "vigo.example.com"); err != nil || got != tt.want {
+			t.Errorf("GRPCAddress(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
 		}
 	}
-	if _, err := grpcAddress("no-port", "h"); err == nil {
+	if _, err := GRPCAddress("no-port", "h"); err == nil {
 		t.Error("grpcAddress without a port: no error")
 	}
 }

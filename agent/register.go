@@ -133,7 +133,7 @@ func Register(ctx context.Context, p RegisterParams) (*Enrollment, error) {
 	if err != nil {
 		return nil, err
 	}
-	grpcAddr, err := grpcAddress(resp.GRPCAddress, base.Hostname())
+	grpcAddr, err := GRPCAddress(resp.GRPCAddress, base.Hostname())
 	if err != nil {
 		return nil, err
 	}
@@ -333,9 +333,9 @@ func checkRegisterResponse(r *apiv1.RegisterResponse, pub ed25519.PublicKey, pin
 	return cert, caCert, nil
 }
 
-// grpcAddress resolves the gRPC address of the answer: a missing host
-// means the host of the registration URL.
-func grpcAddress(addr, host string) (string, error) {
+// GRPCAddress resolves the grpc_address of a registration answer: a
+// missing or unspecified host means host, the host of the registration URL.
+func GRPCAddress(addr, host string) (string, error) {
 	if addr == "" {
 		return net.JoinHostPort(host, "1530"), nil
 	}

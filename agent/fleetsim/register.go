@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vigo-enroll/vigo/agent"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
 )
 
@@ -168,7 +169,7 @@ func EnvoyFromRegistration(r *apiv1.RegisterResponse, key ed25519.PrivateKey, se
 	if !ok {
 		return nil, nil, errors.New("register: answer server_public_key is not Ed25519")
 	}
-	addr, err := grpcAddress(r.GRPCAddress, base.Hostname())
+	addr, err := agent.GRPCAddress(r.GRPCAddress, base.Hostname())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -182,21 +183,4 @@ func pemBytes(s, typ string) ([]byte, error) {
 		return nil, fmt.Errorf("not a PEM %s", typ)
 	}
 	return b.Bytes, nil
-}
-
-// grpcAddress resolves the gRPC address of a registration answer: a
-// missing or unspecified host means the host of the registration URL, as
-// the agent does.
-func grpcAddress(addr, host string) (string, error) {
-	if addr == "" {
-		return net.JoinHostPort(host, "1530"), nil
-	}
-	h, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", fmt.Errorf("register: answer grpc_address %q: %w", addr, err)
-	}
-	if h == "" || h == "0.0.0.0" || h == "::" {
-		h = host
-	}
-	return net.JoinHostPort(h, port), nil
 }

@@ -11,7 +11,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -19,17 +18,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
 	"github.com/vigo-enroll/vigo/server"
+	"github.com/vigo-enroll/vigo/server/store/storetest"
 )
 
 // Options tune a test server.
@@ -254,52 +251,10 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// PostgresSchema returns the DSN of the test PostgreSQL server
-// (VIGO_TEST_POSTGRES_DSN, a URL) with search_path set to a new, empty
-// schema that is dropped when the test ends. It skips the test when the
-// variable is unset.
-func PostgresSchema(t testing.TB) string {
-	t.Helper()
-	dsn := os.Getenv("VIGO_TEST_POSTGRES_DSN")
-	if dsn == "" {
-		t.Skip("VIGO_TEST_POSTGRES_DSN is not set; run `make test-postgres` " +
-			"(or: bash .ci/postgres.sh run go test ./server/)")
-	}
-	u, err := url.Parse(dsn)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		t.Fatalf("VIGO_TEST_POSTGRES_DSN must be a postgres:// URL")
-	}
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	schema := "vigo_test_" + hex.EncodeToString(b[:])
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatalf("connect to the test PostgreSQL server: %v", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			t.Errorf("connect to drop schema: %v", err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema: %v", err)
-		}
-	})
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
+// PostgresSchema returns the DSN of the test PostgreSQL server with
+// search_path set to a new, empty schema dropped when the test ends; it
+// skips the test when VIGO_TEST_POSTGRES_DSN is unset.
+func PostgresSchema(t testing.TB) string { return storetest.PostgresSchema(t) }
 
 // StartReplicas starts n servers as replicas of one deployment, the way
 // README.md ("Several servers") documents it: one PostgreSQL database (a

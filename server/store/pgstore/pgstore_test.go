@@ -2,83 +2,21 @@ package pgstore
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/vigo-enroll/vigo/server/store"
 	"github.com/vigo-enroll/vigo/server/store/storetest"
 )
 
 // testDSN returns the DSN of the test server, or skips the test.
-func testDSN(t testing.TB) string {
-	t.Helper()
-	dsn := os.Getenv("VIGO_TEST_POSTGRES_DSN")
-	if dsn == "" {
-		t.Skip("VIGO_TEST_POSTGRES_DSN is not set; run `make test-postgres` " +
-			"(or: bash .ci/postgres.sh run go test ./server/store/pgstore/)")
-	}
-	return dsn
-}
+func testDSN(t testing.TB) string { return storetest.PostgresDSN(t) }
 
-// freshSchema creates an empty schema for one test, drops it at the end,
-// and returns a DSN whose search_path selects it.
-func freshSchema(t testing.TB) string {
-	t.Helper()
-	dsn := testDSN(t)
-	var b [6]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
-	}
-	schema := "vigo_test_" + hex.EncodeToString(b[:])
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatalf("connect to test server: %v", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			t.Errorf("connect to drop schema: %v", err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema: %v", err)
-		}
-	})
-	return withParam(t, dsn, "search_path", schema)
-}
-
-// withParam adds a run-time parameter to a URL or key=value DSN.
-func withParam(t testing.TB, dsn, key, value string) string {
-	t.Helper()
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		u, err := url.Parse(dsn)
-		if err != nil {
-			t.Fatalf("parse VIGO_TEST_POSTGRES_DSN: %v", err)
-		}
-		q := u.Query()
-		q.Set(key, value)
-		u.RawQuery = q.Encode()
-		return u.String()
-	}
-	return dsn + " " + key + "=" + value
-}
+// freshSchema returns a DSN selecting a new schema, dropped after the test.
+func freshSchema(t testing.TB) string { return storetest.PostgresSchema(t) }
 
 func openFresh(t testing.TB) *Store {
 	t.Helper()
