@@ -36,7 +36,7 @@ func scanToken(sc interface{ Scan(...any) error }) (store.Token, error) {
 
 // CreateToken stores a new token and appends audit in one transaction.
 func (s *Store) CreateToken(ctx context.Context, t store.Token, audit store.AuditEvent) error {
-	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *wtx) error {
 		hash := t.SecretHash
 		if hash == nil {
 			hash = []byte{}
@@ -90,7 +90,7 @@ func (s *Store) ListTokens(ctx context.Context) ([]store.Token, error) {
 
 // RevokeToken marks an unused token revoked and appends audit.
 func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time, audit store.AuditEvent) error {
-	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *wtx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE tokens SET revoked_at = ? WHERE id = ? AND used_at IS NULL AND revoked_at IS NULL`,
 			s.orNow(at).UnixMilli(), id)
 		if err != nil {
@@ -163,7 +163,7 @@ func (s *Store) Enroll(ctx context.Context, p store.EnrollParams) ([]store.Envoy
 		e.PublicKey = []byte{}
 	}
 	var replaced []store.Envoy
-	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *wtx) error {
 		replaced = nil
 		if p.TokenID != "" {
 			// Conditional consume: of concurrent uses of one token, exactly
@@ -296,7 +296,7 @@ func (s *Store) ListEnvoys(ctx context.Context, f store.EnvoyFilter) ([]store.En
 // active envoy with that hostname; one with neither matches nothing.
 func (s *Store) RevokeEnvoys(ctx context.Context, rs []store.Revocation) ([]store.Envoy, error) {
 	var revoked []store.Envoy
-	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *wtx) error {
 		revoked = nil
 		for _, r := range rs {
 			if r.UUID == "" && r.Hostname == "" {
@@ -356,7 +356,7 @@ func activeOrWhy(ctx context.Context, q querier, uuid string) error {
 
 // SetEnvoyFlags sets the pending actions of an active envoy and appends audit.
 func (s *Store) SetEnvoyFlags(ctx context.Context, uuid string, f store.EnvoyFlags, audit store.AuditEvent) error {
-	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *wtx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE envoys SET rebootstrap = ?, update_version = ? WHERE uuid = ? AND status = 'active'`,
 			f.Rebootstrap, f.UpdateVersion, uuid)
 		if err != nil {
@@ -381,7 +381,7 @@ func (s *Store) SetEnvoyFlags(ctx context.Context, uuid string, f store.EnvoyFla
 // RenewCertificate records a new certificate for an active envoy whose
 // current serial is p.OldSerial.
 func (s *Store) RenewCertificate(ctx context.Context, p store.RenewParams) error {
-	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *wtx) error {
 		var key any // NULL keeps the current key
 		if p.PublicKey != nil {
 			key = p.PublicKey
@@ -414,7 +414,7 @@ func (s *Store) RecordCheckins(ctx context.Context, cs []store.Checkin) error {
 	if len(cs) == 0 {
 		return nil
 	}
-	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *wtx) error {
 		stmt, err := tx.PrepareContext(ctx, `UPDATE envoys SET last_seen = ?1, agent_version = ?2, last_addr = ?3
 			WHERE uuid = ?4 AND (last_seen IS NULL OR last_seen < ?1)`)
 		if err != nil {
@@ -438,7 +438,7 @@ func (s *Store) RecordCheckins(ctx context.Context, cs []store.Checkin) error {
 // already recorded.
 func (s *Store) SeenNonce(ctx context.Context, envoyUUID string, nonce []byte, expires time.Time) (bool, error) {
 	var seen bool
-	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *wtx) error {
 		// Only this envoy's expired nonces: Prune sweeps the rest.
 		if _, err := tx.ExecContext(ctx, `DELETE FROM nonces WHERE envoy_uuid = ? AND expires_at <= ?`, envoyUUID, s.now().UnixMilli()); err != nil {
 			return err
@@ -485,7 +485,7 @@ func (s *Store) AppendAudit(ctx context.Context, evs ...store.AuditEvent) error 
 	if len(evs) == 0 {
 		return nil
 	}
-	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *wtx) error {
 		for _, ev := range evs {
 			if err := s.insertAudit(ctx, tx, ev); err != nil {
 				return err
@@ -543,7 +543,7 @@ func (s *Store) SavePolicyRevision(ctx context.Context, r store.PolicyRevision) 
 	if err != nil {
 		return fmt.Errorf("save policy revision %s: encode files: %w", r.ID, err)
 	}
-	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err = s.write(ctx, func(ctx context.Context, tx *wtx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO policy_revision (singleton, id, source, files, signer, applied_at)
 			VALUES (1, ?, ?, ?, ?, ?)
 			ON CONFLICT (singleton) DO UPDATE SET id = excluded.id, source = excluded.source, files = excluded.files,
@@ -584,7 +584,7 @@ func (s *Store) LoadPolicyRevision(ctx context.Context) (store.PolicyRevision, e
 // are never reused.
 func (s *Store) Prune(ctx context.Context, before time.Time) (int64, error) {
 	var total int64
-	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *wtx) error {
 		total = 0
 		cut := before.UnixMilli()
 		res, err := tx.ExecContext(ctx, `DELETE FROM audit WHERE at < ?`, cut)

@@ -50,7 +50,9 @@ type Store struct {
 	now func() time.Time
 	log *slog.Logger
 
-	writes     chan *writeOp // to the writer goroutine (group commit)
+	writes     chan *writeOp        // to the writer goroutine (group commit)
+	stmts      map[string]*sql.Stmt // prepared on wdb; used by the writer goroutine only
+	toPrepare  map[string]bool      // seen in a transaction, prepared after it
 	closing    chan struct{}
 	writerDone chan struct{}
 	closeOnce  sync.Once
@@ -111,6 +113,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	wdb.SetConnMaxIdleTime(0)
 	s.wdb = wdb
 	s.writes, s.closing, s.writerDone = make(chan *writeOp), make(chan struct{}), make(chan struct{})
+	s.stmts, s.toPrepare = map[string]*sql.Stmt{}, map[string]bool{}
 	go s.writer()
 	// Create the file and switch it to WAL before readers connect.
 	if err := connect(ctx, wdb, busy); err != nil {
@@ -219,7 +222,7 @@ func (s *Store) migrate(ctx context.Context) error {
 	}
 	for i, m := range migrations {
 		version := i + 1
-		err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		err := s.write(ctx, func(ctx context.Context, tx *wtx) error {
 			var n int
 			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n); err != nil {
 				return err
@@ -251,8 +254,76 @@ const maxGroup = 64
 
 type writeOp struct {
 	ctx  context.Context
-	fn   func(context.Context, *sql.Tx) error
+	fn   func(context.Context, *wtx) error
 	done chan error
+}
+
+// maxStmts bounds the write connection's statement cache.
+const maxStmts = 128
+
+// wtx is a write transaction whose statements are prepared once per query
+// text on the single write connection and reused (modernc's SQLite spends
+// more on preparing a statement than on running a small one). A statement
+// cannot be prepared on the connection while a transaction holds it, so a
+// query seen for the first time runs unprepared and is prepared once the
+// transaction is over.
+type wtx struct {
+	*sql.Tx
+	s *Store
+}
+
+func (t *wtx) cached(ctx context.Context, query string) *sql.Stmt {
+	st, ok := t.s.stmts[query]
+	if !ok {
+		if len(t.s.stmts)+len(t.s.toPrepare) < maxStmts {
+			t.s.toPrepare[query] = true
+		}
+		return nil
+	}
+	return t.Tx.StmtContext(ctx, st)
+}
+
+// ExecContext runs query, prepared when it was seen before.
+func (t *wtx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if st := t.cached(ctx, query); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return t.Tx.ExecContext(ctx, query, args...)
+}
+
+// QueryContext runs query, prepared when it was seen before.
+func (t *wtx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if st := t.cached(ctx, query); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return t.Tx.QueryContext(ctx, query, args...)
+}
+
+// QueryRowContext runs query, prepared when it was seen before.
+func (t *wtx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if st := t.cached(ctx, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return t.Tx.QueryRowContext(ctx, query, args...)
+}
+
+// PrepareContext returns the cached statement for query when there is one.
+func (t *wtx) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
+	if st := t.cached(ctx, query); st != nil {
+		return st, nil
+	}
+	return t.Tx.PrepareContext(ctx, query)
+}
+
+// prepareSeen prepares, outside any transaction, the queries first seen in
+// the last one.
+func (s *Store) prepareSeen() {
+	for q := range s.toPrepare {
+		if st, err := s.wdb.PrepareContext(context.Background(), q); err == nil {
+			s.stmts[q] = st
+		}
+		delete(s.toPrepare, q)
+	}
 }
 
 // write runs fn in a write transaction on the single write connection and
@@ -266,7 +337,7 @@ type writeOp struct {
 // is durable. fn gets a context that keeps the caller's values but not its
 // cancellation: an interrupted statement would roll back the whole shared
 // transaction. A caller that gives up before its turn is skipped.
-func (s *Store) write(ctx context.Context, fn func(context.Context, *sql.Tx) error) error {
+func (s *Store) write(ctx context.Context, fn func(context.Context, *wtx) error) error {
 	op := &writeOp{ctx: ctx, fn: fn, done: make(chan error, 1)}
 	select {
 	case s.writes <- op:
@@ -299,6 +370,7 @@ func (s *Store) writer() {
 			}
 		}
 		s.commitGroup(group)
+		s.prepareSeen()
 	}
 }
 
@@ -313,9 +385,24 @@ func (s *Store) commitGroup(group []*writeOp) {
 		}
 	}
 	bg := context.Background()
-	tx, err := s.wdb.BeginTx(bg, nil)
+	sqlTx, err := s.wdb.BeginTx(bg, nil)
 	if err != nil {
 		finish(err)
+		return
+	}
+	tx := &wtx{Tx: sqlTx, s: s}
+	if len(group) == 1 {
+		// Alone in its transaction: no savepoint needed.
+		op := group[0]
+		if errs[0] = op.ctx.Err(); errs[0] == nil {
+			errs[0] = op.fn(context.WithoutCancel(op.ctx), tx)
+		}
+		if errs[0] != nil {
+			_ = tx.Rollback()
+			finish(nil)
+			return
+		}
+		finish(tx.Commit())
 		return
 	}
 	for i, op := range group {
