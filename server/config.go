@@ -43,6 +43,10 @@ type ServerConfig struct {
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	// Replica names this server in status and audit (default: the host name).
 	Replica string `yaml:"replica"`
+	// GRPCIdleTimeout closes check-in connections idle for longer (0 keeps
+	// them). Set it below bootstrap.checkin_interval for large fleets: memory
+	// then stays flat, each check-in pays a TLS handshake (see BENCHMARKS.md).
+	GRPCIdleTimeout Duration `yaml:"grpc_idle_timeout"`
 	// ReplicaRefresh bounds how long a change made through another replica
 	// (a revocation, a renewal, a flag) takes to reach this replica's
 	// check-in cache (default 10s). Changes made here apply at once.

@@ -169,6 +169,7 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (s *Server, err 
 	s.grpc, err = grpcapi.New(grpcapi.Config{
 		Store: notify, CA: s.ca, SigningKey: signKey, Logger: logger, Interval: interval,
 		RefreshInterval: time.Duration(cfg.Server.ReplicaRefresh),
+		IdleTimeout:     time.Duration(cfg.Server.GRPCIdleTimeout),
 		Registerer:      s.registry, Replica: cfg.Server.Replica,
 		CertValidity: func() time.Duration {
 			if p := s.policy(); p != nil {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -353,6 +355,45 @@ func TestUpdateAction(t *testing.T) {
 	e.Server.EnvoyChanged(v.UUID)
 	if diff := cmp.Diff([]string{"2.0.0", strings.Repeat("ab", 32)}, checkin("1.0.0")); diff != "" {
 		t.Errorf("per-envoy flag without a target: update hook (-want +got):\n%s", diff)
+	}
+}
+
+// TestIdleTimeout: with an idle timeout the server closes a quiet agent
+// connection (the gauge of open connections drops), and the agent's next
+// check-in simply opens a new one.
+func TestIdleTimeout(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e := grpcapitest.New(t, grpcapitest.Options{IdleTimeout: 100 * time.Millisecond, Registerer: reg})
+	v := e.EnrollNow("idle.example.com")
+	a := e.Agent(v, agent.Config{})
+	conns := func() float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "vigo_grpc_connections" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("no vigo_grpc_connections metric")
+		return 0
+	}
+	if _, err := a.CheckinOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := conns(); n != 1 {
+		t.Fatalf("open connections after a check-in = %v, want 1", n)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for conns() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the idle connection was not closed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := a.CheckinOnce(context.Background()); err != nil {
+		t.Fatalf("check-in after the idle close: %v", err)
 	}
 }
 

@@ -1,9 +1,11 @@
 package grpcapi
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/stats"
 )
 
 type metrics struct {
@@ -12,6 +14,7 @@ type metrics struct {
 	handshakeRefusals *prometheus.CounterVec
 	flushed           prometheus.Counter
 	flushErrors       prometheus.Counter
+	connections       prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer, nonces *nonceCache) (*metrics, error) {
@@ -37,11 +40,15 @@ func newMetrics(reg prometheus.Registerer, nonces *nonceCache) (*metrics, error)
 			Name: "vigo_grpc_checkin_flush_errors_total",
 			Help: "Failed batched writes of check-ins.",
 		}),
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "vigo_grpc_connections",
+			Help: "Open agent connections (each costs memory; see server.grpc_idle_timeout).",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{m.requests, m.duration, m.handshakeRefusals, m.flushed, m.flushErrors,
+	cs := []prometheus.Collector{m.requests, m.duration, m.handshakeRefusals, m.flushed, m.flushErrors, m.connections,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "vigo_grpc_nonce_cache_entries",
 			Help: "Check-in nonces remembered against replay.",
@@ -53,4 +60,19 @@ func newMetrics(reg prometheus.Registerer, nonces *nonceCache) (*metrics, error)
 		}
 	}
 	return m, nil
+}
+
+// connStats counts open connections for the vigo_grpc_connections gauge.
+type connStats struct{ g prometheus.Gauge }
+
+func (c connStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context   { return ctx }
+func (c connStats) HandleRPC(context.Context, stats.RPCStats)                         {}
+func (c connStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (c connStats) HandleConn(_ context.Context, s stats.ConnStats) {
+	switch s.(type) {
+	case *stats.ConnBegin:
+		c.g.Inc()
+	case *stats.ConnEnd:
+		c.g.Dec()
+	}
 }

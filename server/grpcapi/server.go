@@ -77,6 +77,11 @@ type Config struct {
 	// AgentVersion returns the agent version served for os/arch and its
 	// SHA-256; nil means updates are never offered.
 	AgentVersion func(os, arch string) (version, sha256 string, ok bool)
+	// IdleTimeout closes connections idle for longer (0 keeps them until
+	// MaxConnectionAge). Below the check-in interval, every check-in opens
+	// a new connection: server memory stays flat however large the fleet,
+	// at the cost of a TLS handshake per check-in.
+	IdleTimeout time.Duration
 	// SharedNonces also records every check-in nonce in the store
 	// (store.SeenNonce), so that a check-in replayed to another replica
 	// sharing the database is refused. Off for a single server.
@@ -182,6 +187,7 @@ func New(cfg Config) (*Server, error) {
 	s.grpc = grpc.NewServer(
 		grpc.Creds(&loggingCreds{TransportCredentials: credentials.NewTLS(s.tls), s: s}),
 		grpc.ChainUnaryInterceptor(s.recoverInterceptor, s.loggingInterceptor, s.authInterceptor),
+		grpc.StatsHandler(connStats{s.m.connections}),
 		grpc.MaxRecvMsgSize(64<<10), // check-ins and CSRs are small
 		// Small per-connection buffers: a fleet keeps one mostly idle
 		// connection per envoy, and check-in messages are a few hundred
@@ -191,7 +197,9 @@ func New(cfg Config) (*Server, error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
 		// Connections are re-established now and then so that every
 		// connection is re-authenticated at a handshake.
-		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: time.Hour, MaxConnectionAgeGrace: time.Minute}),
+		// IdleTimeout trades CPU for memory: an idle connection costs tens
+		// of KB, a new one a full handshake per check-in.
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: time.Hour, MaxConnectionAgeGrace: time.Minute, MaxConnectionIdle: cfg.IdleTimeout}),
 	)
 	agentpb.RegisterAgentServiceServer(s.grpc, &service{s: s})
 

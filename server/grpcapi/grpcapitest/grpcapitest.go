@@ -24,6 +24,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -58,6 +60,8 @@ type Options struct {
 	AgentVersion  func(os, arch string) (string, string, bool)
 	TargetVersion func() string
 	SigningKey    ed25519.PrivateKey
+	IdleTimeout   time.Duration
+	Registerer    prometheus.Registerer
 }
 
 // New starts the servers; t.Cleanup stops them.
@@ -78,7 +82,8 @@ func New(t testing.TB, o Options) *Env {
 	if key == nil {
 		_, key, _ = ed25519.GenerateKey(rand.Reader)
 	}
-	srv, err := grpcapi.New(grpcapi.Config{Store: st, CA: c, SigningKey: key, AgentVersion: o.AgentVersion, TargetVersion: o.TargetVersion, Interval: 30 * time.Second})
+	srv, err := grpcapi.New(grpcapi.Config{Store: st, CA: c, SigningKey: key, AgentVersion: o.AgentVersion, TargetVersion: o.TargetVersion, Interval: 30 * time.Second,
+		IdleTimeout: o.IdleTimeout, Registerer: o.Registerer})
 	if err != nil {
 		t.Fatal(err)
 	}
