@@ -196,12 +196,12 @@ func (s *Store) Enroll(ctx context.Context, p store.EnrollParams) ([]store.Envoy
 			replaced, err = collectEnvoys(tx.Query(ctx, `UPDATE envoys
 				SET status = 'revoked', revoked_at = $1, revoked_reason = $4, replaced_by = $2
 				WHERE hostname = $3 AND status = 'active' RETURNING `+envoyCols,
-				now, e.UUID, e.Hostname, replaceReason(p)))
+				now, e.UUID, e.Hostname, p.ReplacedReason()))
 			if err != nil {
 				return fmt.Errorf("replace envoy %s: %w", e.Hostname, err)
 			}
 			for _, old := range replaced {
-				if err := s.insertAudit(ctx, tx, replacedAudit(old, e.UUID, replaceReason(p), now, p.Audit)); err != nil {
+				if err := s.insertAudit(ctx, tx, store.ReplacedEvent(old, e.UUID, p.ReplacedReason(), now, p.Audit)); err != nil {
 					return err
 				}
 			}
@@ -243,23 +243,6 @@ func (s *Store) Enroll(ctx context.Context, p store.EnrollParams) ([]store.Envoy
 		return nil, fmt.Errorf("enroll %s: %w", e.UUID, err)
 	}
 	return replaced, nil
-}
-
-// replacedAudit is the "envoy.revoked" event for an envoy replaced by a
-// forced enrollment.
-func replacedAudit(old store.Envoy, by, reason string, at time.Time, reg store.AuditEvent) store.AuditEvent {
-	return store.AuditEvent{
-		At:        at,
-		Type:      store.AuditEnvoyRevoked,
-		Result:    "ok",
-		Hostname:  old.Hostname,
-		SourceIP:  reg.SourceIP,
-		Revision:  reg.Revision,
-		EnvoyUUID: old.UUID,
-		Reason:    reason,
-		Replica:   reg.Replica,
-		Details:   map[string]string{"replaced_by": by},
-	}
 }
 
 // GetEnvoy returns the envoy with this UUID, or store.ErrNotFound.
@@ -332,16 +315,7 @@ func (s *Store) RevokeEnvoys(ctx context.Context, rs []store.Revocation) ([]stor
 				return err
 			}
 			for _, e := range es {
-				err := s.insertAudit(ctx, tx, store.AuditEvent{
-					At:        at,
-					Type:      store.AuditEnvoyRevoked,
-					Result:    "ok",
-					Hostname:  e.Hostname,
-					Revision:  r.Revision,
-					EnvoyUUID: e.UUID,
-					Reason:    r.Reason,
-					Replica:   r.Replica,
-				})
+				err := s.insertAudit(ctx, tx, store.RevokedEvent(e, r, at))
 				if err != nil {
 					return err
 				}
@@ -636,12 +610,4 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (int64, error) {
 		return 0, fmt.Errorf("prune before %s: %w", before.UTC().Format(time.RFC3339), err)
 	}
 	return total, nil
-}
-
-// replaceReason is the revocation reason of an envoy replaced by p.
-func replaceReason(p store.EnrollParams) string {
-	if p.ReplaceReason != "" {
-		return p.ReplaceReason
-	}
-	return "replaced"
 }

@@ -185,12 +185,12 @@ func (s *Store) Enroll(ctx context.Context, p store.EnrollParams) ([]store.Envoy
 			replaced, err = collectEnvoys(tx.QueryContext(ctx, `UPDATE envoys
 				SET status = 'revoked', revoked_at = ?, revoked_reason = ?, replaced_by = ?
 				WHERE hostname = ? AND status = 'active' RETURNING `+envoyCols,
-				now.UnixMilli(), replaceReason(p), e.UUID, e.Hostname))
+				now.UnixMilli(), p.ReplacedReason(), e.UUID, e.Hostname))
 			if err != nil {
 				return fmt.Errorf("replace envoy %s: %w", e.Hostname, err)
 			}
 			for _, old := range replaced {
-				ev := replacedAudit(old, e.UUID, replaceReason(p), now, p.Audit)
+				ev := store.ReplacedEvent(old, e.UUID, p.ReplacedReason(), now, p.Audit)
 				if err := s.insertAudit(ctx, tx, ev); err != nil {
 					return err
 				}
@@ -218,23 +218,6 @@ func (s *Store) Enroll(ctx context.Context, p store.EnrollParams) ([]store.Envoy
 		return nil, fmt.Errorf("enroll %s: %w", e.UUID, err)
 	}
 	return replaced, nil
-}
-
-// replacedAudit is the "envoy.revoked" event for an envoy replaced by a
-// forced enrollment.
-func replacedAudit(old store.Envoy, by, reason string, at time.Time, reg store.AuditEvent) store.AuditEvent {
-	return store.AuditEvent{
-		At:        at,
-		Type:      store.AuditEnvoyRevoked,
-		Result:    "ok",
-		Hostname:  old.Hostname,
-		SourceIP:  reg.SourceIP,
-		Revision:  reg.Revision,
-		EnvoyUUID: old.UUID,
-		Reason:    reason,
-		Replica:   reg.Replica,
-		Details:   map[string]string{"replaced_by": by},
-	}
 }
 
 // GetEnvoy returns the envoy with this UUID, or store.ErrNotFound.
@@ -312,16 +295,7 @@ func (s *Store) RevokeEnvoys(ctx context.Context, rs []store.Revocation) ([]stor
 				return err
 			}
 			for _, e := range es {
-				err := s.insertAudit(ctx, tx, store.AuditEvent{
-					At:        at,
-					Type:      store.AuditEnvoyRevoked,
-					Result:    "ok",
-					Hostname:  e.Hostname,
-					Revision:  r.Revision,
-					EnvoyUUID: e.UUID,
-					Reason:    r.Reason,
-					Replica:   r.Replica,
-				})
+				err := s.insertAudit(ctx, tx, store.RevokedEvent(e, r, at))
 				if err != nil {
 					return err
 				}
@@ -621,12 +595,4 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (int64, error) {
 		return 0, fmt.Errorf("prune before %s: %w", before.UTC().Format(time.RFC3339), err)
 	}
 	return total, nil
-}
-
-// replaceReason is the revocation reason of an envoy replaced by p.
-func replaceReason(p store.EnrollParams) string {
-	if p.ReplaceReason != "" {
-		return p.ReplaceReason
-	}
-	return "replaced"
 }
