@@ -49,13 +49,16 @@ dist-sign-agent: ## Sign every binary in dist/ with the offline key: make dist-s
 	$(GO) run ./cmd/vigocli dist sign --dir dist --key $(KEY)
 
 fuzz: ## Run each fuzz target for a short while
-	$(GO) test ./policy -run '^$$' -fuzz FuzzGlob -fuzztime 20s
-	$(GO) test ./policy -run '^$$' -fuzz FuzzLoad -fuzztime 20s
+	$(GO) test ./policy -run '^$$' -fuzz '^FuzzGlobMatch$$' -fuzztime 20s
+	$(GO) test ./policy -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime 20s
+	$(GO) test ./gitsync -run '^$$' -fuzz '^FuzzSSHSig$$' -fuzztime 10s
 	$(GO) test ./server/token -run '^$$' -fuzz FuzzParse -fuzztime 10s
 	$(GO) test ./server/httpapi -run '^$$' -fuzz FuzzDecodeRegister -fuzztime 10s
 
-bench: ## Run the Go benchmarks that BENCHMARKS.md reports
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./policy ./server/...
+bench: ## Run the Go benchmarks that BENCHMARKS.md reports (see it for the fleet simulator)
+	$(GO) test -run '^$$' -bench 'Decide|Load' -benchtime 2s ./policy
+	$(GO) test -run '^$$' -bench 'Registration|PushToActive|BootstrapOneLiner' -benchtime 20x ./server
+	$(GO) test -run '^$$' -bench Load -benchtime 1x ./server/grpcapi/loadtest
 
 clean: ## Remove build outputs (not the data folder)
 	rm -rf $(BIN) dist
