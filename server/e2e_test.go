@@ -358,7 +358,7 @@ func TestE2ERegisterThenRevokedByPolicy(t *testing.T) {
 	}
 	// The handshake refusal carries no reason; the agent asks the server
 	// and shows the revocation message.
-	if want := "envoy " + f.UUID + " is revoked: disk stolen (policy " + rev[:7] + ")"; !strings.Contains(r.Stderr, want) {
+	if want := "envoy " + f.UUID + " is revoked: disk stolen (policy local@sha256:" + strings.TrimPrefix(rev, "local@sha256:")[:7] + ")"; !strings.Contains(r.Stderr, want) {
 		t.Errorf("stderr lacks %q\n%s", want, r)
 	}
 	env := e.Envoy(t, f.UUID)

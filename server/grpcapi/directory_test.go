@@ -77,3 +77,15 @@ func TestDirectory(t *testing.T) {
 		t.Fatalf("u2 after invalidate: %+v", en)
 	}
 }
+
+func TestShortRevision(t *testing.T) {
+	for in, want := range map[string]string{
+		"3f2a9c1d0e4b5a6978":            "3f2a9c1",
+		"local@sha256:59f820990133f96a": "local@sha256:59f8209",
+		"abc":                           "abc",
+	} {
+		if got := shortRevision(in); got != want {
+			t.Errorf("shortRevision(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

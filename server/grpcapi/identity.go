@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -77,11 +78,7 @@ func revokedMessage(en *entry) string {
 	msg := fmt.Sprintf("envoy %s is revoked: %s", en.uuid, reason)
 	switch {
 	case en.revokedRevision != "":
-		rev := en.revokedRevision
-		if len(rev) > 7 {
-			rev = rev[:7]
-		}
-		msg += fmt.Sprintf(" (policy %s)", rev)
+		msg += fmt.Sprintf(" (policy %s)", shortRevision(en.revokedRevision))
 	case en.replacedBy != "":
 		msg += fmt.Sprintf(" (replaced by %s)", en.replacedBy)
 	}
@@ -107,4 +104,19 @@ func (s *Server) identify(ctx context.Context, cert *x509.Certificate) (Envoy, e
 		return Envoy{}, r
 	}
 	return Envoy{UUID: uuid, Hostname: en.hostname, Serial: serial, Certificate: cert, entry: en}, nil
+}
+
+// shortRevision abbreviates a policy revision for messages: a commit id to
+// 7 characters, a local folder's "local@sha256:<hash>" to 7 of the hash.
+func shortRevision(rev string) string {
+	if h, ok := strings.CutPrefix(rev, "local@sha256:"); ok {
+		if len(h) > 7 {
+			h = h[:7]
+		}
+		return "local@sha256:" + h
+	}
+	if len(rev) > 7 {
+		return rev[:7]
+	}
+	return rev
 }
