@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -152,11 +153,10 @@ func TestPragmas(t *testing.T) {
 		want   string
 	}{
 		{"journal_mode", s.wdb, "journal_mode", "wal"},
-		{"synchronous", s.wdb, "synchronous", "2"}, // FULL
+		{"synchronous", s.wdb, "synchronous", "1"}, // NORMAL: the syncer fsyncs the WAL
 		{"foreign_keys", s.wdb, "foreign_keys", "1"},
 		{"busy_timeout", s.wdb, "busy_timeout", "10000"},
 		{"reader query_only", s.rdb, "query_only", "1"},
-		{"reader synchronous", s.rdb, "synchronous", "2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got string
@@ -167,6 +167,75 @@ func TestPragmas(t *testing.T) {
 				t.Errorf("PRAGMA %s = %q, want %q", tc.pragma, got, tc.want)
 			}
 		})
+	}
+}
+
+// TestWriteAnsweredAfterWALSync checks the durability order: a write is
+// committed, then the WAL is synced, then the writer is answered.
+func TestWriteAnsweredAfterWALSync(t *testing.T) {
+	s := openTemp(t)
+	var returned atomic.Bool
+	syncs := 0
+	s.syncWAL = func() error {
+		syncs++
+		if returned.Load() {
+			t.Error("Enroll returned before the WAL sync")
+		}
+		var n int
+		if err := s.rdb.QueryRow(`SELECT COUNT(*) FROM envoys`).Scan(&n); err != nil || n != 1 {
+			t.Errorf("at the sync, envoys = %d (%v), want the committed one", n, err)
+		}
+		return syncFile(s.walPath())
+	}
+	_, err := s.Enroll(t.Context(), store.EnrollParams{Envoy: testEnvoy(1), Now: t0, Audit: store.AuditEvent{At: t0, Type: store.AuditRegistration}})
+	returned.Store(true)
+	if err != nil {
+		t.Fatalf("Enroll: %v", err)
+	}
+	if syncs == 0 {
+		t.Error("Enroll returned without a WAL sync")
+	}
+}
+
+// TestWALSyncFailureRefusesWrites: after a failed fsync nothing more is
+// acknowledged, and the error says what happened and what to do.
+func TestWALSyncFailureRefusesWrites(t *testing.T) {
+	s := openTemp(t)
+	syncs := 0
+	s.syncWAL = func() error { syncs++; return errors.New("input/output error") }
+	_, err := s.Enroll(t.Context(), store.EnrollParams{Envoy: testEnvoy(1), Now: t0, Audit: store.AuditEvent{At: t0, Type: store.AuditRegistration}})
+	if err == nil || !strings.Contains(err.Error(), "could not be synced") || !strings.Contains(err.Error(), "input/output error") {
+		t.Fatalf("Enroll with a failing sync: %v, want the sync error", err)
+	}
+	_, err = s.Enroll(t.Context(), store.EnrollParams{Envoy: testEnvoy(2), Now: t0, Audit: store.AuditEvent{At: t0, Type: store.AuditRegistration}})
+	if err == nil || !strings.Contains(err.Error(), "restarted") {
+		t.Fatalf("Enroll after a failed sync: %v, want writes refused", err)
+	}
+	if syncs != 1 {
+		t.Errorf("syncs = %d, want 1 (writes refused without trying again)", syncs)
+	}
+}
+
+// TestSyncFileReachesTheWAL: the file the syncer fsyncs is SQLite's WAL,
+// and it holds the commit.
+func TestSyncFileReachesTheWAL(t *testing.T) {
+	s := openTemp(t)
+	before, err := os.Stat(s.walPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Enroll(t.Context(), store.EnrollParams{Envoy: testEnvoy(1), Now: t0, Audit: store.AuditEvent{At: t0, Type: store.AuditRegistration}}); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.Stat(s.walPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Size() <= before.Size() && after.ModTime().Equal(before.ModTime()) {
+		t.Errorf("the WAL %s did not change with a commit (size %d -> %d)", s.walPath(), before.Size(), after.Size())
+	}
+	if err := syncFile(filepath.Join(t.TempDir(), "missing-wal")); err == nil {
+		t.Error("syncFile of a missing file succeeded")
 	}
 }
 
