@@ -147,7 +147,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:    cfg,
 		logger: cfg.Logger.With("component", "grpcapi"),
 		now:    cfg.Now,
-		dir:    &directory{store: cfg.Store, now: cfg.Now},
+		dir:    newDirectory(cfg.Store, cfg.Now),
 		nonces: newNonceCache(cfg.MaxNonces),
 		pubKey: cfg.SigningKey.Public().(ed25519.PublicKey),
 	}
@@ -212,6 +212,14 @@ func New(cfg Config) (*Server, error) {
 }
 
 func (s *Server) refreshLoop(ctx context.Context) {
+	start := time.Now()
+	if n, err := s.dir.warm(ctx); err != nil {
+		if ctx.Err() == nil {
+			s.logger.Warn("envoy directory not warmed; envoys are read at their first check-in", "err", err)
+		}
+	} else {
+		s.logger.Debug("envoy directory warmed", "envoys", n, "took", time.Since(start).Round(time.Millisecond))
+	}
 	t := time.NewTicker(s.cfg.RefreshInterval)
 	defer t.Stop()
 	for {

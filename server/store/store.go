@@ -43,7 +43,8 @@ type Store interface {
 	GetEnvoy(ctx context.Context, uuid string) (Envoy, error)
 	// GetActiveEnvoyByHostname returns the active envoy with this hostname, or ErrNotFound.
 	GetActiveEnvoyByHostname(ctx context.Context, hostname string) (Envoy, error)
-	// ListEnvoys returns envoys matching f, ordered by created_at then uuid.
+	// ListEnvoys returns envoys matching f, ordered by created_at then uuid
+	// (by the time of their last change with f.ChangedSince).
 	ListEnvoys(ctx context.Context, f EnvoyFilter) ([]Envoy, error)
 	// RevokeEnvoys revokes every active envoy matched by one of rs (by UUID
 	// or by hostname) and appends one "envoy.revoked" audit event for each.
@@ -148,6 +149,12 @@ type EnvoyFilter struct {
 	Status   string
 	Hostname string // exact, lower-case
 	Limit    int
+	// ChangedSince selects the envoys enrolled, revoked, renewed or given
+	// flags at or after this time of the store's clock (check-ins do not
+	// count). Replicas use it to refresh their caches with what changed
+	// instead of re-reading every envoy. The result is then ordered by that
+	// time instead of by creation.
+	ChangedSince time.Time
 }
 
 // EnrollParams is the input of Store.Enroll.

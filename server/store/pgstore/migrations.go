@@ -121,4 +121,13 @@ CREATE TABLE nonces (
 );
 CREATE INDEX nonces_expires_at ON nonces (expires_at);
 `,
+	// 2: when an envoy last changed (enrolled, revoked, renewed, flags set;
+	// not check-ins), so that replicas refresh their caches with the
+	// envoys that changed rather than with all of them.
+	`
+ALTER TABLE envoys ADD COLUMN changed_at timestamptz;
+UPDATE envoys SET changed_at = GREATEST(created_at, revoked_at);
+ALTER TABLE envoys ALTER COLUMN changed_at SET NOT NULL;
+CREATE INDEX envoys_changed_at ON envoys (changed_at, uuid);
+`,
 }

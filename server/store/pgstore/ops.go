@@ -194,9 +194,9 @@ func (s *Store) Enroll(ctx context.Context, p store.EnrollParams) ([]store.Envoy
 		if p.Force {
 			var err error
 			replaced, err = collectEnvoys(tx.Query(ctx, `UPDATE envoys
-				SET status = 'revoked', revoked_at = $1, revoked_reason = $4, replaced_by = $2
+				SET status = 'revoked', revoked_at = $1, revoked_reason = $4, replaced_by = $2, changed_at = $5
 				WHERE hostname = $3 AND status = 'active' RETURNING `+envoyCols,
-				now, e.UUID, e.Hostname, p.ReplacedReason()))
+				now, e.UUID, e.Hostname, p.ReplacedReason(), s.now()))
 			if err != nil {
 				return fmt.Errorf("replace envoy %s: %w", e.Hostname, err)
 			}
@@ -206,11 +206,12 @@ func (s *Store) Enroll(ctx context.Context, p store.EnrollParams) ([]store.Envoy
 				}
 			}
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO envoys (`+envoyCols+`)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)`,
+		_, err := tx.Exec(ctx, `INSERT INTO envoys (`+envoyCols+`, changed_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)`,
 			e.UUID, e.Hostname, e.PublicKey, e.CertSerial, ts(e.CertNotAfter), e.OS, e.Arch, e.SourceIP, e.Method, e.Rule,
 			e.PolicyRevision, e.TokenID, e.CreatedAt, e.Status, ts(e.RevokedAt), e.RevokedReason,
-			e.RevokedRevision, e.ReplacedBy, ts(e.LastSeen), e.AgentVersion, e.LastAddr, e.Rebootstrap, e.UpdateVersion)
+			e.RevokedRevision, e.ReplacedBy, ts(e.LastSeen), e.AgentVersion, e.LastAddr, e.Rebootstrap, e.UpdateVersion,
+			s.now())
 		if err != nil {
 			var pe *pgconn.PgError
 			if errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "envoys_active_hostname" {
@@ -270,7 +271,8 @@ func (s *Store) GetActiveEnvoyByHostname(ctx context.Context, hostname string) (
 	return e, nil
 }
 
-// ListEnvoys returns envoys matching f, ordered by created_at then uuid.
+// ListEnvoys returns envoys matching f, ordered by created_at then uuid
+// (by changed_at then uuid with f.ChangedSince).
 func (s *Store) ListEnvoys(ctx context.Context, f store.EnvoyFilter) ([]store.Envoy, error) {
 	q := `SELECT ` + envoyCols + ` FROM envoys WHERE true`
 	var args []any
@@ -282,7 +284,12 @@ func (s *Store) ListEnvoys(ctx context.Context, f store.EnvoyFilter) ([]store.En
 		args = append(args, f.Hostname)
 		q += fmt.Sprintf(` AND hostname = $%d`, len(args))
 	}
-	q += ` ORDER BY created_at, uuid`
+	if !f.ChangedSince.IsZero() {
+		args = append(args, f.ChangedSince)
+		q += fmt.Sprintf(` AND changed_at >= $%d ORDER BY changed_at, uuid`, len(args))
+	} else {
+		q += ` ORDER BY created_at, uuid`
+	}
 	if f.Limit > 0 {
 		args = append(args, f.Limit)
 		q += fmt.Sprintf(` LIMIT $%d`, len(args))
@@ -307,10 +314,10 @@ func (s *Store) RevokeEnvoys(ctx context.Context, rs []store.Revocation) ([]stor
 			}
 			at := s.orNow(r.At)
 			es, err := collectEnvoys(tx.Query(ctx, `UPDATE envoys
-				SET status = 'revoked', revoked_at = $1, revoked_reason = $2, revoked_revision = $3
+				SET status = 'revoked', revoked_at = $1, revoked_reason = $2, revoked_revision = $3, changed_at = $6
 				WHERE status = 'active' AND (($4::text <> '' AND uuid = $4) OR ($5::text <> '' AND hostname = $5))
 				RETURNING `+envoyCols,
-				at, r.Reason, r.Revision, r.UUID, r.Hostname))
+				at, r.Reason, r.Revision, r.UUID, r.Hostname, s.now()))
 			if err != nil {
 				return err
 			}
@@ -351,8 +358,8 @@ func activeOrWhy(ctx context.Context, q querier, uuid string) error {
 // SetEnvoyFlags sets the pending actions of an active envoy and appends audit.
 func (s *Store) SetEnvoyFlags(ctx context.Context, uuid string, f store.EnvoyFlags, audit store.AuditEvent) error {
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE envoys SET rebootstrap = $1, update_version = $2 WHERE uuid = $3 AND status = 'active'`,
-			f.Rebootstrap, f.UpdateVersion, uuid)
+		tag, err := tx.Exec(ctx, `UPDATE envoys SET rebootstrap = $1, update_version = $2, changed_at = $4 WHERE uuid = $3 AND status = 'active'`,
+			f.Rebootstrap, f.UpdateVersion, uuid, s.now())
 		if err != nil {
 			return err
 		}
@@ -374,9 +381,9 @@ func (s *Store) SetEnvoyFlags(ctx context.Context, uuid string, f store.EnvoyFla
 // current serial is p.OldSerial.
 func (s *Store) RenewCertificate(ctx context.Context, p store.RenewParams) error {
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE envoys SET cert_serial = $1, cert_not_after = $2, public_key = COALESCE($3, public_key)
+		tag, err := tx.Exec(ctx, `UPDATE envoys SET cert_serial = $1, cert_not_after = $2, public_key = COALESCE($3, public_key), changed_at = $6
 			WHERE uuid = $4 AND status = 'active' AND cert_serial = $5`,
-			p.NewSerial, ts(p.NotAfter), p.PublicKey, p.UUID, p.OldSerial) // nil PublicKey is NULL: keep
+			p.NewSerial, ts(p.NotAfter), p.PublicKey, p.UUID, p.OldSerial, s.now()) // nil PublicKey is NULL: keep
 		if err != nil {
 			return err
 		}

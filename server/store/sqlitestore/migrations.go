@@ -113,4 +113,12 @@ CREATE TABLE nonces (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX nonces_expires_at ON nonces (expires_at);
 `,
+	// 2: when an envoy last changed (enrolled, revoked, renewed, flags set;
+	// not check-ins), so that replicas refresh their caches with the
+	// envoys that changed rather than with all of them.
+	`
+ALTER TABLE envoys ADD COLUMN changed_at INTEGER NOT NULL DEFAULT 0;
+UPDATE envoys SET changed_at = MAX(created_at, COALESCE(revoked_at, 0));
+CREATE INDEX envoys_changed_at ON envoys (changed_at, uuid);
+`,
 }

@@ -183,9 +183,9 @@ func (s *Store) Enroll(ctx context.Context, p store.EnrollParams) ([]store.Envoy
 		if p.Force {
 			var err error
 			replaced, err = collectEnvoys(tx.QueryContext(ctx, `UPDATE envoys
-				SET status = 'revoked', revoked_at = ?, revoked_reason = ?, replaced_by = ?
+				SET status = 'revoked', revoked_at = ?, revoked_reason = ?, replaced_by = ?, changed_at = ?
 				WHERE hostname = ? AND status = 'active' RETURNING `+envoyCols,
-				now.UnixMilli(), p.ReplacedReason(), e.UUID, e.Hostname))
+				now.UnixMilli(), p.ReplacedReason(), e.UUID, s.now().UnixMilli(), e.Hostname))
 			if err != nil {
 				return fmt.Errorf("replace envoy %s: %w", e.Hostname, err)
 			}
@@ -196,11 +196,12 @@ func (s *Store) Enroll(ctx context.Context, p store.EnrollParams) ([]store.Envoy
 				}
 			}
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO envoys (`+envoyCols+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		_, err := tx.ExecContext(ctx, `INSERT INTO envoys (`+envoyCols+`, changed_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			e.UUID, e.Hostname, e.PublicKey, e.CertSerial, ms(e.CertNotAfter), e.OS, e.Arch, e.SourceIP, e.Method, e.Rule,
 			e.PolicyRevision, e.TokenID, e.CreatedAt.UnixMilli(), e.Status, ms(e.RevokedAt), e.RevokedReason,
-			e.RevokedRevision, e.ReplacedBy, ms(e.LastSeen), e.AgentVersion, e.LastAddr, e.Rebootstrap, e.UpdateVersion)
+			e.RevokedRevision, e.ReplacedBy, ms(e.LastSeen), e.AgentVersion, e.LastAddr, e.Rebootstrap, e.UpdateVersion,
+			s.now().UnixMilli())
 		if err != nil {
 			switch sqliteCode(err) {
 			case sqlite3.SQLITE_CONSTRAINT_UNIQUE:
@@ -250,7 +251,8 @@ func (s *Store) GetActiveEnvoyByHostname(ctx context.Context, hostname string) (
 	return e, nil
 }
 
-// ListEnvoys returns envoys matching f, ordered by created_at then uuid.
+// ListEnvoys returns envoys matching f, ordered by created_at then uuid
+// (by changed_at then uuid with f.ChangedSince).
 func (s *Store) ListEnvoys(ctx context.Context, f store.EnvoyFilter) ([]store.Envoy, error) {
 	q := `SELECT ` + envoyCols + ` FROM envoys WHERE 1 = 1`
 	var args []any
@@ -262,7 +264,12 @@ func (s *Store) ListEnvoys(ctx context.Context, f store.EnvoyFilter) ([]store.En
 		q += ` AND hostname = ?`
 		args = append(args, f.Hostname)
 	}
-	q += ` ORDER BY created_at, uuid`
+	if !f.ChangedSince.IsZero() {
+		q += ` AND changed_at >= ? ORDER BY changed_at, uuid`
+		args = append(args, f.ChangedSince.UnixMilli())
+	} else {
+		q += ` ORDER BY created_at, uuid`
+	}
 	if f.Limit > 0 {
 		q += ` LIMIT ?`
 		args = append(args, f.Limit)
@@ -287,10 +294,10 @@ func (s *Store) RevokeEnvoys(ctx context.Context, rs []store.Revocation) ([]stor
 			}
 			at := s.orNow(r.At)
 			es, err := collectEnvoys(tx.QueryContext(ctx, `UPDATE envoys
-				SET status = 'revoked', revoked_at = ?, revoked_reason = ?, revoked_revision = ?
+				SET status = 'revoked', revoked_at = ?, revoked_reason = ?, revoked_revision = ?, changed_at = ?
 				WHERE status = 'active' AND ((? <> '' AND uuid = ?) OR (? <> '' AND hostname = ?))
 				RETURNING `+envoyCols,
-				at.UnixMilli(), r.Reason, r.Revision, r.UUID, r.UUID, r.Hostname, r.Hostname))
+				at.UnixMilli(), r.Reason, r.Revision, s.now().UnixMilli(), r.UUID, r.UUID, r.Hostname, r.Hostname))
 			if err != nil {
 				return err
 			}
@@ -331,8 +338,8 @@ func activeOrWhy(ctx context.Context, q querier, uuid string) error {
 // SetEnvoyFlags sets the pending actions of an active envoy and appends audit.
 func (s *Store) SetEnvoyFlags(ctx context.Context, uuid string, f store.EnvoyFlags, audit store.AuditEvent) error {
 	err := s.write(ctx, func(ctx context.Context, tx *wtx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE envoys SET rebootstrap = ?, update_version = ? WHERE uuid = ? AND status = 'active'`,
-			f.Rebootstrap, f.UpdateVersion, uuid)
+		res, err := tx.ExecContext(ctx, `UPDATE envoys SET rebootstrap = ?, update_version = ?, changed_at = ? WHERE uuid = ? AND status = 'active'`,
+			f.Rebootstrap, f.UpdateVersion, s.now().UnixMilli(), uuid)
 		if err != nil {
 			return err
 		}
@@ -360,9 +367,9 @@ func (s *Store) RenewCertificate(ctx context.Context, p store.RenewParams) error
 		if p.PublicKey != nil {
 			key = p.PublicKey
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE envoys SET cert_serial = ?, cert_not_after = ?, public_key = COALESCE(?, public_key)
+		res, err := tx.ExecContext(ctx, `UPDATE envoys SET cert_serial = ?, cert_not_after = ?, public_key = COALESCE(?, public_key), changed_at = ?
 			WHERE uuid = ? AND status = 'active' AND cert_serial = ?`,
-			p.NewSerial, ms(p.NotAfter), key, p.UUID, p.OldSerial)
+			p.NewSerial, ms(p.NotAfter), key, s.now().UnixMilli(), p.UUID, p.OldSerial)
 		if err != nil {
 			return err
 		}

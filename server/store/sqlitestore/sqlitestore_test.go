@@ -117,6 +117,40 @@ func TestMigrationsIdempotent(t *testing.T) {
 	}
 }
 
+// TestMigrationChangedAt upgrades a version-1 database with envoys: each
+// gets changed_at from its last change known then (revocation or
+// enrollment).
+func TestMigrationChangedAt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vigo.db")
+	all := migrations
+	migrations = all[:1]
+	s, err := Open(t.Context(), path, Options{})
+	migrations = all
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`INSERT INTO envoys (uuid, hostname, public_key, created_at, status) VALUES ('a', 'a.example.com', x'00', 1000, 'active')`,
+		`INSERT INTO envoys (uuid, hostname, public_key, created_at, status, revoked_at) VALUES ('b', 'b.example.com', x'00', 1000, 'revoked', 5000)`,
+	} {
+		if _, err := s.wdb.ExecContext(t.Context(), q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s = openAt(t, path)
+	for uuid, want := range map[string]int64{"a": 1000, "b": 5000} {
+		var got int64
+		if err := s.rdb.QueryRowContext(t.Context(), `SELECT changed_at FROM envoys WHERE uuid = ?`, uuid).Scan(&got); err != nil || got != want {
+			t.Errorf("changed_at of %s = %d (%v), want %d", uuid, got, err, want)
+		}
+	}
+	es, err := s.ListEnvoys(t.Context(), store.EnvoyFilter{ChangedSince: time.UnixMilli(2000)})
+	if err != nil || len(es) != 1 || es[0].UUID != "b" {
+		t.Errorf("changed since 2000 ms = %v (%v), want only b", es, err)
+	}
+}
+
 // TestConcurrentOpen opens the same new file from several goroutines at
 // once, as two processes starting together would: each migration is
 // applied once and no Open fails.
@@ -384,6 +418,7 @@ func TestListEnvoysUsesIndexes(t *testing.T) {
 		{"active by hostname", `SELECT ` + envoyCols + ` FROM envoys WHERE hostname = ? AND status = 'active'`, []any{"host1.example.com"}},
 		{"by status", `SELECT ` + envoyCols + ` FROM envoys WHERE 1 = 1 AND status = ? ORDER BY created_at, uuid LIMIT ?`, []any{"active", 100}},
 		{"all ordered", `SELECT ` + envoyCols + ` FROM envoys WHERE 1 = 1 ORDER BY created_at, uuid`, nil},
+		{"changed since", `SELECT ` + envoyCols + ` FROM envoys WHERE 1 = 1 AND changed_at >= ? ORDER BY changed_at, uuid`, []any{0}},
 		{"audit since", `SELECT id FROM audit WHERE at >= ? ORDER BY at, id LIMIT ?`, []any{0, -1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -56,6 +57,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RenewCertificate", testRenewCertificate},
 		{"RecordCheckins", testRecordCheckins},
 		{"ListEnvoys", testListEnvoys},
+		{"ListEnvoysChangedSince", testChangedSince},
 		{"Audit", testAudit},
 		{"PolicyRevision", testPolicyRevision},
 		{"Prune", testPrune},
@@ -823,6 +825,67 @@ func testRecordCheckins(t *testing.T, s store.Store) {
 		if got := getEnvoy(t, s, uuidN(i)).LastSeen; !got.Equal(want) {
 			t.Errorf("envoy %d LastSeen = %v, want %v", i, got, want)
 		}
+	}
+}
+
+// testChangedSince: every change a replica's cache depends on (enrolled,
+// revoked, replaced, renewed, flags) makes the envoy match ChangedSince
+// from then on; a check-in does not. The store's clock is the real one
+// here, so the test steps past a millisecond between phases.
+func testChangedSince(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	var es []store.Envoy
+	for i := range 6 {
+		es = append(es, enroll(t, s, newEnvoy(i+1, fmt.Sprintf("c%d.example.com", i+1))))
+	}
+	changed := func(since time.Time) []string {
+		t.Helper()
+		got, err := s.ListEnvoys(ctx, store.EnvoyFilter{ChangedSince: since})
+		if err != nil {
+			t.Fatalf("ListEnvoys(ChangedSince): %v", err)
+		}
+		var hosts []string
+		for _, e := range got {
+			hosts = append(hosts, e.Hostname)
+		}
+		slices.Sort(hosts)
+		return hosts
+	}
+	if got := changed(time.Now().Add(-time.Hour)); len(got) != 6 {
+		t.Errorf("changed in the last hour = %v, want the 6 enrolled", got)
+	}
+	time.Sleep(3 * time.Millisecond)
+	since := time.Now()
+	time.Sleep(3 * time.Millisecond)
+	if got := changed(since); len(got) != 0 {
+		t.Errorf("changed since before any change = %v, want none", got)
+	}
+
+	if err := s.RecordCheckins(ctx, []store.Checkin{{UUID: es[0].UUID, At: time.Now(), AgentVersion: "2", Addr: "192.0.2.1:1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RevokeEnvoys(ctx, []store.Revocation{{UUID: es[1].UUID, Reason: "test", At: t0}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetEnvoyFlags(ctx, es[2].UUID, store.EnvoyFlags{Rebootstrap: true}, store.AuditEvent{At: t0, Type: store.AuditEnvoyUpdate, EnvoyUUID: es[2].UUID}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RenewCertificate(ctx, store.RenewParams{UUID: es[3].UUID, OldSerial: es[3].CertSerial, NewSerial: "f00d", NotAfter: t0.Add(time.Hour), Audit: store.AuditEvent{At: t0, Type: store.AuditEnvoyRenewed, EnvoyUUID: es[3].UUID}}); err != nil {
+		t.Fatal(err)
+	}
+	// Replacing c5 changes the old envoy (revoked) and adds a new one.
+	repl := newEnvoy(50, "c5.example.com")
+	if _, err := s.Enroll(ctx, store.EnrollParams{Envoy: repl, Force: true, Now: t0, Audit: regAudit(repl)}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"c2.example.com", "c3.example.com", "c4.example.com", "c5.example.com", "c5.example.com"}
+	if got := changed(since); !slices.Equal(got, want) {
+		t.Errorf("changed since = %v, want %v (a check-in is not a change; c6 was untouched)", got, want)
+	}
+	// Filters combine.
+	got, err := s.ListEnvoys(ctx, store.EnvoyFilter{ChangedSince: since, Status: store.StatusRevoked})
+	if err != nil || len(got) != 2 {
+		t.Errorf("revoked and changed since = %d envoys (%v), want 2 (c2 and the replaced c5)", len(got), err)
 	}
 }
 
