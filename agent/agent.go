@@ -230,7 +230,12 @@ func (a *Agent) classify(enr *Enrollment, err error) error {
 		if n >= 3 {
 			reason := "the server refused this envoy's certificate at the TLS handshake (" +
 				refused.Alert + "): it is revoked, replaced or unknown; register again with `vigo register --force`"
-			if why := explainRefusal(enr); why != "" {
+			if c := enr.Certificate(); c != nil && a.cfg.Now().After(c.NotAfter) {
+				// The server's alert does not say why (crypto/tls sends
+				// "bad certificate" for every refusal it is told of).
+				reason = fmt.Sprintf("this envoy's certificate expired at %s (the agent was not running when it was due for renewal): register again with `vigo register --force`",
+					c.NotAfter.UTC().Format(time.RFC3339))
+			} else if why := explainRefusal(enr); why != "" {
 				reason = why
 			}
 			return &RevokedError{UUID: enr.File.UUID, Reason: reason}

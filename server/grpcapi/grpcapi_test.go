@@ -275,8 +275,11 @@ func TestForeignCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := e.HandshakeAlert(cert, v.Key); got != "unknown certificate authority" {
-		t.Fatalf("foreign CA: alert %q, want unknown certificate authority", got)
+	// The chain is verified in VerifyConnection, whose refusals crypto/tls
+	// always sends as "bad certificate" (it sent "unknown certificate
+	// authority" when it verified the chain itself).
+	if got := e.HandshakeAlert(cert, v.Key); got != "bad certificate" {
+		t.Fatalf("foreign CA: alert %q, want bad certificate", got)
 	}
 	if got := e.HandshakeAlert(v.Cert, v.Key); got != "" {
 		t.Fatalf("genuine certificate: alert %q, want none", got)
@@ -450,5 +453,22 @@ func TestRenewNewKey(t *testing.T) {
 	nv.Key, nv.Cert = key, cert
 	if _, err := c.Checkin(ctx, grpcapitest.SignedRequest(nv, time.Now())); err != nil {
 		t.Errorf("check-in with the new key: %v", err)
+	}
+}
+
+// TestExpiredCertificateExplained: the server refuses an expired envoy
+// certificate at the handshake with a bare "bad certificate"; the agent
+// says what happened and what to do.
+func TestExpiredCertificateExplained(t *testing.T) {
+	e := grpcapitest.New(t, grpcapitest.Options{})
+	now := time.Now()
+	v := e.Enroll("old1.example.com", now.Add(-48*time.Hour), now.Add(-time.Minute))
+	a := e.Agent(v, agent.Config{MaxBackoff: time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := a.Run(ctx)
+	rev, ok := grpcapitest.IsRevoked(err)
+	if !ok || !strings.Contains(rev.Reason, "certificate expired at "+v.Cert.NotAfter.UTC().Format(time.RFC3339)) || !strings.Contains(rev.Reason, "vigo register --force") {
+		t.Fatalf("Run = %v, want a RevokedError saying the certificate expired and what to do", err)
 	}
 }

@@ -109,6 +109,15 @@ type Server struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	closeMu sync.Once
+
+	// roots are the only roots client chains may end at: a private copy
+	// of the CA pool, so that nothing can change what certs remembers
+	// verified against.
+	roots *x509.CertPool
+	// certs remembers verified client chains; nil verifies every chain.
+	certs *certCache
+	// verifyChain is (*x509.Certificate).Verify; tests count its calls.
+	verifyChain func(*x509.Certificate, x509.VerifyOptions) ([][]*x509.Certificate, error)
 }
 
 // New builds the server and starts its background loops (batched writes,
@@ -158,6 +167,10 @@ func New(cfg Config) (*Server, error) {
 	s.m = m
 	s.batch = &checkinBatcher{store: cfg.Store, logger: s.logger, m: m, pending: make(map[string]store.Checkin)}
 
+	s.roots = cfg.CA.Pool().Clone()
+	s.certs = newCertCache(certCacheSize)
+	s.verifyChain = (*x509.Certificate).Verify
+
 	// The chain ends with the CA, so an agent pinning the CA fingerprint
 	// can find it.
 	serverCert := cfg.CA.ServerTLSCertificate()
@@ -168,9 +181,21 @@ func New(cfg Config) (*Server, error) {
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{serverCert},
 		// The client certificate is the envoy's identity: required, and
-		// verified against our CA only (not the system roots).
-		ClientAuth: tls.RequireAndVerifyClientCert,
-		ClientCAs:  cfg.CA.Pool(),
+		// verified against our CA only (not the system roots), in
+		// verifyConnection rather than by crypto/tls, so that a chain
+		// verified once is not verified again at every handshake (see
+		// certCache). RequireAnyClientCert still refuses a handshake
+		// without a certificate and still checks the client's
+		// CertificateVerify signature, its proof that it holds the
+		// certificate's key: readClientCertificate in
+		// crypto/tls/handshake_server_tls13.go calls
+		// verifyHandshakeSignature with the leaf's public key whatever
+		// ClientAuth is, right after VerifyConnection. One difference a
+		// client sees: crypto/tls sends every VerifyConnection error as
+		// a "bad certificate" alert, where its own verification sent
+		// "unknown certificate authority" or "expired certificate".
+		ClientAuth: tls.RequireAnyClientCert,
+		ClientCAs:  s.roots,
 		Time:       cfg.Now,
 		// Session tickets off: a resumed session skips the certificate
 		// exchange, so revocation would rest on VerifyConnection alone
@@ -179,8 +204,8 @@ func New(cfg Config) (*Server, error) {
 		// certificate. The cost is a full handshake per connection,
 		// which agents amortise over a long-lived connection.
 		SessionTicketsDisabled: true,
-		// Revocation and "is this the envoy's current certificate" are
-		// checked here, after chain verification, so a revoked envoy
+		// Chain verification, then revocation and "is this the envoy's
+		// current certificate" are checked here, so a revoked envoy
 		// cannot even complete a handshake.
 		VerifyConnection: s.verifyConnection,
 	}
@@ -300,10 +325,17 @@ func (s *Server) EnvoyChanged(uuid string) { s.dir.invalidate(uuid) }
 // Flush writes the batched check-ins now (tests, shutdown hooks).
 func (s *Server) Flush(ctx context.Context) { s.batch.flush(ctx) }
 
-// verifyConnection runs in every handshake after the chain was verified.
+// verifyConnection runs in every handshake. It verifies the client's
+// certificate chain (crypto/tls does not: ClientAuth is
+// RequireAnyClientCert), then judges the envoy against the directory. The
+// chain comes first, as when crypto/tls verified it: identify trusts what
+// the certificate says.
 func (s *Server) verifyConnection(cs tls.ConnectionState) error {
 	if len(cs.PeerCertificates) == 0 {
 		return errors.New("no client certificate")
+	}
+	if err := s.verifyClientChain(cs.PeerCertificates, s.now()); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
