@@ -13,7 +13,6 @@ import (
 	"errors"
 	"math"
 	"slices"
-	"sync"
 	"time"
 )
 
@@ -24,9 +23,6 @@ const (
 	// works: the envoys evicted are verified in full, as before the
 	// cache.
 	certCacheSize = 1 << 18
-	// certCacheShards spreads the cache over independently locked maps so
-	// that concurrent handshakes rarely contend.
-	certCacheShards = 64
 )
 
 // certKey is the SHA-256 of a presented chain (see chainKey).
@@ -83,36 +79,19 @@ func (w certWindow) contains(now time.Time) bool {
 // of the shard is free: an evicted envoy is simply verified in full at its
 // next handshake.
 type certCache struct {
-	maxPerShard int
-	shards      [certCacheShards]certShard
-}
-
-type certShard struct {
-	mu sync.Mutex
-	m  map[certKey]certWindow
-	_  [48]byte // keep shards on separate cache lines
+	shardedMap[certKey, certWindow]
 }
 
 func newCertCache(max int) *certCache {
-	c := &certCache{maxPerShard: max / certCacheShards}
-	if c.maxPerShard < 1 {
-		c.maxPerShard = 1
-	}
-	for i := range c.shards {
-		c.shards[i].m = make(map[certKey]certWindow)
-	}
+	c := &certCache{}
+	c.init(max)
 	return c
-}
-
-func (c *certCache) shard(k certKey) *certShard {
-	// The key is a hash: its first byte is as good a shard key as any.
-	return &c.shards[int(k[0])%certCacheShards]
 }
 
 // valid tells whether the chain k verified before and now is within its
 // window. An entry outside its window is dropped.
 func (c *certCache) valid(k certKey, now time.Time) bool {
-	s := c.shard(k)
+	s := c.shard(k[0])
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	w, ok := s.m[k]
@@ -128,7 +107,7 @@ func (c *certCache) valid(k certKey, now time.Time) bool {
 
 // add remembers that chain k verified and stays valid within w.
 func (c *certCache) add(k certKey, w certWindow, now time.Time) {
-	s := c.shard(k)
+	s := c.shard(k[0])
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.m[k]; !ok && len(s.m) >= c.maxPerShard {
@@ -147,18 +126,6 @@ func (c *certCache) add(k certKey, w certWindow, now time.Time) {
 		}
 	}
 	s.m[k] = w
-}
-
-// len returns the number of remembered chains.
-func (c *certCache) len() int {
-	n := 0
-	for i := range c.shards {
-		s := &c.shards[i]
-		s.mu.Lock()
-		n += len(s.m)
-		s.mu.Unlock()
-	}
-	return n
 }
 
 // chainKey hashes the presented certificates in order, each preceded by

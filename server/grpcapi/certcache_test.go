@@ -409,7 +409,7 @@ func TestCertCacheBound(t *testing.T) {
 	key := func(shard byte, i int) certKey { return certKey{shard, byte(i), byte(i >> 8)} }
 
 	// One shard of 8: expired entries go first.
-	c := newCertCache(certCacheShards * 8)
+	c := newCertCache(shardCount * 8)
 	for i := range 4 {
 		c.add(key(0, i), expired, now)
 		c.add(key(0, 100+i), valid, now)
@@ -441,7 +441,7 @@ func TestCertCacheBound(t *testing.T) {
 	}
 
 	// Many random keys from concurrent handshakes: the total bound holds.
-	const bound = certCacheShards * 16
+	const bound = shardCount * 16
 	c = newCertCache(bound)
 	var wg sync.WaitGroup
 	for range 8 {
@@ -459,7 +459,7 @@ func TestCertCacheBound(t *testing.T) {
 		t.Errorf("%d entries after 40,000 adds, want at most %d (and not much less)", n, bound)
 	}
 	// The default bound is what the package says.
-	if c := newCertCache(certCacheSize); c.maxPerShard*certCacheShards != certCacheSize {
-		t.Errorf("bound %d, want %d", c.maxPerShard*certCacheShards, certCacheSize)
+	if c := newCertCache(certCacheSize); c.maxPerShard*shardCount != certCacheSize {
+		t.Errorf("bound %d, want %d", c.maxPerShard*shardCount, certCacheSize)
 	}
 }

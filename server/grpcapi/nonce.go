@@ -1,13 +1,6 @@
 package grpcapi
 
-import (
-	"sync"
-	"time"
-)
-
-// nonceShards spreads the replay cache over independently locked maps so
-// that concurrent check-ins rarely contend.
-const nonceShards = 64
+import "time"
 
 // nonceCache remembers check-in nonces until the timestamp they came with
 // leaves the acceptance window; after that a replay is refused by the
@@ -15,15 +8,7 @@ const nonceShards = 64
 // envoys never collide by chance) and bounded: when full it refuses new
 // nonces rather than forgetting old ones, which would let replays through.
 type nonceCache struct {
-	maxPerShard int
-	shards      [nonceShards]nonceShard
-}
-
-type nonceShard struct {
-	mu        sync.Mutex
-	m         map[[16]byte]int64 // nonce -> expiry, unix seconds
-	nextSweep int64
-	_         [40]byte // keep shards on separate cache lines
+	shardedMap[[16]byte, int64] // nonce -> expiry, unix seconds
 }
 
 type nonceResult int
@@ -35,20 +20,15 @@ const (
 )
 
 func newNonceCache(max int) *nonceCache {
-	c := &nonceCache{maxPerShard: max / nonceShards}
-	if c.maxPerShard < 1 {
-		c.maxPerShard = 1
-	}
-	for i := range c.shards {
-		c.shards[i].m = make(map[[16]byte]int64)
-	}
+	c := &nonceCache{}
+	c.init(max)
 	return c
 }
 
 // add records nonce until expires. now is the server's current time.
 func (c *nonceCache) add(nonce [16]byte, expires, now time.Time) nonceResult {
 	// The nonce is random: its first byte is as good a shard key as any.
-	s := &c.shards[int(nonce[0])%nonceShards]
+	s := c.shard(nonce[0])
 	nowS := now.Unix()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -69,16 +49,4 @@ func (c *nonceCache) add(nonce [16]byte, expires, now time.Time) nonceResult {
 	// Round up so that a nonce is never forgotten before its window ends.
 	s.m[nonce] = expires.Unix() + 1
 	return nonceOK
-}
-
-// len returns the number of remembered nonces.
-func (c *nonceCache) len() int {
-	n := 0
-	for i := range c.shards {
-		s := &c.shards[i]
-		s.mu.Lock()
-		n += len(s.m)
-		s.mu.Unlock()
-	}
-	return n
 }

@@ -9,7 +9,7 @@ func TestNonceCache(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(1_800_000_000, 0)
 	n := func(b byte, i byte) [16]byte { return [16]byte{b, i} }
-	c := newNonceCache(nonceShards * 2) // two per shard
+	c := newNonceCache(shardCount * 2) // two per shard
 	steps := []struct {
 		name    string
 		nonce   [16]byte
