@@ -177,6 +177,11 @@ func (d *Dist) reloadLocked() error {
 	slices.Sort(st.available)
 	d.state.Store(st)
 	d.log.Info("agent distribution loaded", "dir", d.cfg.Dir, "builds", len(st.available), "signed", st.signingKey != nil)
+	if len(st.available) == 0 {
+		// The bootstrap script cannot install anything: say where the
+		// builds are expected (the HTTP answer does not show server paths).
+		d.log.Warn("no agent builds: the bootstrap one-liner will fail until there are; `make dist` writes them to ./dist, copy them into this folder (or set agent.dist_dir), then send SIGHUP", "dir", d.cfg.Dir)
+	}
 	return nil
 }
 
@@ -263,7 +268,7 @@ func (st *state) notFound(goos, arch string) string {
 		goos, arch = "?", "?" // do not echo arbitrary input
 	}
 	if len(st.available) == 0 {
-		return fmt.Sprintf("no agent build for %s/%s; this server serves no agent builds (run make dist)", goos, arch)
+		return fmt.Sprintf("no agent build for %s/%s; this server serves no agent builds yet (its operator has to put them in its agent.dist_dir, e.g. from make dist: see the server's log)", goos, arch)
 	}
 	return fmt.Sprintf("no agent build for %s/%s; available: %s", goos, arch, strings.Join(st.available, ", "))
 }
