@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // ExitRevoked is the exit code of `vigo run` when the server refuses this
@@ -21,5 +22,8 @@ type RevokedError struct {
 }
 
 func (e *RevokedError) Error() string {
+	if strings.Contains(e.Reason, e.UUID) {
+		return e.Reason // the server's message already names the envoy
+	}
 	return fmt.Sprintf("envoy %s is refused by the server: %s", e.UUID, e.Reason)
 }
