@@ -59,16 +59,20 @@ type Server struct {
 
 // New loads everything the server needs and opens its listeners, so that
 // the addresses are known before Run.
-func New(ctx context.Context, cfg *Config, logger *slog.Logger) (s *Server, err error) {
+func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s = &Server{cfg: cfg, log: logger, registry: prometheus.NewRegistry()}
+	s := &Server{cfg: cfg, log: logger, registry: prometheus.NewRegistry()}
+	built := false
 	defer func() {
-		if err != nil {
+		// s, not a named result: an error return sets that to nil, and
+		// what was opened so far must still be closed.
+		if !built {
 			s.Close()
 		}
 	}()
+	var err error
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	data := cfg.Server.DataDir
 	if err := os.MkdirAll(data, 0o700); err != nil {
@@ -260,6 +264,7 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (s *Server, err 
 	}
 	logger.Info("server ready to start", "api", s.apiLn.Addr().String(), "grpc", s.grpcLn.Addr().String(),
 		"public_url", publicURL, "ca_fingerprint", s.ca.Fingerprint(), "replica", cfg.Server.Replica)
+	built = true
 	return s, nil
 }
 
