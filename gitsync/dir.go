@@ -26,10 +26,6 @@ type DirConfig struct {
 	// Debounce is the quiet period after the last file event before the
 	// folder is rescanned (DefaultDebounce when zero).
 	Debounce time.Duration
-	// MaxFiles caps the number of files (DefaultMaxFiles when zero).
-	MaxFiles int
-	// MaxFileSize caps the size of one file in bytes (DefaultMaxFileSize when zero).
-	MaxFileSize int64
 	// Logger receives logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -39,16 +35,13 @@ type DirConfig struct {
 // save by writing a temporary file and renaming it over the original are
 // seen like any other write), waits until events stop for Debounce,
 // rescans, and signals Changes only when the content hash differs from the
-// last one signalled or fetched: touching a file signals nothing.
+// last one signalled or fetched: touching a file, or changing a file that
+// is not policy (README.md, an editor's swap file), signals nothing.
 //
-// Hidden files and folders (".git", ".foo.cue.swp") and backups ending in
-// "~" are ignored, so that editor droppings never become part of a revision.
-// Symbolic links are refused like in a Git tree.
+// The folder is read with the tree rules of ReadDir, like a Git tree.
 type Dir struct {
 	root     string
 	debounce time.Duration
-	maxF     int
-	maxSize  int64
 	log      *slog.Logger
 	changes  chan struct{}
 
@@ -82,8 +75,6 @@ func NewDir(cfg DirConfig) (*Dir, error) {
 	d := &Dir{
 		root:     root,
 		debounce: cfg.Debounce,
-		maxF:     cfg.MaxFiles,
-		maxSize:  cfg.MaxFileSize,
 		log:      cfg.Logger,
 		changes:  make(chan struct{}, 1),
 	}
@@ -111,82 +102,25 @@ func (d *Dir) Fetch(ctx context.Context) (Revision, bool, error) {
 	}
 	d.fetchMu.Lock()
 	defer d.fetchMu.Unlock()
-	snap, mod, err := d.scan()
+	tree, mod, err := readDir(d.root)
 	if err != nil {
 		return Revision{}, false, err
 	}
-	h := snap.hash()
+	h := tree.hash()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.notified = h
 	if d.last != nil && d.lastHash == h {
 		return *d.last, false, nil
 	}
-	rev := Revision{ID: "local@sha256:" + h, Files: snap.fs(mod), Time: mod}
+	rev := Revision{ID: "local@sha256:" + h, Tree: tree, Time: mod}
 	d.last, d.lastHash = &rev, h
 	return rev, true, nil
 }
 
-func ignored(name string) bool {
-	return strings.HasPrefix(name, ".") || strings.HasSuffix(name, "~")
-}
-
-// scan reads the folder into a snapshot and returns the newest
-// modification time.
-func (d *Dir) scan() (*snapshot, time.Time, error) {
-	snap := newSnapshot(d.maxF, d.maxSize)
-	var newest time.Time
-	err := filepath.WalkDir(d.root, func(p string, e fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if p == d.root {
-			return nil
-		}
-		rel, err := filepath.Rel(d.root, p)
-		if err != nil {
-			return err
-		}
-		rel = filepath.ToSlash(rel)
-		if ignored(e.Name()) {
-			if e.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		switch {
-		case e.Type()&fs.ModeSymlink != 0:
-			return fmt.Errorf("%s: %w", rel, ErrSymlink)
-		case e.IsDir():
-			return nil
-		case !e.Type().IsRegular():
-			return fmt.Errorf("%s: not a regular file", rel)
-		}
-		fi, err := e.Info()
-		if err != nil {
-			return err
-		}
-		if err := snap.checkSize(rel, fi.Size()); err != nil {
-			return err
-		}
-		f, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := snap.add(rel, fi.Size(), f); err != nil {
-			return err
-		}
-		if fi.ModTime().After(newest) {
-			newest = fi.ModTime()
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("scan %s: %w", d.root, err)
-	}
-	return snap, newest.UTC(), nil
-}
+// hidden reports whether the watcher ignores a folder: the tree rules
+// never enter it.
+func hidden(name string) bool { return strings.HasPrefix(name, ".") }
 
 // Run watches the folder until ctx is done. It returns nil on cancellation
 // and an error only when the watcher cannot be set up.
@@ -212,7 +146,7 @@ func (d *Dir) Run(ctx context.Context) error {
 			}
 			if ev.Has(fsnotify.Create) {
 				// A new folder (or one renamed into the tree) must be watched too.
-				if fi, err := os.Lstat(ev.Name); err == nil && fi.IsDir() && !ignored(fi.Name()) {
+				if fi, err := os.Lstat(ev.Name); err == nil && fi.IsDir() && !hidden(fi.Name()) {
 					if err := d.watchTree(w, ev.Name); err != nil {
 						d.log.Warn("watch new folder", "err", err)
 					}
@@ -243,12 +177,12 @@ func (d *Dir) Run(ctx context.Context) error {
 // from what was last signalled or fetched.
 func (d *Dir) rescan() {
 	key, start := "", time.Now()
-	snap, _, err := d.scan()
+	tree, _, err := readDir(d.root)
 	if err != nil {
 		key = "error:" + err.Error()
 		d.log.Warn("scan policy folder", "err", err)
 	} else {
-		key = snap.hash()
+		key = tree.hash()
 	}
 	d.mu.Lock()
 	signal := key != d.notified
@@ -281,7 +215,7 @@ func (d *Dir) watchTree(w *fsnotify.Watcher, dir string) error {
 		if !e.IsDir() {
 			return nil
 		}
-		if p != d.root && ignored(e.Name()) {
+		if p != d.root && hidden(e.Name()) {
 			return filepath.SkipDir
 		}
 		return w.Add(p)

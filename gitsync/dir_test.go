@@ -2,7 +2,6 @@ package gitsync
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -109,6 +108,8 @@ func writeFile(t *testing.T, p, content string) {
 	}
 }
 
+const subMsg = "a .cue file in a subfolder is not part of the policy: move it to the top of the policy folder, or rename it if it is not policy"
+
 func TestDirWatch(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -154,12 +155,15 @@ func TestDirWatch(t *testing.T) {
 		{
 			name:   "new file in a new folder",
 			mutate: func() { writeFile(t, filepath.Join(dir, "sub", "b.cue"), "b1") },
-			want:   map[string]string{"a.cue": "v3", "sub/b.cue": "b1"},
+			want:   map[string]string{"a.cue": "v3", "!sub/b.cue": subMsg},
 		},
 		{
-			name:   "edit in the new folder",
-			mutate: func() { writeFile(t, filepath.Join(dir, "sub", "b.cue"), "b2") },
-			want:   map[string]string{"a.cue": "v3", "sub/b.cue": "b2"},
+			name: "edit in the new folder",
+			mutate: func() {
+				writeFile(t, filepath.Join(dir, "sub", "b.cue"), "b2") // the same problem: no signal alone
+				writeFile(t, filepath.Join(dir, "a.cue"), "v4")
+			},
+			want: map[string]string{"a.cue": "v4", "!sub/b.cue": subMsg},
 		},
 		{
 			name: "touch",
@@ -178,13 +182,17 @@ func TestDirWatch(t *testing.T) {
 			},
 		},
 		{
+			name:   "files that are not policy are ignored",
+			mutate: func() { writeFile(t, filepath.Join(dir, "README.md"), "# notes") },
+		},
+		{
 			name: "delete",
 			mutate: func() {
 				if err := os.Remove(filepath.Join(dir, "a.cue")); err != nil {
 					t.Fatal(err)
 				}
 			},
-			want: map[string]string{"sub/b.cue": "b2"},
+			want: map[string]string{"!sub/b.cue": subMsg},
 		},
 		{
 			name: "delete folder",
@@ -227,7 +235,7 @@ func TestDirWatch(t *testing.T) {
 			t.Errorf("%s: Fetch changed = %v, want %v", st.name, changed, st.want != nil)
 		}
 		if st.want != nil {
-			if diff := cmp.Diff(st.want, readAll(t, rev2.Files)); diff != "" {
+			if diff := cmp.Diff(st.want, treeMap(rev2.Tree)); diff != "" {
 				t.Errorf("%s: files (-want +got):\n%s", st.name, diff)
 			}
 			if rev2.ID == rev.ID {
@@ -243,56 +251,8 @@ func TestDirWatch(t *testing.T) {
 	}
 }
 
-func TestDirRefuses(t *testing.T) {
+func TestNewDirMissing(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name  string
-		setup func(dir string)
-		cfg   DirConfig
-		want  error
-	}{
-		{
-			name: "symlink",
-			setup: func(dir string) {
-				writeFile(t, filepath.Join(dir, "a.cue"), "x")
-				if err := os.Symlink("a.cue", filepath.Join(dir, "b.cue")); err != nil {
-					t.Fatal(err)
-				}
-			},
-			want: ErrSymlink,
-		},
-		{
-			name:  "too large",
-			setup: func(dir string) { writeFile(t, filepath.Join(dir, "a.cue"), "12345") },
-			cfg:   DirConfig{MaxFileSize: 4},
-			want:  ErrTooLarge,
-		},
-		{
-			name: "too many",
-			setup: func(dir string) {
-				writeFile(t, filepath.Join(dir, "a.cue"), "a")
-				writeFile(t, filepath.Join(dir, "b.cue"), "b")
-			},
-			cfg:  DirConfig{MaxFiles: 1},
-			want: ErrTooLarge,
-		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			dir := t.TempDir()
-			tt.setup(dir)
-			cfg := tt.cfg
-			cfg.Path = dir
-			d, err := NewDir(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, _, err := d.Fetch(context.Background()); !errors.Is(err, tt.want) {
-				t.Errorf("Fetch error = %v, want %v", err, tt.want)
-			}
-		})
-	}
 	if _, err := NewDir(DirConfig{Path: filepath.Join(t.TempDir(), "missing")}); err == nil {
 		t.Error("NewDir of a missing folder succeeded")
 	}

@@ -51,11 +51,6 @@ type GitConfig struct {
 	Auth GitAuth
 	// Verify enables signed-commit verification when any file is set.
 	Verify VerifyConfig
-	// MaxFiles caps the number of files in the policy folder
-	// (DefaultMaxFiles when zero).
-	MaxFiles int
-	// MaxFileSize caps the size of one file in bytes (DefaultMaxFileSize when zero).
-	MaxFileSize int64
 	// Logger receives debug and info logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -109,14 +104,11 @@ type Git struct {
 	signers *allowedSigners
 	keyring string
 	verify  bool
-	maxF    int
-	maxSize int64
 	log     *slog.Logger
 
 	mu      sync.Mutex
 	lastRef plumbing.Hash
 	last    *Revision
-	lastErr error // content error of lastRef (symlink, size…), not retried
 }
 
 var _ Source = (*Git)(nil)
@@ -129,8 +121,6 @@ func NewGit(cfg GitConfig) (*Git, error) {
 	g := &Git{
 		url:     cfg.URL,
 		timeout: cfg.Timeout,
-		maxF:    cfg.MaxFiles,
-		maxSize: cfg.MaxFileSize,
 		log:     cfg.Logger,
 		verify:  cfg.Verify.enabled(),
 	}
@@ -287,35 +277,19 @@ func (g *Git) Fetch(ctx context.Context) (Revision, bool, error) {
 	if err != nil {
 		return Revision{}, false, err
 	}
-	if head == g.lastRef && (g.last != nil || g.lastErr != nil) {
+	if head == g.lastRef && g.last != nil {
 		g.log.Debug("git head unchanged", "revision", head.String())
-		if g.lastErr != nil {
-			return Revision{}, false, g.lastErr
-		}
 		return *g.last, false, nil
 	}
 	rev, id, err := g.fetch(ctx)
 	if err != nil {
-		if errors.Is(err, errContent) {
-			g.lastRef, g.last, g.lastErr = id, nil, err
-		}
 		return Revision{}, false, err
 	}
 	changed := g.last == nil || g.last.ID != rev.ID
-	g.lastRef, g.last, g.lastErr = id, &rev, nil
+	g.lastRef, g.last = id, &rev
 	g.log.Info("git revision fetched", "revision", rev.ID, "changed", changed, "duration", time.Since(start))
 	return rev, changed, nil
 }
-
-// errContent marks errors caused by the tree itself (symlinks, size, no
-// folder): they are cached per commit rather than retried on every poll.
-var errContent = errors.New("content")
-
-type contentError struct{ err error }
-
-func (e *contentError) Error() string   { return e.err.Error() }
-func (e *contentError) Unwrap() []error { return []error{e.err, errContent} }
-func contentErr(err error) error        { return &contentError{err} }
 
 // nonEmpty returns the non-empty strings of ss.
 func nonEmpty(ss ...string) (out []string) {
@@ -371,13 +345,13 @@ func (g *Git) fetch(ctx context.Context) (Revision, plumbing.Hash, error) {
 	if err != nil {
 		return Revision{}, id, fmt.Errorf("read commit %s: %w", id, err)
 	}
-	files, err := g.readTree(repo, commit)
+	tree, err := g.readTree(repo, commit)
 	if err != nil {
-		return Revision{}, id, contentErr(fmt.Errorf("read commit %s: %w", id, err))
+		return Revision{}, id, fmt.Errorf("read commit %s: %w", id, err)
 	}
 	rev := Revision{
 		ID:     id.String(),
-		Files:  files.fs(commit.Committer.When),
+		Tree:   tree,
 		Time:   commit.Committer.When,
 		Author: fmt.Sprintf("%s <%s>", commit.Author.Name, commit.Author.Email),
 	}
@@ -387,71 +361,86 @@ func (g *Git) fetch(ctx context.Context) (Revision, plumbing.Hash, error) {
 	return rev, id, nil
 }
 
-// readTree reads the policy folder of commit into a snapshot, refusing
-// symbolic links and submodules and enforcing the caps.
-func (g *Git) readTree(repo *git.Repository, commit *object.Commit) (*snapshot, error) {
+// readTree reads the policy folder of commit with the tree rules (see
+// ReadDir). Only policy files are read from the object store; the error is
+// an error reading the repository, a problem of the content is in
+// Tree.Problems.
+func (g *Git) readTree(repo *git.Repository, commit *object.Commit) (Tree, error) {
 	tree, err := commit.Tree()
 	if err != nil {
-		return nil, err
+		return Tree{}, err
 	}
+	t := &treeReader{}
 	if g.path != "" {
 		e, err := tree.FindEntry(g.path)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", g.path, ErrPathNotFound)
+		msg := ""
+		switch {
+		case err != nil:
+			msg = "the policy folder (policy.git.path) does not exist in this commit"
+		case e.Mode == filemode.Symlink:
+			msg = "the policy folder (policy.git.path) is a symbolic link: it must be a folder"
+		case e.Mode == filemode.Submodule:
+			msg = "the policy folder (policy.git.path) is a submodule: it must be a folder of this repository"
+		case e.Mode != filemode.Dir:
+			msg = "the policy folder (policy.git.path) is a file: it must be a folder"
 		}
-		switch e.Mode {
-		case filemode.Dir:
-		case filemode.Symlink:
-			return nil, fmt.Errorf("%s: %w", g.path, ErrSymlink)
-		case filemode.Submodule:
-			return nil, fmt.Errorf("%s: %w", g.path, ErrSubmodule)
-		default:
-			return nil, fmt.Errorf("%s: not a folder: %w", g.path, ErrPathNotFound)
+		if msg != "" {
+			t.problem(g.path, msg)
+			return t.done(), nil
 		}
 		if tree, err = tree.Tree(g.path); err != nil {
-			return nil, fmt.Errorf("%s: %w", g.path, ErrPathNotFound)
+			return Tree{}, fmt.Errorf("%s: %w", g.path, err)
 		}
 	}
-	snap := newSnapshot(g.maxF, g.maxSize)
-	w := object.NewTreeWalker(tree, true, nil)
-	defer w.Close()
-	for {
-		name, e, err := w.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
+	if err := g.walk(repo, tree, "", t); err != nil {
+		return Tree{}, err
+	}
+	return t.done(), nil
+}
+
+// walk applies the tree rules to every entry of tree, whose path in the
+// policy folder is dir, entering the folders the rules enter.
+func (g *Git) walk(repo *git.Repository, tree *object.Tree, dir string, t *treeReader) error {
+	for _, e := range tree.Entries {
+		rel := path.Join(dir, e.Name)
+		k := kindOther
 		switch e.Mode {
 		case filemode.Dir:
-			continue
+			k = kindDir
 		case filemode.Symlink:
-			return nil, fmt.Errorf("%s: %w", name, ErrSymlink)
+			k = kindSymlink
 		case filemode.Submodule:
-			return nil, fmt.Errorf("%s: %w", name, ErrSubmodule)
+			k = kindSubmodule
 		case filemode.Regular, filemode.Executable, filemode.Deprecated:
-		default:
-			return nil, fmt.Errorf("%s: unsupported file mode %s", name, e.Mode)
+			k = kindFile
 		}
-		blob, err := repo.BlobObject(e.Hash)
+		hash := e.Hash
+		skip, err := t.visit(rel, k, func() (opened, error) {
+			blob, err := repo.BlobObject(hash)
+			if err != nil {
+				return opened{}, err
+			}
+			r, err := blob.Reader()
+			if err != nil {
+				return opened{}, err
+			}
+			return opened{r: r, size: blob.Size}, nil
+		})
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
+			return err
 		}
-		if err := snap.checkSize(name, blob.Size); err != nil {
-			return nil, err
+		if k != kindDir || skip {
+			continue
 		}
-		r, err := blob.Reader()
+		sub, err := repo.TreeObject(hash)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
+			return fmt.Errorf("%s: %w", rel, err)
 		}
-		err = snap.add(name, blob.Size, r)
-		r.Close()
-		if err != nil {
-			return nil, err
+		if err := g.walk(repo, sub, rel, t); err != nil {
+			return err
 		}
 	}
-	return snap, nil
+	return nil
 }
 
 // verifyCommit checks the head commit's signature against the allowed

@@ -3,7 +3,6 @@ package gitsync
 import (
 	"context"
 	"errors"
-	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,24 +13,6 @@ import (
 	"github.com/vigo-enroll/vigo/gitsync/gitsynctest"
 	"golang.org/x/crypto/ssh"
 )
-
-// readAll returns every file of fsys as a map.
-func readAll(t *testing.T, fsys fs.FS) map[string]string {
-	t.Helper()
-	m := map[string]string{}
-	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := fs.ReadFile(fsys, p)
-		m[p] = string(b)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("walk revision files: %v", err)
-	}
-	return m
-}
 
 func mustFetch(t *testing.T, s Source) (Revision, bool) {
 	t.Helper()
@@ -64,7 +45,7 @@ func TestGitFetch(t *testing.T) {
 	first := repo.Commit(map[string]string{
 		"README.md":          "not policy",
 		"policy/a.cue":       "package policy\n",
-		"policy/sub/b.cue":   "package policy\n// b\n",
+		"policy/b.cue":       "package policy\n// b\n",
 		"policy/cue.mod/m.x": "module",
 	}, "first")
 	repo.Push()
@@ -79,8 +60,8 @@ func TestGitFetch(t *testing.T) {
 			if !changed || rev.ID != first {
 				t.Fatalf("first Fetch = %s changed=%v, want %s changed=true", rev.ID, changed, first)
 			}
-			want := map[string]string{"a.cue": "package policy\n", "sub/b.cue": "package policy\n// b\n", "cue.mod/m.x": "module"}
-			if diff := cmp.Diff(want, readAll(t, rev.Files)); diff != "" {
+			want := map[string]string{"a.cue": "package policy\n", "b.cue": "package policy\n// b\n"}
+			if diff := cmp.Diff(want, treeMap(rev.Tree)); diff != "" {
 				t.Errorf("files (-want +got):\n%s", diff)
 			}
 			if rev.Author != "Test Author <author@example.com>" || rev.Time.IsZero() || rev.Signer != "" || rev.VerifyErr != nil {
@@ -119,71 +100,56 @@ func TestGitFollowsNewCommitsAndForcePush(t *testing.T) {
 			id2 := repo.Commit(map[string]string{"a.cue": "v2-" + name}, "v2")
 			repo.Push()
 			rev, changed := mustFetch(t, g)
-			if !changed || rev.ID != id2 || readAll(t, rev.Files)["a.cue"] != "v2-"+name {
-				t.Fatalf("after push: %s changed=%v files=%v, want %s", rev.ID, changed, readAll(t, rev.Files), id2)
+			if !changed || rev.ID != id2 || treeMap(rev.Tree)["a.cue"] != "v2-"+name {
+				t.Fatalf("after push: %s changed=%v files=%v, want %s", rev.ID, changed, treeMap(rev.Tree), id2)
 			}
 
 			repo.Git("reset", "--quiet", "--hard", "HEAD~1")
 			id3 := repo.Commit(map[string]string{"a.cue": "rewritten-" + name}, "rewritten")
 			repo.ForcePush()
 			rev, changed = mustFetch(t, g)
-			if !changed || rev.ID != id3 || readAll(t, rev.Files)["a.cue"] != "rewritten-"+name {
-				t.Fatalf("after force-push: %s changed=%v files=%v, want %s", rev.ID, changed, readAll(t, rev.Files), id3)
+			if !changed || rev.ID != id3 || treeMap(rev.Tree)["a.cue"] != "rewritten-"+name {
+				t.Fatalf("after force-push: %s changed=%v files=%v, want %s", rev.ID, changed, treeMap(rev.Tree), id3)
 			}
 		})
 	}
 }
 
-func TestGitRefusesBadTrees(t *testing.T) {
+// TestGitPolicyFolder checks how the Git source reports a policy folder
+// (policy.git.path) that is not a folder of the commit, and a missing branch.
+// The tree rules inside the folder are tested by TestTreeRules.
+func TestGitPolicyFolder(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name  string
-		setup func(r *gitsynctest.Repo)
-		cfg   GitConfig
-		want  error
+		name    string
+		setup   func(r *gitsynctest.Repo)
+		cfg     GitConfig
+		want    map[string]string // treeMap
+		wantErr error
 	}{
-		{
-			name:  "symlink",
-			setup: func(r *gitsynctest.Repo) { r.Symlink("policy/link.cue", "a.cue") },
-			cfg:   GitConfig{Path: "policy"},
-			want:  ErrSymlink,
-		},
 		{
 			name:  "symlinked policy folder",
 			setup: func(r *gitsynctest.Repo) { r.Symlink("alias", "policy") },
 			cfg:   GitConfig{Path: "alias"},
-			want:  ErrSymlink,
-		},
-		{
-			name:  "symlink outside the policy folder is fine",
-			setup: func(r *gitsynctest.Repo) { r.Symlink("docs/link", "../policy") },
-			cfg:   GitConfig{Path: "policy"},
-		},
-		{
-			name: "too many files",
-			setup: func(r *gitsynctest.Repo) {
-				r.WriteFiles(map[string]string{"policy/b.cue": "b", "policy/c.cue": "c"})
-			},
-			cfg:  GitConfig{Path: "policy", MaxFiles: 2},
-			want: ErrTooLarge,
-		},
-		{
-			name:  "file too large",
-			setup: func(r *gitsynctest.Repo) { r.WriteFiles(map[string]string{"policy/big.cue": strings.Repeat("x", 11)}) },
-			cfg:   GitConfig{Path: "policy", MaxFileSize: 10},
-			want:  ErrTooLarge,
+			want:  map[string]string{"!alias": "the policy folder (policy.git.path) is a symbolic link: it must be a folder"},
 		},
 		{
 			name:  "missing folder",
 			setup: func(r *gitsynctest.Repo) {},
 			cfg:   GitConfig{Path: "nope"},
-			want:  ErrPathNotFound,
+			want:  map[string]string{"!nope": "the policy folder (policy.git.path) does not exist in this commit"},
 		},
 		{
-			name:  "missing branch",
-			setup: func(r *gitsynctest.Repo) {},
-			cfg:   GitConfig{Ref: "prod"},
-			want:  ErrRefNotFound,
+			name:  "a file",
+			setup: func(r *gitsynctest.Repo) { r.WriteFiles(map[string]string{"plain": "x"}) },
+			cfg:   GitConfig{Path: "plain"},
+			want:  map[string]string{"!plain": "the policy folder (policy.git.path) is a file: it must be a folder"},
+		},
+		{
+			name:    "missing branch",
+			setup:   func(r *gitsynctest.Repo) {},
+			cfg:     GitConfig{Ref: "prod"},
+			wantErr: ErrRefNotFound,
 		},
 	}
 	for _, tt := range tests {
@@ -201,20 +167,23 @@ func TestGitRefusesBadTrees(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, _, err = g.Fetch(context.Background())
-			if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
-				t.Fatalf("Fetch error = %v, want %v", err, tt.want)
+			rev, _, err := g.Fetch(context.Background())
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
+				t.Fatalf("Fetch error = %v, want %v", err, tt.wantErr)
 			}
-			if tt.want == nil || errors.Is(err, ErrRefNotFound) {
+			if err != nil {
 				return
 			}
-			// The verdict is cached per commit: no new transfer of objects.
+			if diff := cmp.Diff(tt.want, treeMap(rev.Tree)); diff != "" {
+				t.Errorf("tree (-want +got):\n%s", diff)
+			}
+			// The commit is read once: no new transfer of objects.
 			n := srv.Fetches()
-			if _, _, err2 := g.Fetch(context.Background()); !errors.Is(err2, tt.want) {
-				t.Errorf("second Fetch error = %v, want %v", err2, tt.want)
+			if _, changed, err := g.Fetch(context.Background()); err != nil || changed {
+				t.Errorf("second Fetch: changed=%v err=%v", changed, err)
 			}
 			if srv.Fetches() != n {
-				t.Errorf("second Fetch of a refused commit transferred objects again")
+				t.Errorf("second Fetch of the same commit transferred objects again")
 			}
 		})
 	}
@@ -373,8 +342,8 @@ func TestGitSignedCommits(t *testing.T) {
 			if !errors.Is(rev.VerifyErr, tt.wantErr) || (tt.wantErr == nil) != (rev.VerifyErr == nil) {
 				t.Errorf("VerifyErr = %v, want %v", rev.VerifyErr, tt.wantErr)
 			}
-			if _, err := fs.ReadFile(rev.Files, "a.cue"); err != nil {
-				t.Errorf("files: %v", err)
+			if _, ok := treeMap(rev.Tree)["a.cue"]; !ok {
+				t.Errorf("files: %v, want a.cue", treeMap(rev.Tree))
 			}
 		})
 	}
@@ -561,8 +530,8 @@ func TestGitSSH(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Fetch: %v", err)
 				}
-				if rev.ID != id || readAll(t, rev.Files)["a.cue"] != "x" {
-					t.Errorf("revision %s files %v, want %s", rev.ID, readAll(t, rev.Files), id)
+				if rev.ID != id || treeMap(rev.Tree)["a.cue"] != "x" {
+					t.Errorf("revision %s files %v, want %s", rev.ID, treeMap(rev.Tree), id)
 				}
 				return
 			}

@@ -6,7 +6,6 @@ package gitsync
 
 import (
 	"context"
-	"io/fs"
 	"time"
 )
 
@@ -15,9 +14,11 @@ type Revision struct {
 	// ID is the commit id for Git sources and "local@sha256:<tree hash>"
 	// for local folders.
 	ID string
-	// Files is the policy folder at this revision (the configured subfolder
-	// of the repository, not its root). Read-only and safe to keep.
-	Files fs.FS
+	// Tree holds the policy files of the policy folder at this revision
+	// (the configured subfolder of the repository, not its root), read with
+	// the tree rules (see ReadDir), and the problems that refuse it. A
+	// revision with problems must be rejected like an invalid policy.
+	Tree
 	// Time is the commit time (the newest modification time for a folder).
 	Time time.Time
 	// Author is "Name <email>" of the commit author ("" for a folder).

@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
-	"testing/fstest"
 )
 
 // largePolicy returns a policy folder with 10,000 approved patterns and 1,000
@@ -16,7 +15,7 @@ import (
 // "web-*.dcN.example.com" and 10 patterns without a literal domain
 // ("buildN-*"), which the index must try one by one.
 // trusted: 1,000 "*.rackN.example.net" entries with two CIDRs each.
-func largePolicy() (fstest.MapFS, []Request) {
+func largePolicy() ([]File, []Request) {
 	var a strings.Builder
 	a.WriteString("package policy\n\napproved: [\n")
 	for i := range 5000 {
@@ -38,9 +37,9 @@ func largePolicy() (fstest.MapFS, []Request) {
 		fmt.Fprintf(&t, "\t{name: \"rack%d\", pattern: \"*.rack%d.example.net\", cidrs: [\"10.%d.%d.0/24\", \"fd00:%x::/64\"]},\n", i, i, i/256, i%256, i)
 	}
 	t.WriteString("]\n")
-	fsys := fstest.MapFS{
-		"approved.cue": {Data: []byte(a.String())},
-		"trusted.cue":  {Data: []byte(t.String())},
+	fsys := []File{
+		{Name: "approved.cue", Data: []byte(a.String())},
+		{Name: "trusted.cue", Data: []byte(t.String())},
 	}
 	ip := netip.MustParseAddr
 	reqs := []Request{

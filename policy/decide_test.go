@@ -3,7 +3,6 @@ package policy
 import (
 	"net/netip"
 	"testing"
-	"testing/fstest"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -35,7 +34,7 @@ revocations: [
 
 func mustLoad(t testing.TB, src string) *Policy {
 	t.Helper()
-	p, err := Load(fstest.MapFS{"policy.cue": {Data: []byte(src)}}, "rev1")
+	p, err := Load([]File{{Name: "policy.cue", Data: []byte(src)}}, "rev1")
 	if err != nil {
 		t.Fatalf("Load:\n%v", err)
 	}

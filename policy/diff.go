@@ -322,7 +322,7 @@ func (c *Changes) diffTests(o, n *Policy) {
 				continue
 			}
 			c.TestChanges = append(c.TestChanges, TestChange{
-				In: side.in, File: tc.pos.Filename, Line: tc.pos.Line, Col: tc.pos.Column,
+				In: side.in, File: tc.pos.File, Line: tc.pos.Line, Col: tc.pos.Col,
 				Hostname: tc.hostname, IP: tc.ipText, Token: tc.token, Expect: tc.expect,
 				Old: od, New: nd,
 			})

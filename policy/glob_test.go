@@ -3,7 +3,6 @@ package policy
 import (
 	"strings"
 	"testing"
-	"testing/fstest"
 )
 
 func TestGlobMatch(t *testing.T) {
@@ -160,7 +159,7 @@ func FuzzLoad(f *testing.F) {
 	f.Add([]byte("package policy\ntrusted_enrollment: [{pattern: \"*\", cidrs: [\"::/0\"]}]\n"))
 	f.Add([]byte("package policy\nimport \"list\"\napproved: list.Concat([[\"a\"], [\"b\"]])\n"))
 	f.Fuzz(func(t *testing.T, src []byte) {
-		p, err := Load(fstest.MapFS{"p.cue": {Data: src}}, "fuzz")
+		p, err := Load([]File{{Name: "p.cue", Data: src}}, "fuzz")
 		if err != nil {
 			if err.Error() == "" {
 				t.Fatal("empty error")

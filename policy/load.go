@@ -1,14 +1,10 @@
 package policy
 
 import (
-	"errors"
 	"fmt"
-	"io"
-	"io/fs"
-	"net/netip"
-	"os"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,15 +18,6 @@ import (
 	"cuelang.org/go/cue/token"
 
 	"github.com/vigo-enroll/vigo/schemas"
-)
-
-// Limits on what Load reads, so that a policy repository cannot exhaust the
-// server's memory.
-const (
-	// MaxFiles is the largest number of .cue files in a policy folder.
-	MaxFiles = 1000
-	// MaxTotalSize is the largest total size of the .cue files of a policy folder.
-	MaxTotalSize = 8 << 20
 )
 
 // Bounds of the durations in a policy.
@@ -60,66 +47,87 @@ var allowedImports = map[string]bool{
 	"strconv": true, "strings": true, "struct": true, "time": true, "uuid": true,
 }
 
-// LoadDir loads the policy in the folder dir; see [Load]. Symbolic links
-// cannot lead out of dir.
-func LoadDir(dir, revision string) (*Policy, error) {
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return nil, fmt.Errorf("load policy: %w", err)
-	}
-	defer root.Close()
-	return Load(root.FS(), revision)
+// File is one policy file: its name relative to the policy folder, with
+// forward slashes, and its content.
+type File struct {
+	Name string
+	Data []byte
 }
 
-// Load reads every .cue file at the top of fsys, unifies them with the
-// #Policy schema, checks what CUE cannot check (host bits in CIDRs, glob and
-// hostname syntax, duration bounds, duplicates) and returns the compiled
-// policy, labelled with revision (a commit id, or any text naming the
-// version).
-//
-// Every file must start with "package policy". A .cue file that CUE would
-// leave out (no package clause, another package, a name starting with "_"
-// or ".", a file in a subfolder, a build attribute) is an error, so that what
-// operators write is what the server applies. A cue.mod/ folder is allowed and
-// not read: a policy may import only CUE builtin packages such as "strings",
-// "net" or "list", so loading never reaches a module registry or the network.
-// Symbolic links and folders named .git are skipped or refused; at most
-// [MaxFiles] files and [MaxTotalSize] bytes are read.
-//
-// Problems in the policy are returned together as [Errors], sorted by
-// position, with file names relative to fsys. Any other error (reading fsys)
-// is returned as is. Load uses a new CUE context for every call and is safe
-// for concurrent use.
-func Load(fsys fs.FS, revision string) (p *Policy, err error) {
-	defer func() {
-		// Why: the policy comes from a Git repository that many people can
-		// push to; a bug in the CUE evaluator must reject that revision,
-		// not crash the server.
-		if r := recover(); r != nil {
-			p, err = nil, Errors{{Msg: fmt.Sprintf("internal error while evaluating the policy: %v", r)}}
-		}
-	}()
-	l := &loader{}
-	files, err := l.readFiles(fsys)
+// EvalOptions tune [Evaluate].
+type EvalOptions struct {
+	// Progress, when set, is called with the name of each file before it
+	// is evaluated on its own, and with "" before all files are evaluated
+	// together. Files that hold only literal data (lists and structs of
+	// strings, numbers and booleans) cannot be expensive and are not
+	// evaluated on their own; the others are, first, so that a process
+	// that runs out of its budget can tell which file was being evaluated.
+	Progress func(file string)
+}
+
+// Load evaluates files with [Evaluate] and compiles the result with
+// [Spec.Compile]: the policy, labelled with revision, or [Errors]. Load runs
+// CUE in the calling process with no bound on memory or time: policy
+// content from a repository is evaluated by package policy/sandbox instead.
+func Load(files []File, revision string) (*Policy, error) {
+	s, err := Evaluate(files, EvalOptions{})
 	if err != nil {
 		return nil, err
 	}
-	if len(files) == 0 && len(l.errs) == 0 {
+	return s.Compile(revision)
+}
+
+// Evaluate unifies the policy files with the #Policy schema and returns
+// their values as a [Spec], or every problem found as [Errors], sorted by
+// position.
+//
+// CUE checks the shape of the policy, the syntax of every value (globs'
+// characters, CIDRs, UUIDs, hostnames, durations, addresses) and supplies the
+// schema's defaults; Go then checks only what CUE cannot say (see
+// [Spec.Compile]). A value CUE found wrong is not checked again by Go, so
+// every problem is reported once.
+//
+// Every file must start with "package policy" and may import only CUE
+// builtin packages such as "strings", "net" or "list", so that evaluation
+// never reaches a module registry or the network; file attributes (@if,
+// @extern) are refused. Which files of a folder are policy files is decided
+// by the tree reader of package gitsync, not here: names must be top-level
+// .cue files.
+//
+// Evaluate has no bound on memory or time: a few hundred bytes of CUE can
+// ask for gigabytes. Run it on untrusted content only inside a process with
+// hard limits (package policy/sandbox). It uses a new CUE context for every
+// call and is safe for concurrent use.
+func Evaluate(files []File, opts EvalOptions) (s *Spec, err error) {
+	defer func() {
+		// Why: the policy comes from a Git repository that many people can
+		// push to; a bug in the CUE evaluator must reject that revision,
+		// not crash the process.
+		if r := recover(); r != nil {
+			s, err = nil, Errors{{Msg: fmt.Sprintf("internal error while evaluating the policy: %v", r)}}
+		}
+	}()
+	l := &loader{}
+	var srcs []sourceFile
+	for _, f := range files {
+		if path.Dir(f.Name) != "." || !strings.HasSuffix(f.Name, ".cue") || strings.HasPrefix(f.Name, "_") || strings.HasPrefix(f.Name, ".") {
+			l.add(f.Name, 0, 0, "", "not a policy file: policy files are .cue files at the top of the policy folder")
+			continue
+		}
+		srcs = append(srcs, sourceFile{name: f.Name, src: f.Data})
+	}
+	if len(files) == 0 {
 		return nil, Errors{{Msg: "no .cue files: a policy folder needs at least one file starting with \"package policy\""}}
 	}
-	p = l.evaluate(files, revision)
+	s = l.evaluate(srcs, opts)
 	if len(l.errs) > 0 {
 		return nil, sortErrors(l.errs)
 	}
-	return p, nil
+	return s, nil
 }
 
 type loader struct {
 	errs Errors
-	// replaceErrs are the problems found by the Go checks. Each replaces
-	// what CUE said at the same path, if anything: the Go message is the
-	// more specific one ("has host bits set: write 10.0.0.0/8").
-	replaceErrs Errors
 }
 
 type sourceFile struct {
@@ -129,97 +137,6 @@ type sourceFile struct {
 
 func (l *loader) add(file string, line, col int, path, format string, args ...any) {
 	l.errs = append(l.errs, &Error{File: file, Line: line, Col: col, Path: path, Msg: fmt.Sprintf(format, args...)})
-}
-
-// readFiles walks fsys and returns the policy files, in name order. Problems
-// with the policy go to l.errs; the returned error is an I/O error.
-func (l *loader) readFiles(fsys fs.FS) ([]sourceFile, error) {
-	var files []sourceFile
-	total := 0
-	err := fs.WalkDir(fsys, ".", func(name string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			if name == "cue.mod" || d.Name() == ".git" {
-				return fs.SkipDir
-			}
-			return nil
-		}
-		if !strings.HasSuffix(d.Name(), ".cue") {
-			return nil
-		}
-		switch base := d.Name(); {
-		case d.Type()&fs.ModeSymlink != 0:
-			// Why: a link could make the policy read files outside the
-			// repository, and Git trees and checkouts would disagree.
-			l.add(name, 0, 0, "", "symbolic links are not allowed in a policy folder")
-			return nil
-		case d.Type()&fs.ModeType != 0:
-			l.add(name, 0, 0, "", "not a regular file")
-			return nil
-		case path.Dir(name) != ".":
-			l.add(name, 0, 0, "", "a .cue file in a subfolder is not part of the policy: move it to the top of the policy folder")
-			return nil
-		case strings.HasPrefix(base, "_") || strings.HasPrefix(base, "."):
-			l.add(name, 0, 0, "", "CUE ignores files whose name starts with %q: rename it", base[:1])
-			return nil
-		}
-		if len(files) >= MaxFiles {
-			l.add(name, 0, 0, "", "too many .cue files: a policy folder may hold at most %d", MaxFiles)
-			return fs.SkipAll
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if total+int(info.Size()) > MaxTotalSize {
-			l.add(name, 0, 0, "", "policy too large: the .cue files may hold at most %d bytes in all", MaxTotalSize)
-			return fs.SkipAll
-		}
-		src, err := readLimited(fsys, name, MaxTotalSize-total)
-		if err != nil {
-			return err
-		}
-		if src == nil {
-			l.add(name, 0, 0, "", "policy too large: the .cue files may hold at most %d bytes in all", MaxTotalSize)
-			return fs.SkipAll
-		}
-		total += len(src)
-		files = append(files, sourceFile{name: name, src: src})
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("load policy: %w", err)
-	}
-	return files, nil
-}
-
-// readLimited reads the file name, or returns nil when it is longer than
-// limit bytes (the file may have grown since it was listed).
-func readLimited(fsys fs.FS, name string, limit int) ([]byte, error) {
-	f, err := fsys.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	buf := make([]byte, 0, 4096)
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := f.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if len(buf) > limit {
-			return nil, nil
-		}
-		if errors.Is(err, io.EOF) {
-			return buf, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
 }
 
 // parse parses the files and checks their package clause, attributes and
@@ -280,12 +197,21 @@ func (l *loader) addAt(pos token.Pos, path, format string, args ...any) {
 	l.add(p.Filename, p.Line, p.Column, path, format, args...)
 }
 
-// evaluate builds the CUE value, validates it against #Policy and compiles
-// the policy. Problems go to l.errs.
-func (l *loader) evaluate(files []sourceFile, revision string) *Policy {
+// evaluate builds the CUE value, validates it against #Policy and extracts
+// the spec. Problems go to l.errs.
+func (l *loader) evaluate(files []sourceFile, opts EvalOptions) *Spec {
 	asts := l.parse(files)
 	if len(l.errs) > 0 {
 		return nil
+	}
+	if opts.Progress != nil {
+		for _, f := range asts {
+			if !plainData(f) {
+				opts.Progress(f.Filename)
+				evaluateAlone(f)
+			}
+		}
+		opts.Progress("")
 	}
 	// A fresh context per load: a cue.Context keeps everything it ever
 	// evaluated, so a long-lived one would grow with every revision.
@@ -315,31 +241,97 @@ func (l *loader) evaluate(files []sourceFile, revision string) *Policy {
 		l.addCUEErrors(err, data)
 	}
 	// CUE may report "field not allowed" only once every other error is
-	// fixed, so closedness is checked here as well.
-	l.checkClosed(data, def, "")
-	// The Go checks read the data, not the unified value: a list with one
-	// wrong element would not be iterable in the unified value, and the
-	// positions of the data are the operator's.
-	p := l.compile(data, revision)
-	replaced := map[string]bool{}
-	var notAllowed []string
-	for _, e := range l.replaceErrs {
-		replaced[e.Path] = true
-		if strings.HasPrefix(e.Msg, "field not allowed") {
+	// fixed, so closedness is checked here as well; what CUE says at or
+	// inside a field that is not allowed is then noise.
+	closed := l.checkClosed(data, def, "", nil)
+	if len(closed) > 0 {
+		var notAllowed []string
+		for _, e := range closed {
 			notAllowed = append(notAllowed, e.Path)
 		}
+		kept := l.errs[:0]
+		for _, e := range l.errs {
+			if !slices.Contains(notAllowed, e.Path) && !under(e.Path, notAllowed) {
+				kept = append(kept, e)
+			}
+		}
+		l.errs = append(kept, closed...)
 	}
-	kept := l.errs[:0]
+	// The spec is read from the data, not from the unified value: a list
+	// with one wrong element would not be iterable in the unified value, and
+	// the positions of the data are the operator's. Defaults come from the
+	// unified value: the schema's defaults are the defaults.
+	spec := extract(data, v)
+	// Go checks only what CUE cannot say; a value CUE found wrong is not
+	// checked again, so that every problem has one message.
+	cuePaths := make([]string, 0, len(l.errs))
 	for _, e := range l.errs {
-		if !replaced[e.Path] && !under(e.Path, notAllowed) {
-			kept = append(kept, e)
+		cuePaths = append(cuePaths, e.Path)
+	}
+	_, goErrs := spec.compile("")
+	for _, e := range goErrs {
+		if !slices.Contains(cuePaths, e.Path) && !under(e.Path, cuePaths) {
+			l.errs = append(l.errs, e)
 		}
 	}
-	l.errs = append(kept, l.replaceErrs...)
 	if len(l.errs) > 0 {
 		return nil
 	}
-	return p
+	return spec
+}
+
+// plainData reports whether f holds only literal data: fields whose values
+// are structs, lists and basic literals. Evaluating such a file costs time
+// and memory in proportion to its size.
+func plainData(f *ast.File) bool {
+	for _, d := range f.Decls {
+		switch x := d.(type) {
+		case *ast.Package, *ast.CommentGroup, *ast.Attribute:
+		case *ast.Field:
+			if !plainValue(x.Value) {
+				return false
+			}
+		default: // imports, let clauses, embeddings, comprehensions
+			return false
+		}
+	}
+	return true
+}
+
+func plainValue(e ast.Expr) bool {
+	switch x := e.(type) {
+	case *ast.BasicLit:
+		return true
+	case *ast.ListLit:
+		for _, el := range x.Elts {
+			if !plainValue(el) {
+				return false
+			}
+		}
+		return true
+	case *ast.StructLit:
+		for _, d := range x.Elts {
+			f, ok := d.(*ast.Field)
+			if !ok || !plainValue(f.Value) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// evaluateAlone evaluates one file on its own, every field included, and
+// throws the result away: see EvalOptions.Progress. References to other
+// files fail here; they are evaluated with all files together.
+func evaluateAlone(f *ast.File) {
+	ctx := cuecontext.New()
+	inst := build.NewContext().NewInstance("", nil)
+	if err := inst.AddSyntax(f); err != nil {
+		return
+	}
+	v := ctx.BuildInstance(inst)
+	_ = v.Validate(cue.All(), cue.Hidden(true), cue.Definitions(true))
 }
 
 // addCUEErrors converts CUE errors to Errors. data, when it exists, locates
@@ -433,8 +425,64 @@ func (l *loader) addCUEErrors(err error, data cue.Value) {
 		if drop[i] {
 			continue
 		}
+		if msg, ok := reword(it.msg); ok {
+			// A constraint of the schema: say what it means, name the
+			// value and point at it.
+			it.msg = "the value " + msg
+			if w := data.LookupPath(cue.ParsePath(cuePathString(it.path))); data.Exists() && w.Exists() {
+				it.msg = valueText(w) + " " + msg
+				if it.pos == token.NoPos {
+					it.pos = w.Pos()
+				}
+			}
+		}
 		l.addAt(it.pos, cuePathString(it.path), "%s", it.msg)
 	}
+}
+
+// schemaWords says what the value constraints of schemas/policy.cue mean,
+// keyed by the constraint as CUE names it when a value breaks it ("invalid
+// value "x" (out of bound =~"…")" or "(does not satisfy time.Duration)").
+// CUE checks; these words only replace its report, so that an operator reads
+// what to write instead of a regular expression. TestSchemaWords checks that
+// every key is still in the schema.
+var schemaWords = []struct{ constraint, words string }{
+	{`=~"^[A-Za-z0-9.*?-]+$"`, `is not a hostname pattern: only letters, digits, '-', '.' and the wildcards '*' and '?' are allowed ('[', ']' and '\' are not special)`},
+	{`=~"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"`, `is not a UUID in canonical lower-case form, such as "0b5b6a4e-6a51-4c35-9d1e-3f0f3c1e7a11"`},
+	{`=~"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\\.?$"`, `is not a hostname: dot-separated labels of letters, digits and '-' (not first or last), each at most 63 characters`},
+	{`strings.MaxRunes(254)`, `is not a hostname: longer than 253 characters`},
+	{`net.IPCIDR`, `is not a network in CIDR notation, such as "10.0.0.0/8" or "2001:db8::/32"`},
+	{`net.IP`, `is not an IP address`},
+	{`time.Duration`, `is not a Go duration: write one such as "720h" or "90m" (units ns, us, ms, s, m, h; no days or years)`},
+}
+
+// reword returns the meaning of the schema constraint a CUE message says a
+// value broke, if it is one of schemaWords.
+func reword(msg string) (string, bool) {
+	if !strings.HasPrefix(msg, "invalid value ") {
+		return "", false
+	}
+	for _, w := range schemaWords {
+		if strings.Contains(msg, "(out of bound "+w.constraint+")") || strings.Contains(msg, "(does not satisfy "+w.constraint+")") {
+			return w.words, true
+		}
+	}
+	return "", false
+}
+
+// valueText formats a value for a message: a string quoted, anything else
+// in CUE syntax, cut short when long.
+func valueText(v cue.Value) string {
+	var t string
+	if s, err := v.String(); err == nil {
+		t = strconv.Quote(s)
+	} else {
+		t = fmt.Sprint(v)
+	}
+	if len(t) > 80 {
+		t = t[:77] + "..."
+	}
+	return t
 }
 
 // splitConflict splits `conflicting values "a" and "b"` into its two values.
@@ -476,14 +524,14 @@ func cuePathString(elems []string) string {
 	return b.String()
 }
 
-// checkClosed reports every regular field of data that schema does not
-// allow, recursing into structs and lists of structs.
-func (l *loader) checkClosed(data, schema cue.Value, path string) {
+// checkClosed returns out with every regular field of data that schema does
+// not allow, recursing into structs and lists of structs.
+func (l *loader) checkClosed(data, schema cue.Value, path string, out Errors) Errors {
 	switch data.IncompleteKind() {
 	case cue.StructKind:
 		it, err := data.Fields()
 		if err != nil {
-			return
+			return out
 		}
 		for it.Next() {
 			sel := it.Selector()
@@ -492,27 +540,28 @@ func (l *loader) checkClosed(data, schema cue.Value, path string) {
 			}
 			p := joinPath(path, sel.Unquoted())
 			if !schema.Allows(sel) {
-				l.replaceErrs = append(l.replaceErrs, l.errorAt(it.Value().Pos(), p, "field not allowed%s", suggest(sel.Unquoted(), schema)))
+				out = append(out, errorAt(it.Value().Pos(), p, "field not allowed%s", suggest(sel.Unquoted(), schema)))
 				continue
 			}
 			sub := lookupField(schema, sel.Unquoted())
 			if sub.Exists() {
-				l.checkClosed(it.Value(), sub, p)
+				out = l.checkClosed(it.Value(), sub, p, out)
 			}
 		}
 	case cue.ListKind:
 		elem := schema.LookupPath(cue.MakePath(cue.AnyIndex))
 		if !elem.Exists() || elem.IncompleteKind()&cue.StructKind == 0 {
-			return
+			return out
 		}
 		it, err := data.List()
 		if err != nil {
-			return
+			return out
 		}
 		for i := 0; it.Next(); i++ {
-			l.checkClosed(it.Value(), elem, fmt.Sprintf("%s[%d]", path, i))
+			out = l.checkClosed(it.Value(), elem, fmt.Sprintf("%s[%d]", path, i), out)
 		}
 	}
+	return out
 }
 
 // lookupField finds a regular, optional or required field of a schema struct.
@@ -588,20 +637,27 @@ func joinPath(path, name string) string {
 	return path + "." + name
 }
 
-func (l *loader) errorAt(pos token.Pos, path, format string, args ...any) *Error {
+func errorAt(pos token.Pos, path, format string, args ...any) *Error {
 	p := pos.Position()
 	return &Error{File: p.Filename, Line: p.Line, Col: p.Column, Path: path, Msg: fmt.Sprintf(format, args...)}
-}
-
-// goErr records a problem found by a Go check.
-func (l *loader) goErr(v cue.Value, path, format string, args ...any) {
-	l.replaceErrs = append(l.replaceErrs, l.errorAt(v.Pos(), path, format, args...))
 }
 
 // str returns v as a string when it is a concrete string.
 func str(v cue.Value) (string, bool) {
 	s, err := v.String()
 	return s, err == nil
+}
+
+// strAt returns v as a string with its position when it is a concrete
+// string, and the zero Str (with the position) otherwise.
+func strAt(v cue.Value) Str {
+	s, _ := str(v)
+	return Str{Value: s, Pos: posOf(v)}
+}
+
+func posOf(v cue.Value) Pos {
+	p := v.Pos().Position()
+	return Pos{File: p.Filename, Line: p.Line, Col: p.Column}
 }
 
 // elems returns the elements of a list value, or nil.
@@ -621,180 +677,59 @@ func field(v cue.Value, name string) cue.Value {
 	return v.LookupPath(cue.MakePath(cue.Str(name)))
 }
 
-// compile runs the checks CUE cannot do and builds the Policy from the
-// data value v (the policy files before unification with the schema). It records problems in l.replaceErrs and is tolerant of
-// values that CUE already reported as wrong.
-func (l *loader) compile(v cue.Value, revision string) *Policy {
-	p := &Policy{revision: revision, certValidity: DefaultCertValidity}
-
-	names := map[string]int{}
-	pairs := map[string]int{}
-	for i, e := range elems(field(v, "trusted_enrollment")) {
-		base := fmt.Sprintf("trusted_enrollment[%d]", i)
-		t := trustedRule{rule: base}
+// extract reads the spec from data (the policy files before unification
+// with the schema), tolerating values that CUE reports as wrong. unified
+// (data unified with #Policy) supplies the schema's defaults.
+func extract(data, unified cue.Value) *Spec {
+	s := &Spec{Version: SpecVersion}
+	for _, e := range elems(field(data, "trusted_enrollment")) {
+		t := TrustedSpec{Pos: posOf(e), Pattern: strAt(field(e, "pattern"))}
 		if nv := field(e, "name"); nv.Exists() {
-			if name, ok := str(nv); ok {
-				if j, dup := names[name]; dup {
-					l.goErr(nv, base+".name", "name %q is already used by trusted_enrollment[%d]", name, j)
-				}
-				names[name] = i
-				t.name = name
-				t.rule = fmt.Sprintf("trusted_enrollment %q", name)
-			}
+			n := strAt(nv)
+			t.Name = &n
 		}
-		pv := field(e, "pattern")
-		if s, ok := str(pv); ok {
-			g, err := CompileGlob(s)
-			if err != nil {
-				l.goErr(pv, base+".pattern", "%v", err)
-			}
-			t.glob = g
-		}
-		seen := map[netip.Prefix]bool{}
+		t.CIDRs = []Str{}
 		cidrs := field(e, "cidrs")
-		if cidrs.Exists() && cidrs.IncompleteKind() == cue.ListKind && len(elems(cidrs)) == 0 {
-			l.replaceErrs = append(l.replaceErrs, l.errorAt(cidrs.Pos(), base+".cidrs", "cidrs is empty: list at least one source network"))
+		if cidrs.Exists() {
+			t.CIDRsPos = posOf(cidrs)
 		}
-		for j, cv := range elems(cidrs) {
-			cpath := fmt.Sprintf("%s.cidrs[%d]", base, j)
-			s, ok := str(cv)
-			if !ok {
-				continue
-			}
-			pfx, err := netip.ParsePrefix(s)
-			switch {
-			case err != nil:
-				msg := err.Error()
-				if _, after, ok := strings.Cut(msg, "): "); ok {
-					msg = after // drop netip.ParsePrefix("…"), which repeats the value
-				}
-				l.goErr(cv, cpath, "invalid CIDR %q: %s", s, msg)
-				continue
-			case pfx.Addr().Zone() != "":
-				l.goErr(cv, cpath, "CIDR %q has a zone", s)
-				continue
-			case pfx.Addr().Is4In6():
-				l.goErr(cv, cpath, "CIDR %q is an IPv4-mapped IPv6 network: write %s", s, netip.PrefixFrom(pfx.Addr().Unmap(), max(pfx.Bits()-96, 0)).Masked())
-				continue
-			case pfx != pfx.Masked():
-				l.goErr(cv, cpath, "CIDR %s has host bits set: write %s", s, pfx.Masked())
-				continue
-			case seen[pfx]:
-				l.goErr(cv, cpath, "CIDR %s is listed twice", s)
-				continue
-			}
-			seen[pfx] = true
-			key := t.glob.String() + " " + pfx.String()
-			if k, dup := pairs[key]; dup && k != i {
-				l.goErr(cv, cpath, "pattern %q with CIDR %s is already in trusted_enrollment[%d]", t.glob.String(), pfx, k)
-			}
-			pairs[key] = i
-			t.prefixes = append(t.prefixes, pfx)
+		for _, cv := range elems(cidrs) {
+			t.CIDRs = append(t.CIDRs, strAt(cv))
 		}
-		p.trusted = append(p.trusted, t)
+		s.Trusted = append(s.Trusted, t)
 	}
-
-	approved := map[string]int{}
-	for i, av := range elems(field(v, "approved")) {
-		s, ok := str(av)
-		if !ok {
-			continue
-		}
-		apath := fmt.Sprintf("approved[%d]", i)
-		g, err := CompileGlob(s)
-		if err != nil {
-			l.goErr(av, apath, "%v", err)
-			continue
-		}
-		if j, dup := approved[g.String()]; dup {
-			l.goErr(av, apath, "pattern %q is already at approved[%d]", g.String(), j)
-			continue
-		}
-		approved[g.String()] = i
-		p.approved = append(p.approved, approvedRule{glob: g, rule: fmt.Sprintf("approved %q", g.String())})
+	for _, av := range elems(field(data, "approved")) {
+		s.Approved = append(s.Approved, strAt(av))
 	}
-
-	if cv := field(v, "cert_validity"); cv.Exists() {
-		if s, ok := str(cv); ok {
-			d, err := time.ParseDuration(s)
-			switch {
-			case err != nil:
-				l.goErr(cv, "cert_validity", "invalid duration %q: %s", s, durationHint)
-			case d < MinCertValidity || d > MaxCertValidity:
-				l.goErr(cv, "cert_validity", "%s is out of bounds: cert_validity must be between 1h and 87600h", s)
-			default:
-				p.certValidity = d
-			}
+	s.CertValidity = strAt(field(data, "cert_validity"))
+	if s.CertValidity.Value == "" {
+		if d, ok := str(field(unified, "cert_validity")); ok {
+			s.CertValidity.Value = d
 		}
 	}
-	if tv := v.LookupPath(cue.ParsePath("tokens.max_ttl")); tv.Exists() {
-		if s, ok := str(tv); ok {
-			d, err := time.ParseDuration(s)
-			switch {
-			case err != nil:
-				l.goErr(tv, "tokens.max_ttl", "invalid duration %q: %s", s, durationHint)
-			case d <= 0 || d > MaxTokenTTL:
-				l.goErr(tv, "tokens.max_ttl", "%s is out of bounds: tokens.max_ttl must be more than 0s and at most 8760h", s)
-			default:
-				p.tokenMaxTTL = d
-			}
-		}
+	if tv := data.LookupPath(cue.ParsePath("tokens.max_ttl")); tv.Exists() {
+		t := strAt(tv)
+		s.TokenMaxTTL = &t
 	}
-
-	p.revokedHosts = map[string]int{}
-	uuids := map[string]int{}
-	for i, rv := range elems(field(v, "revocations")) {
-		base := fmt.Sprintf("revocations[%d]", i)
-		var r Revocation
-		uv, hv := field(rv, "uuid"), field(rv, "hostname")
-		if !uv.Exists() && !hv.Exists() {
-			l.goErr(rv, base, "a revocation needs a uuid or a hostname")
+	for _, rv := range elems(field(data, "revocations")) {
+		r := RevocationSpec{Pos: posOf(rv)}
+		if uv := field(rv, "uuid"); uv.Exists() {
+			u := strAt(uv)
+			r.UUID = &u
 		}
-		if s, ok := str(uv); ok {
-			if !uuidRE.MatchString(s) {
-				l.goErr(uv, base+".uuid", "%q is not a UUID in canonical lower-case form (0b5b6a4e-6a51-4c35-9d1e-3f0f3c1e7a11)", s)
-			}
-			if j, dup := uuids[s]; dup {
-				l.goErr(uv, base+".uuid", "uuid %s is already revoked by revocations[%d]", s, j)
-			}
-			uuids[s] = i
-			r.UUID = s
-		}
-		if s, ok := str(hv); ok {
-			h, err := NormalizeHostname(s)
-			if err != nil {
-				l.goErr(hv, base+".hostname", "%v", err)
-			} else {
-				if j, dup := p.revokedHosts[h]; dup {
-					l.goErr(hv, base+".hostname", "hostname %s is already revoked by revocations[%d]", h, j)
-				} else {
-					p.revokedHosts[h] = i
-				}
-				r.Hostname = h
-			}
+		if hv := field(rv, "hostname"); hv.Exists() {
+			h := strAt(hv)
+			r.Hostname = &h
 		}
 		r.Reason, _ = str(field(rv, "reason"))
-		p.revocations = append(p.revocations, r)
+		s.Revocations = append(s.Revocations, r)
 	}
-
-	for i, tv := range elems(field(v, "tests")) {
-		base := fmt.Sprintf("tests[%d]", i)
-		tc := testCase{index: i}
-		tc.pos = tv.Pos().Position()
-		tc.hostname, _ = str(field(tv, "hostname"))
-		tc.expect, _ = str(field(tv, "expect"))
-		tc.token, _ = field(tv, "token").Bool()
-		iv := field(tv, "ip")
-		if s, ok := str(iv); ok {
-			tc.ipText = s
-			a, err := netip.ParseAddr(s)
-			if err != nil {
-				l.goErr(iv, base+".ip", "%q is not an IP address", s)
-			}
-			tc.ip = a
-		}
-		p.tests = append(p.tests, tc)
+	for _, tv := range elems(field(data, "tests")) {
+		ts := TestSpec{Pos: posOf(tv), IP: strAt(field(tv, "ip"))}
+		ts.Hostname, _ = str(field(tv, "hostname"))
+		ts.Expect, _ = str(field(tv, "expect"))
+		ts.Token, _ = field(tv, "token").Bool()
+		s.Tests = append(s.Tests, ts)
 	}
-	p.buildIndexes()
-	return p
+	return s
 }

@@ -1,19 +1,19 @@
 package policy
 
 import (
-	"bytes"
 	"errors"
 	"flag"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"testing/fstest"
 	"time"
 
+	"cuelang.org/go/cue"
+	"cuelang.org/go/cue/cuecontext"
 	"github.com/google/go-cmp/cmp"
 	"github.com/rogpeppe/go-internal/txtar"
+	"github.com/vigo-enroll/vigo/schemas"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files in testdata")
@@ -32,16 +32,16 @@ func TestLoadGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			fsys := fstest.MapFS{}
+			var files []File
 			wantIdx := -1
 			for i, f := range ar.Files {
 				if f.Name == "want" {
 					wantIdx = i
 					continue
 				}
-				fsys[f.Name] = &fstest.MapFile{Data: f.Data}
+				files = append(files, File{Name: f.Name, Data: f.Data})
 			}
-			got := vetOutput(fsys)
+			got := vetOutput(files)
 			if *update {
 				if wantIdx < 0 {
 					ar.Files = append(ar.Files, txtar.File{Name: "want"})
@@ -63,9 +63,9 @@ func TestLoadGolden(t *testing.T) {
 	}
 }
 
-// vetOutput loads fsys and runs its tests, returning what vet would report.
-func vetOutput(fsys fstest.MapFS) string {
-	p, err := Load(fsys, "rev")
+// vetOutput loads files and runs their tests, returning what vet would report.
+func vetOutput(files []File) string {
+	p, err := Load(files, "rev")
 	if err != nil {
 		var es Errors
 		if !errors.As(err, &es) {
@@ -85,17 +85,11 @@ func vetOutput(fsys fstest.MapFS) string {
 
 func TestLoadValues(t *testing.T) {
 	t.Parallel()
-	fsys := fstest.MapFS{
-		"a.cue": {Data: []byte(`package policy
+	files := []File{{Name: "a.cue", Data: []byte(`package policy
 approved: ["Web1.Example.com."]
 revocations: [{hostname: "DB1.example.com.", reason: "gone"}, {uuid: "0b5b6a4e-6a51-4c35-9d1e-3f0f3c1e7a11", reason: "lost"}]
-`)},
-		"cue.mod/module.cue": {Data: []byte(`module: "example.com/policy@v0"
-language: version: "v0.12.0"
-`)},
-		"README.md": {Data: []byte("# policy\n")},
-	}
-	p, err := Load(fsys, "abc123")
+`)}}
+	p, err := Load(files, "abc123")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,18 +117,9 @@ language: version: "v0.12.0"
 	}
 }
 
-func TestLoadDirIOError(t *testing.T) {
-	t.Parallel()
-	_, err := LoadDir(filepath.Join(t.TempDir(), "missing"), "")
-	var es Errors
-	if err == nil || errors.As(err, &es) {
-		t.Fatalf("LoadDir(missing) = %v, want an I/O error that is not Errors", err)
-	}
-}
-
 func TestLoadErrorsAs(t *testing.T) {
 	t.Parallel()
-	_, err := Load(fstest.MapFS{"a.cue": {Data: []byte("package policy\napproved: [1]\n")}}, "")
+	_, err := Load([]File{{Name: "a.cue", Data: []byte("package policy\napproved: [1]\n")}}, "")
 	var es Errors
 	if !errors.As(err, &es) || len(es) != 1 {
 		t.Fatalf("Load() = %v, want one Errors item", err)
@@ -145,62 +130,37 @@ func TestLoadErrorsAs(t *testing.T) {
 	}
 }
 
-func TestLoadLimits(t *testing.T) {
+// TestSchemaWords checks that every constraint reworded by the loader is
+// still written in the schema: a change of the schema must change the words.
+func TestSchemaWords(t *testing.T) {
 	t.Parallel()
-	many := fstest.MapFS{}
-	for i := range MaxFiles + 1 {
-		many[fmt.Sprintf("f%04d.cue", i)] = &fstest.MapFile{Data: []byte("package policy\n")}
-	}
-	big := fstest.MapFS{
-		"a.cue": {Data: []byte("package policy\n")},
-		"b.cue": {Data: append([]byte("package policy\n// "), bytes.Repeat([]byte("x"), MaxTotalSize)...)},
-	}
-	tests := []struct {
-		name string
-		fsys fstest.MapFS
-		want string
-	}{
-		{"too many files", many, "f1000.cue: too many .cue files: a policy folder may hold at most 1000"},
-		{"too large", big, "b.cue: policy too large: the .cue files may hold at most 8388608 bytes in all"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			_, err := Load(tt.fsys, "")
-			if err == nil || err.Error() != tt.want {
-				t.Errorf("Load() = %v, want %q", err, tt.want)
-			}
-		})
+	for _, w := range schemaWords {
+		if !strings.Contains(string(schemas.PolicyCUE), w.constraint) {
+			t.Errorf("schemas/policy.cue has no constraint %s", w.constraint)
+		}
 	}
 }
 
-// TestLoadDirSymlinkAndGit checks that LoadDir refuses symbolic links and
-// skips .git folders.
-func TestLoadDirSymlinkAndGit(t *testing.T) {
+// TestSchemaDefaults checks that the defaults are the schema's: a policy
+// without cert_validity gets the schema's default, and the Go constant used
+// when there is no policy at all is the same.
+func TestSchemaDefaults(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	outside := t.TempDir()
-	write := func(name, src string) {
-		t.Helper()
-		if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(name, []byte(src), 0o644); err != nil {
-			t.Fatal(err)
-		}
+	s, err := Evaluate([]File{{Name: "a.cue", Data: []byte("package policy\n")}}, EvalOptions{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	write(filepath.Join(dir, "a.cue"), "package policy\napproved: [\"a.example.com\"]\n")
-	write(filepath.Join(dir, ".git", "junk.cue"), "package other\n")
-	if _, err := LoadDir(dir, "r"); err != nil {
-		t.Fatalf("LoadDir with a .git folder: %v", err)
+	ctx := cuecontext.New()
+	def := ctx.CompileBytes(schemas.PolicyCUE).LookupPath(cue.ParsePath("#Policy.cert_validity"))
+	d, ok := def.Default()
+	want, err := d.String()
+	if !ok || err != nil {
+		t.Fatalf("the schema has no default cert_validity: %v", err)
 	}
-	write(filepath.Join(outside, "secret.cue"), "package policy\n")
-	if err := os.Symlink(filepath.Join(outside, "secret.cue"), filepath.Join(dir, "b.cue")); err != nil {
-		t.Skipf("symlinks not supported: %v", err)
+	if s.CertValidity.Value != want {
+		t.Errorf("cert_validity = %q, want the schema's default %q", s.CertValidity.Value, want)
 	}
-	_, err := LoadDir(dir, "r")
-	want := "b.cue: symbolic links are not allowed in a policy folder"
-	if err == nil || err.Error() != want {
-		t.Errorf("LoadDir with a symlink = %v, want %q", err, want)
+	if dur, _ := time.ParseDuration(want); dur != DefaultCertValidity {
+		t.Errorf("DefaultCertValidity = %v, the schema says %s", DefaultCertValidity, want)
 	}
 }

@@ -7,7 +7,7 @@ import (
 )
 
 // Policy is a loaded, valid enrollment policy. It is immutable and safe for
-// concurrent use. Make one with [Load] or [LoadDir].
+// concurrent use. Make one with [Load] or [Spec.Compile].
 type Policy struct {
 	revision     string
 	certValidity time.Duration
@@ -17,6 +17,7 @@ type Policy struct {
 	revocations  []Revocation
 	revokedHosts map[string]int // normalised hostname -> index in revocations
 	tests        []testCase
+	spec         *Spec // what the policy was compiled from
 
 	trustedIdx  globIndex
 	approvedIdx globIndex
@@ -54,6 +55,15 @@ type Counts struct {
 // Rules is the number of rules: trusted entries, approved patterns and
 // revocations.
 func (c Counts) Rules() int { return c.Trusted + c.Approved + c.Revocations }
+
+// Spec returns the spec the policy was compiled from: its persistable
+// form. It is shared, not copied: callers must not modify it.
+func (p *Policy) Spec() *Spec {
+	if p == nil {
+		return nil
+	}
+	return p.spec
+}
 
 // Revision returns the revision given to Load, such as a commit id.
 func (p *Policy) Revision() string {

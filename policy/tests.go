@@ -1,14 +1,13 @@
 package policy
 
 import (
-	"cuelang.org/go/cue/token"
 	"fmt"
 	"net/netip"
 )
 
 type testCase struct {
 	index    int
-	pos      token.Position
+	pos      Pos
 	hostname string
 	ipText   string
 	ip       netip.Addr
@@ -77,7 +76,7 @@ func (p *Policy) RunTests() []TestFailure {
 			continue
 		}
 		out = append(out, TestFailure{
-			Index: tc.index, File: tc.pos.Filename, Line: tc.pos.Line, Col: tc.pos.Column,
+			Index: tc.index, File: tc.pos.File, Line: tc.pos.Line, Col: tc.pos.Col,
 			Hostname: tc.hostname, IP: tc.ipText, Token: tc.token, Expect: tc.expect, Got: d,
 		})
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/vigo-enroll/vigo/policy/sandbox"
 )
 
 // Config is the typed content of server.yaml. The zero value of every field
@@ -85,6 +87,23 @@ type PolicyConfig struct {
 	Git *GitConfig `yaml:"git"`
 	// WebhookSecretFile holds the shared secret of POST /api/v1/policy/webhook.
 	WebhookSecretFile string `yaml:"webhook_secret_file"`
+	// EvalLimits is the budget of evaluating one policy revision.
+	EvalLimits EvalLimits `yaml:"eval_limits"`
+}
+
+// EvalLimits is `policy.eval_limits`: each revision is evaluated in a child
+// process that cannot use more memory or time; a revision over budget is
+// refused like an invalid one.
+type EvalLimits struct {
+	// Memory is the most memory one evaluation may use (default 256MiB).
+	Memory Size `yaml:"memory"`
+	// Timeout is the longest one evaluation may run (default 10s).
+	Timeout Duration `yaml:"timeout"`
+}
+
+// Limits returns the limits for package sandbox.
+func (l EvalLimits) Limits() sandbox.Limits {
+	return sandbox.Limits{Memory: int64(l.Memory), Timeout: time.Duration(l.Timeout)}
 }
 
 // GitConfig is `policy.git`.
@@ -136,6 +155,28 @@ type AgentConfig struct {
 	Version string `yaml:"version"`
 	// SigningKeyFile is the public key of the offline agent signing key.
 	SigningKeyFile string `yaml:"signing_key_file"`
+}
+
+// Size is a number of bytes written as "256MiB", "1GiB" or a plain number
+// in YAML.
+type Size int64
+
+// UnmarshalYAML parses "256MiB", "1.5GiB", "1000000".
+func (z *Size) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	if s == "" {
+		*z = 0
+		return nil
+	}
+	v, err := sandbox.ParseSize(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*z = Size(v)
+	return nil
 }
 
 // Duration is a time.Duration written as a Go duration string in YAML.
@@ -307,6 +348,12 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.TrustedProxyPrefixes(); err != nil {
 		errs = append(errs, err)
+	}
+	if err := c.Policy.EvalLimits.Limits().Check(); err != nil {
+		errs = append(errs, fmt.Errorf("policy.eval_limits: %w", err))
+	}
+	if c.Policy.EvalLimits.Timeout < 0 {
+		errs = append(errs, errors.New("policy.eval_limits.timeout must not be negative"))
 	}
 	if c.Bootstrap.CheckinInterval < Duration(time.Second) {
 		errs = append(errs, errors.New("bootstrap.checkin_interval must be at least 1s"))

@@ -16,6 +16,9 @@ func TestExampleConfigLoads(t *testing.T) {
 	if c.Server.APIListen != ":8443" || c.Server.GRPCListen != ":1530" || c.Policy.Dir != "examples/policy" || c.Database.Driver != "sqlite" {
 		t.Fatalf("unexpected example config: %+v", c)
 	}
+	if got := c.Policy.EvalLimits.Limits().String(); got != "256 MiB, 10s" {
+		t.Errorf("example eval_limits = %s, want the defaults written out", got)
+	}
 }
 
 func TestDefaultsWithoutFile(t *testing.T) {
@@ -42,6 +45,9 @@ func TestConfigErrors(t *testing.T) {
 		{"postgres without dsn", "database:\n  driver: postgres\n", "set database.dsn or database.dsn_file"},
 		{"bad proxy", "server:\n  trusted_proxies: [nope]\n", `"nope" is neither an address nor a CIDR`},
 		{"not yaml", "server: [\n", "parse YAML"},
+		{"bad eval memory", "policy:\n  eval_limits:\n    memory: lots\n", `line 3: "lots" is not a size`},
+		{"eval memory too small", "policy:\n  eval_limits:\n    memory: 1MiB\n", "policy.eval_limits: memory limit 1 MiB is below the minimum of 32 MiB"},
+		{"negative eval timeout", "policy:\n  eval_limits:\n    timeout: -1s\n", "policy.eval_limits.timeout must not be negative"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "server.yaml")

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vigo-enroll/vigo/agent"
+	"github.com/vigo-enroll/vigo/policy/sandbox"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
 	"github.com/vigo-enroll/vigo/server"
 	"github.com/vigo-enroll/vigo/server/agentdist"
@@ -26,6 +27,7 @@ import (
 // the real bootstrap script through a real shell, as the one-liner does.
 
 func TestMain(m *testing.M) {
+	sandbox.RunIfChild() // the servers of these tests evaluate policy in a child: this binary
 	code := m.Run()
 	servertest.RemoveAgentBinaries()
 	os.Exit(code)

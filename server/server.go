@@ -306,7 +306,7 @@ func (s *Server) startPolicy(ctx context.Context) error {
 	}
 	ctl, err := policyctl.New(policyctl.Config{
 		Source: src, Store: s.store, Interval: interval, Logger: s.log,
-		Replica: cfg.Server.Replica, Registerer: s.registry,
+		Replica: cfg.Server.Replica, Registerer: s.registry, Limits: cfg.Policy.EvalLimits.Limits(),
 	})
 	if err != nil {
 		return err

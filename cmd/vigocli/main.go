@@ -4,6 +4,12 @@ package main
 
 import (
 	"os"
+
+	"github.com/vigo-enroll/vigo/policy/sandbox"
 )
 
-func main() { os.Exit(Main()) }
+func main() {
+	// Policy is evaluated in a child process of this program: see sandbox.
+	sandbox.RunIfChild()
+	os.Exit(Main())
+}

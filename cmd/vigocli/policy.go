@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,8 +23,10 @@ func newPolicyCmd(g *globals) *cobra.Command {
 		Use:   "policy",
 		Short: "Vet and explain enrollment policy (CUE files in Git); show the server's policy status",
 	}
-	cmd.AddCommand(newPolicyVetCmd(g), newPolicyExplainCmd(g), newPolicyStatusCmd(g), newPolicySyncCmd(g))
-	cmd.AddCommand(newPolicyDiffCmd(g))
+	ev := &evalFlags{}
+	ev.register(cmd)
+	cmd.AddCommand(newPolicyVetCmd(g, ev), newPolicyExplainCmd(g, ev), newPolicyStatusCmd(g), newPolicySyncCmd(g))
+	cmd.AddCommand(newPolicyDiffCmd(g, ev))
 	return cmd
 }
 
@@ -36,15 +39,19 @@ type vetError struct {
 	Message string `json:"message"`
 }
 
-func newPolicyVetCmd(g *globals) *cobra.Command {
+func newPolicyVetCmd(g *globals, ev *evalFlags) *cobra.Command {
 	var format string
 	cmd := &cobra.Command{
 		Use:   "vet [DIR]",
 		Short: "Validate a policy folder and run its tests (exit 0 valid, 1 invalid, 2 usage or I/O error)",
-		Long: `Vet loads the policy folder DIR (default .) exactly as the server does: every .cue file
-unified with the #Policy schema, then the checks CUE cannot do (host bits in CIDRs, globs,
-hostnames, duration bounds, duplicates). It then runs the policy's tests: cases. Every problem
-is reported as file:line:col: path: message, with file names as seen from the current folder.
+		Long: `Vet loads the policy folder DIR (default .) exactly as the server does: the same rules for
+which files count (the .cue files at the top of the folder; README, docs, CI files and other
+files are ignored; a .cue file in a subfolder, a symbolic link or over the size caps refuses
+the policy), every .cue file unified with the #Policy schema, then the checks CUE cannot do
+(host bits in CIDRs, globs, duration bounds, duplicates), evaluated in a child process within
+the server's memory and time budget (--eval-memory, --eval-timeout). It then runs the
+policy's tests: cases. Every problem is reported as file:line:col: path: message, with file
+names as seen from the current folder.
 
 Formats: text (default), json (an array of {file, line, col, path, message}), and github
 (::error annotations, shown on the pull request by GitHub Actions).
@@ -58,7 +65,7 @@ Exit status: 0 valid, 1 invalid, 2 usage or I/O error.`,
 			}
 			return nil
 		},
-		RunE: func(_ *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
 			switch format {
 			case "text", "json", "github":
 			default:
@@ -68,21 +75,19 @@ Exit status: 0 valid, 1 invalid, 2 usage or I/O error.`,
 			if len(args) == 1 {
 				dir = args[0]
 			}
-			return vet(g, dir, format)
+			return vet(cmd.Context(), g, ev, dir, format)
 		},
 	}
 	cmd.Flags().StringVar(&format, "format", "text", "output format: text, json or github")
 	return cmd
 }
 
-func vet(g *globals, dir, format string) error {
-	p, err := policy.LoadDir(dir, "")
-	var errs policy.Errors
-	switch {
-	case errors.As(err, &errs):
-	case err != nil:
-		return &codeError{code: 2, err: err}
-	default:
+func vet(ctx context.Context, g *globals, ev *evalFlags, dir, format string) error {
+	p, errs, err := ev.loadPolicy(ctx, dir, "")
+	if err != nil {
+		return err
+	}
+	if p != nil {
 		for _, f := range p.RunTests() {
 			errs = append(errs, f.Err())
 		}
@@ -162,7 +167,7 @@ func githubAnnotation(e vetError) string {
 	return "::error " + strings.Join(props, ",") + "::" + data.Replace(msg)
 }
 
-func newPolicyExplainCmd(g *globals) *cobra.Command {
+func newPolicyExplainCmd(g *globals, ev *evalFlags) *cobra.Command {
 	var dir, hostname, ip, revision string
 	var token bool
 	var tokenPattern string
@@ -179,7 +184,7 @@ Exit status: 0 when a decision was made (allowed or not), 1 when the policy is i
 		Example: `  vigocli policy explain --dir examples/policy --hostname web7.web.example.com --ip 203.0.113.9
   vigocli policy explain --hostname laptop.example.com --ip 2001:db8::7 --token -o json`,
 		Args: cobra.NoArgs,
-		RunE: func(_ *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) error {
 			if g.output != "table" && g.output != "text" && g.output != "json" {
 				return &codeError{code: 2, err: fmt.Errorf("-o %s: must be text or json", g.output)}
 			}
@@ -194,14 +199,13 @@ Exit status: 0 when a decision was made (allowed or not), 1 when the policy is i
 				}
 				src = a
 			}
-			p, err := policy.LoadDir(dir, revision)
-			var errs policy.Errors
+			p, errs, err := ev.loadPolicy(cmd.Context(), dir, revision)
 			switch {
-			case errors.As(err, &errs):
+			case err != nil:
+				return err
+			case len(errs) > 0:
 				fmt.Fprintln(g.stderr, errs.Error())
 				return &codeError{code: 1, err: fmt.Errorf("policy %s is invalid: %d %s", dir, len(errs), plural(len(errs), "problem", "problems"))}
-			case err != nil:
-				return &codeError{code: 2, err: err}
 			}
 			req := policy.Request{Hostname: hostname, SourceIP: src}
 			if token || tokenPattern != "" {

@@ -10,10 +10,12 @@ import (
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
+	"github.com/vigo-enroll/vigo/policy/sandbox"
 )
 
 // TestMain lets testscript run vigocli in-process as the "vigocli" command.
 func TestMain(m *testing.M) {
+	sandbox.RunIfChild() // vigocli evaluates policy in a child: this binary
 	if flag.Lookup("update") == nil {
 		flag.Bool("update", false, "rewrite golden files in testdata")
 	}

@@ -20,7 +20,7 @@ import (
 // maxEnvoysFile bounds the --envoys file (about a million envoys).
 const maxEnvoysFile = 512 << 20
 
-func newPolicyDiffCmd(g *globals) *cobra.Command {
+func newPolicyDiffCmd(g *globals, ev *evalFlags) *cobra.Command {
 	var (
 		envoysFile   string
 		serverEnvoys bool
@@ -82,21 +82,19 @@ job require an explicit approval.`,
 				return &codeError{code: 2, err: errors.New("--fail-on-revoke needs the envoys: pass --envoys FILE or --server-envoys")}
 			}
 			oldDir, newDir := args[0], args[1]
-			oldP, err := policy.LoadDir(oldDir, oldDir)
+			oldP, errs, err := ev.loadPolicy(cmd.Context(), oldDir, oldDir)
 			if err != nil {
-				var errs policy.Errors
-				if errors.As(err, &errs) {
-					return &codeError{code: 2, err: fmt.Errorf("old policy %s is invalid (%d %s), so there is nothing to compare with:\n%s",
-						oldDir, len(errs), plural(len(errs), "problem", "problems"), prefixErrors(errs, oldDir))}
-				}
-				return &codeError{code: 2, err: err}
+				return err
 			}
-			newP, err := policy.LoadDir(newDir, newDir)
+			if len(errs) > 0 {
+				return &codeError{code: 2, err: fmt.Errorf("old policy %s is invalid (%d %s), so there is nothing to compare with:\n%s",
+					oldDir, len(errs), plural(len(errs), "problem", "problems"), prefixErrors(errs, oldDir))}
+			}
+			newP, errs, err := ev.loadPolicy(cmd.Context(), newDir, newDir)
 			if err != nil {
-				var errs policy.Errors
-				if !errors.As(err, &errs) {
-					return &codeError{code: 2, err: err}
-				}
+				return err
+			}
+			if len(errs) > 0 {
 				if format == "github" {
 					for _, e := range errs {
 						fmt.Fprintln(g.stdout, githubAnnotation(vetErrorIn(e, newDir)))

@@ -176,14 +176,24 @@ type PolicyError struct {
 
 // PolicyStatus is the answer of GET /api/v1/policy/status.
 type PolicyStatus struct {
-	Replica    string         `json:"replica"`
-	Source     string         `json:"source"`
-	Healthy    bool           `json:"healthy"`
+	Replica string `json:"replica"`
+	Source  string `json:"source"`
+	// Healthy is true when the last fetch of the source succeeded (within
+	// three poll intervals) and the last revision attempted was applied.
+	Healthy bool `json:"healthy"`
+	// Reason says why the status is not healthy, in one line.
+	Reason     string         `json:"reason,omitempty"`
 	Active     *PolicyActive  `json:"active"`
 	Attempted  *PolicyAttempt `json:"attempted"`
 	LastFetch  *time.Time     `json:"last_fetch"`
 	NextPoll   *time.Time     `json:"next_poll"`
 	FetchError string         `json:"fetch_error,omitempty"`
+	// Evaluating is the revision being evaluated right now, if any, since
+	// EvaluatingSince.
+	Evaluating      string     `json:"evaluating,omitempty"`
+	EvaluatingSince *time.Time `json:"evaluating_since,omitempty"`
+	// EvalLimits is the budget of one evaluation, such as "256 MiB, 10s".
+	EvalLimits string `json:"eval_limits,omitempty"`
 }
 
 // PolicyActive is the active policy revision.
@@ -195,10 +205,14 @@ type PolicyActive struct {
 
 // PolicyAttempt is the last revision the server tried to apply.
 type PolicyAttempt struct {
-	Revision string        `json:"revision"`
-	At       time.Time     `json:"at"`
-	Valid    bool          `json:"valid"`
-	Errors   []PolicyError `json:"errors"`
+	Revision string    `json:"revision"`
+	At       time.Time `json:"at"`
+	Valid    bool      `json:"valid"`
+	// Kind says why an invalid revision was refused: "invalid" (its
+	// content or file tree), "verify" (its commit signature) or "budget"
+	// (its evaluation exceeded the memory or time limit).
+	Kind   string        `json:"kind,omitempty"`
+	Errors []PolicyError `json:"errors"`
 }
 
 // PolicySyncResult is the answer of POST /api/v1/policy/sync.

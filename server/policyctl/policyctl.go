@@ -1,17 +1,22 @@
 // Package policyctl ties a gitsync.Source to the policy package: it fetches
-// revisions, validates each new one with policy.Load, and swaps a valid one
-// in atomically while an invalid one is rejected and the last good revision
-// stays active. It persists the last good revision so that a restart serves
-// it before the first sync, applies the policy's revocations to the store,
-// audits every verdict and exports status and metrics.
+// revisions, evaluates each new one within a memory and time budget (in a
+// child process, see package policy/sandbox), and swaps a valid one in
+// atomically while an invalid one is rejected and the last good revision
+// stays active. It persists the last good revision in its compiled form, so
+// that a restart serves it before the first sync without evaluating policy
+// content again, and remembers the revisions it refused, so that a restart
+// never evaluates those again either. It applies the policy's revocations to
+// the store, audits every verdict and every change of the source's health,
+// and exports status and metrics.
 package policyctl
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +27,7 @@ import (
 
 	"github.com/vigo-enroll/vigo/gitsync"
 	"github.com/vigo-enroll/vigo/policy"
+	"github.com/vigo-enroll/vigo/policy/sandbox"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
 	"github.com/vigo-enroll/vigo/server/store"
 )
@@ -52,6 +58,19 @@ type Config struct {
 	OnApplied func(*policy.Policy)
 	// Registerer receives the controller's metrics; nil registers none.
 	Registerer prometheus.Registerer
+	// Limits is the budget of one evaluation (sandbox defaults when zero).
+	Limits sandbox.Limits
+	// Evaluator evaluates a revision's files; nil means a sandbox.Evaluator
+	// with Limits (a child process of this program, which must call
+	// sandbox.RunIfChild first thing in main).
+	Evaluator Evaluator
+}
+
+// Evaluator evaluates policy files into a spec, as sandbox.Evaluator does:
+// policy.Errors, *sandbox.BudgetError or *sandbox.CrashError refuse the
+// revision; any other error means it could not be evaluated (try again).
+type Evaluator interface {
+	Evaluate(ctx context.Context, files []policy.File) (*policy.Spec, error)
 }
 
 // Controller keeps the active policy. Its methods are safe for concurrent use.
@@ -64,10 +83,13 @@ type Controller struct {
 	now       func() time.Time
 	onApplied func(*policy.Policy)
 	m         metrics
+	eval      Evaluator
+	limits    string // the budget, as remembered with budget refusals
 
 	active  atomic.Pointer[policy.Policy]
 	trigger chan struct{}
-	syncMu  sync.Mutex // one sync at a time
+	notify  <-chan struct{} // the source's change signals, nil if none
+	syncMu  sync.Mutex      // one sync at a time
 
 	mu         sync.Mutex // guards the fields below
 	activeInfo *apiv1.PolicyActive
@@ -75,6 +97,10 @@ type Controller struct {
 	lastFetch  time.Time
 	nextPoll   time.Time
 	fetchErr   string
+	fetchFails int    // consecutive failed fetches
+	evalErr    string // why the attempted revision could not be evaluated
+	evaluating string // the revision being evaluated
+	evalSince  time.Time
 	verdicts   map[string]*apiv1.PolicyAttempt // revision id -> verdict, once fully applied or rejected
 }
 
@@ -83,14 +109,18 @@ type metrics struct {
 	lastSync       prometheus.Gauge
 	syncErrors     *prometheus.CounterVec
 	attemptedValid prometheus.Gauge
+	healthy        prometheus.Gauge
+	evalSeconds    prometheus.Histogram
 }
 
-// Kinds of vigo_policy_sync_errors_total.
+// Kinds of vigo_policy_sync_errors_total (and of refusals).
 const (
-	kindFetch   = "fetch"   // the source could not be read
-	kindVerify  = "verify"  // the head commit's signature was refused
-	kindInvalid = "invalid" // the policy did not load
-	kindStore   = "store"   // persisting, revoking or auditing failed
+	kindFetch     = "fetch"     // the source could not be read
+	kindVerify    = "verify"    // the head commit's signature was refused
+	kindInvalid   = "invalid"   // the policy (or its file tree) is invalid
+	kindBudget    = "budget"    // evaluation exceeded the memory or time limit
+	kindEvaluator = "evaluator" // the evaluator could not run (retried)
+	kindStore     = "store"     // persisting, revoking or auditing failed
 )
 
 func newMetrics(reg prometheus.Registerer) (metrics, error) {
@@ -111,12 +141,21 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 			Name: "vigo_policy_attempted_valid",
 			Help: "1 when the last attempted policy revision was valid, else 0.",
 		}),
+		healthy: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "vigo_policy_source_healthy",
+			Help: "1 when the last fetch of the policy source succeeded and the last attempted revision was applied, else 0.",
+		}),
+		evalSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "vigo_policy_evaluation_seconds",
+			Help:    "Time to evaluate a policy revision (in the sandbox), refused ones included.",
+			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+		}),
 	}
-	for _, k := range []string{kindFetch, kindVerify, kindInvalid, kindStore} {
+	for _, k := range []string{kindFetch, kindVerify, kindInvalid, kindBudget, kindEvaluator, kindStore} {
 		m.syncErrors.WithLabelValues(k) // export zeros
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.activeInfo, m.lastSync, m.syncErrors, m.attemptedValid} {
+		for _, c := range []prometheus.Collector{m.activeInfo, m.lastSync, m.syncErrors, m.attemptedValid, m.healthy, m.evalSeconds} {
 			if err := reg.Register(c); err != nil {
 				return m, fmt.Errorf("register policy metrics: %w", err)
 			}
@@ -146,8 +185,19 @@ func New(cfg Config) (*Controller, error) {
 		now:       cfg.Now,
 		onApplied: cfg.OnApplied,
 		m:         m,
+		eval:      cfg.Evaluator,
+		limits:    cfg.Limits.String(),
 		trigger:   make(chan struct{}, 1),
 		verdicts:  map[string]*apiv1.PolicyAttempt{},
+	}
+	if err := cfg.Limits.Check(); err != nil {
+		return nil, fmt.Errorf("new policy controller: %w", err)
+	}
+	if c.eval == nil {
+		c.eval = &sandbox.Evaluator{Limits: cfg.Limits}
+	}
+	if n, ok := cfg.Source.(gitsync.Notifier); ok {
+		c.notify = n.Changes()
 	}
 	if c.interval <= 0 {
 		c.interval = DefaultInterval
@@ -175,10 +225,32 @@ func (c *Controller) Trigger() {
 }
 
 // Restore activates the last good revision persisted in the store, so
-// that a restarted server enrolls with it before its first sync. It
-// returns nil when there is nothing to restore, and an error when the
-// saved revision cannot be read or no longer loads (then nothing is active).
+// that a restarted server enrolls with it before its first sync, and
+// recalls the revisions this replica refused, so that they are not
+// evaluated again. The policy is built from its compiled form, without
+// evaluating its files; only a revision saved by an older server (or with
+// another compiled form) is evaluated again, within the budget. It returns
+// nil when there is nothing to restore, and an error when the saved
+// revision cannot be used (then nothing is active).
 func (c *Controller) Restore(ctx context.Context) error {
+	refusals, err := c.st.ListPolicyRefusals(ctx, c.replica)
+	if err != nil {
+		return fmt.Errorf("restore policy: %w", err)
+	}
+	c.mu.Lock()
+	for i := len(refusals) - 1; i >= 0; i-- { // oldest first: the newest wins a clear
+		r := refusals[i]
+		if r.Kind == kindBudget && r.Limits != c.limits {
+			continue // judged under other limits: judge again
+		}
+		var errs []apiv1.PolicyError
+		if err := json.Unmarshal([]byte(r.Errors), &errs); err != nil {
+			continue
+		}
+		c.rememberLocked(&apiv1.PolicyAttempt{Revision: r.Revision, At: r.At, Kind: r.Kind, Errors: errs})
+	}
+	c.mu.Unlock()
+
 	rec, err := c.st.LoadPolicyRevision(ctx)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
@@ -186,15 +258,30 @@ func (c *Controller) Restore(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("restore policy: %w", err)
 	}
-	fsys, err := gitsync.MapFS(rec.Files, rec.AppliedAt)
-	if err != nil {
-		return fmt.Errorf("restore policy %s: %w", rec.ID, err)
+	var p *policy.Policy
+	spec, err := policy.UnmarshalSpec(rec.Spec)
+	if err == nil {
+		p, err = spec.Compile(rec.ID)
 	}
-	p, err := policy.Load(fsys, rec.ID)
 	if err != nil {
-		return fmt.Errorf("restore policy %s: %w", rec.ID, err)
+		c.log.Info("the saved policy revision has no usable compiled form: evaluating its files", "revision", rec.ID, "reason", err)
+		files := make([]policy.File, 0, len(rec.Files))
+		for name, b := range rec.Files {
+			files = append(files, policy.File{Name: name, Data: b})
+		}
+		slices.SortFunc(files, func(a, b policy.File) int { return strings.Compare(a.Name, b.Name) })
+		spec, err := c.eval.Evaluate(ctx, files)
+		if err != nil {
+			return fmt.Errorf("restore policy %s: %w", rec.ID, err)
+		}
+		if p, err = spec.Compile(rec.ID); err != nil {
+			return fmt.Errorf("restore policy %s: %w", rec.ID, err)
+		}
 	}
 	c.activate(p, &apiv1.PolicyActive{Revision: rec.ID, AppliedAt: rec.AppliedAt, Signer: rec.Signer})
+	c.mu.Lock()
+	c.rememberLocked(&apiv1.PolicyAttempt{Revision: rec.ID, At: rec.AppliedAt, Valid: true, Errors: []apiv1.PolicyError{}})
+	c.mu.Unlock()
 	c.log.Info("policy restored", "revision", rec.ID, "source", rec.Source)
 	return nil
 }
@@ -203,10 +290,6 @@ func (c *Controller) Restore(ctx context.Context) error {
 // source and on Trigger, until ctx is done. It returns nil then. Sync
 // failures are logged and shown by Status; they do not stop Run.
 func (c *Controller) Run(ctx context.Context) error {
-	var notify <-chan struct{}
-	if n, ok := c.src.(gitsync.Notifier); ok {
-		notify = n.Changes()
-	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -214,7 +297,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-timer.C:
-		case <-notify:
+		case <-c.notify:
 		case <-c.trigger:
 		}
 		if _, err := c.SyncNow(ctx); err != nil && ctx.Err() == nil {
@@ -229,76 +312,159 @@ func (c *Controller) Run(ctx context.Context) error {
 
 // SyncNow fetches the source and applies a new revision, then returns the
 // status. Concurrent calls run one after the other. The error is that of
-// the fetch or of the store; an invalid revision is not an error (see
-// Status().Attempted).
+// the fetch, of the evaluator or of the store; a refused revision is not an
+// error (see Status().Attempted).
 func (c *Controller) SyncNow(ctx context.Context) (apiv1.PolicyStatus, error) {
 	c.syncMu.Lock()
 	defer c.syncMu.Unlock()
 	err := c.sync(ctx)
+	c.setHealth()
 	return c.Status(), err
 }
 
 func (c *Controller) sync(ctx context.Context) error {
+	rev, err := c.fetch(ctx)
+	if err != nil {
+		return err
+	}
+	for {
+		c.mu.Lock()
+		v, seen := c.verdicts[rev.ID]
+		activeID := ""
+		if c.activeInfo != nil {
+			activeID = c.activeInfo.Revision
+		}
+		if seen && (!v.Valid || rev.ID == activeID) {
+			// Already judged: a bad commit is not evaluated again on every
+			// poll (nor after a restart), and the active one is not
+			// applied again.
+			c.attempted, c.evalErr = v, ""
+			c.mu.Unlock()
+			c.setAttemptedValid(v.Valid)
+			return nil
+		}
+		c.mu.Unlock()
+		newer, err := c.evaluate(ctx, rev)
+		if newer == nil {
+			return err
+		}
+		// A newer revision arrived while this one was being evaluated:
+		// that evaluation was stopped, the newer one goes next.
+		rev = *newer
+	}
+}
+
+// fetch fetches the source and records the outcome: a failure makes the
+// status unhealthy at once and is audited when it starts (and its end when
+// it ends).
+func (c *Controller) fetch(ctx context.Context) (gitsync.Revision, error) {
 	rev, _, err := c.src.Fetch(ctx)
 	now := c.now()
 	if err != nil {
+		if ctx.Err() != nil {
+			return gitsync.Revision{}, ctx.Err()
+		}
 		c.m.syncErrors.WithLabelValues(kindFetch).Inc()
 		c.mu.Lock()
+		first := c.fetchFails == 0 || c.fetchErr != err.Error()
 		c.fetchErr = err.Error()
+		c.fetchFails++
 		c.mu.Unlock()
-		return fmt.Errorf("sync policy: %w", err)
+		if first {
+			c.audit(ctx, store.AuditEvent{At: now, Type: store.AuditPolicyFetchFailed, Result: "failed", Reason: truncate(err.Error()),
+				Details: map[string]string{"source": c.src.String()}})
+		}
+		return gitsync.Revision{}, fmt.Errorf("sync policy: %w", err)
 	}
 	c.m.lastSync.Set(float64(now.UnixNano()) / 1e9)
 	c.mu.Lock()
-	c.lastFetch, c.fetchErr = now, ""
-	v, seen := c.verdicts[rev.ID]
-	activeID := ""
-	if c.activeInfo != nil {
-		activeID = c.activeInfo.Revision
-	}
-	if seen && (!v.Valid || rev.ID == activeID) {
-		// Already judged: a bad commit is not re-evaluated on every poll,
-		// and the active one is not re-applied.
-		c.attempted = v
-		c.mu.Unlock()
-		c.setAttemptedValid(v.Valid)
-		return nil
-	}
+	recovered := c.fetchFails > 0
+	c.lastFetch, c.fetchErr, c.fetchFails = now, "", 0
 	c.mu.Unlock()
-	return c.evaluate(ctx, rev, now)
+	if recovered {
+		c.audit(ctx, store.AuditEvent{At: now, Type: store.AuditPolicyFetchRecovered, Result: "ok", Revision: rev.ID,
+			Details: map[string]string{"source": c.src.String()}})
+	}
+	return rev, nil
 }
 
-// evaluate validates rev and applies or rejects it.
-func (c *Controller) evaluate(ctx context.Context, rev gitsync.Revision, now time.Time) error {
+// audit appends ev, logging a failure: an audit event about the source
+// must not stop a sync.
+func (c *Controller) audit(ctx context.Context, ev store.AuditEvent) {
+	ev.Replica = c.replica
+	if err := c.st.AppendAudit(ctx, ev); err != nil && ctx.Err() == nil {
+		c.m.syncErrors.WithLabelValues(kindStore).Inc()
+		c.log.Error("audit policy event", "type", ev.Type, "err", err)
+	}
+}
+
+// evaluate validates rev and applies or rejects it. When the source
+// signals a change during the evaluation and has a newer revision, the
+// evaluation is stopped and the newer revision returned, to be evaluated
+// next.
+func (c *Controller) evaluate(ctx context.Context, rev gitsync.Revision) (newer *gitsync.Revision, err error) {
 	start := time.Now()
+	now := c.now()
 	attempt := &apiv1.PolicyAttempt{Revision: rev.ID, At: now, Valid: true, Errors: []apiv1.PolicyError{}}
-	var p *policy.Policy
-	kind := ""
-	if rev.VerifyErr != nil {
-		kind = kindVerify
-		attempt.Errors = []apiv1.PolicyError{{Message: "commit signature: " + rev.VerifyErr.Error()}}
-	} else {
-		var err error
-		p, err = policy.Load(rev.Files, rev.ID)
-		if err == nil {
-			// The policy's own tests state what its author meant: a
-			// revision whose tests fail is refused here as by `policy vet`.
-			var es policy.Errors
-			for _, f := range p.RunTests() {
-				es = append(es, f.Err())
-			}
-			if len(es) > 0 {
-				err = es
-			}
+	switch {
+	case len(rev.Problems) > 0:
+		// The file tree breaks a rule that vet applies as well.
+		attempt.Kind = kindInvalid
+		for _, p := range rev.Problems {
+			attempt.Errors = append(attempt.Errors, apiv1.PolicyError{File: p.Path, Message: p.Msg})
 		}
-		if err != nil {
-			kind = kindInvalid
-			attempt.Errors = policyErrors(err)
+	case rev.VerifyErr != nil:
+		attempt.Kind = kindVerify
+		attempt.Errors = []apiv1.PolicyError{{Message: "commit signature: " + rev.VerifyErr.Error()}}
+	}
+	if attempt.Kind != "" {
+		attempt.Valid = false
+		return nil, c.reject(ctx, rev, attempt)
+	}
+
+	spec, newer, err := c.runEvaluator(ctx, rev)
+	c.m.evalSeconds.Observe(time.Since(start).Seconds())
+	if newer != nil {
+		c.log.Info("policy evaluation stopped: a newer revision arrived", "revision", rev.ID, "newer", newer.ID)
+		return newer, nil
+	}
+	var p *policy.Policy
+	if err == nil {
+		p, err = spec.Compile(rev.ID)
+	}
+	if err == nil {
+		// The policy's own tests state what its author meant: a
+		// revision whose tests fail is refused here as by `policy vet`.
+		var es policy.Errors
+		for _, f := range p.RunTests() {
+			es = append(es, f.Err())
+		}
+		if len(es) > 0 {
+			err = es
 		}
 	}
-	if kind != "" {
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		es, refused := sandbox.Errors(err)
+		if !refused {
+			// The evaluator could not run: nothing is judged, the next sync
+			// tries again.
+			c.m.syncErrors.WithLabelValues(kindEvaluator).Inc()
+			c.mu.Lock()
+			c.evalErr = err.Error()
+			c.mu.Unlock()
+			return nil, fmt.Errorf("evaluate policy %s: %w", rev.ID, err)
+		}
 		attempt.Valid = false
-		return c.reject(ctx, rev, attempt, kind)
+		attempt.Kind = kindInvalid
+		var be *sandbox.BudgetError
+		if errors.As(err, &be) {
+			attempt.Kind = kindBudget
+		}
+		attempt.Errors = wireErrors(es)
+		return nil, c.reject(ctx, rev, attempt)
 	}
 
 	// Store side effects first: the revision is active only once its
@@ -308,25 +474,73 @@ func (c *Controller) evaluate(ctx context.Context, rev gitsync.Revision, now tim
 	// the next sync applies the revision again (every step is idempotent).
 	if err := c.persist(ctx, rev, p, now); err != nil {
 		c.m.syncErrors.WithLabelValues(kindStore).Inc()
-		return err
+		return nil, err
 	}
 	c.activate(p, &apiv1.PolicyActive{Revision: rev.ID, AppliedAt: now, Signer: rev.Signer})
 	c.mu.Lock()
-	c.attempted = attempt
+	c.attempted, c.evalErr = attempt, ""
+	c.rememberLocked(attempt)
 	c.mu.Unlock()
 	c.setAttemptedValid(true)
 	c.log.Info("policy applied", "revision", rev.ID, "signer", rev.Signer, "author", rev.Author, "duration", time.Since(start))
-	c.remember(attempt)
-	return nil
+	return nil, nil
 }
 
+// runEvaluator evaluates rev's files. While it runs, a change signal of
+// the source or a Trigger makes it fetch the source: a newer revision stops
+// the evaluation and is returned instead (a runaway evaluation then never
+// holds up an urgent change for more than the time it takes to notice).
+func (c *Controller) runEvaluator(ctx context.Context, rev gitsync.Revision) (*policy.Spec, *gitsync.Revision, error) {
+	files := make([]policy.File, len(rev.Files))
+	for i, f := range rev.Files {
+		files[i] = policy.File{Name: f.Name, Data: f.Data}
+	}
+	c.mu.Lock()
+	c.evaluating, c.evalSince = rev.ID, c.now()
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.evaluating = ""
+		c.mu.Unlock()
+	}()
+	ectx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		spec *policy.Spec
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		spec, err := c.eval.Evaluate(ectx, files)
+		done <- result{spec, err}
+	}()
+	for {
+		select {
+		case r := <-done:
+			return r.spec, nil, r.err
+		case <-c.notify:
+		case <-c.trigger:
+		}
+		next, err := c.fetch(ctx)
+		if err != nil || next.ID == rev.ID {
+			continue
+		}
+		cancel()
+		<-done
+		return nil, &next, nil
+	}
+}
 func (c *Controller) persist(ctx context.Context, rev gitsync.Revision, p *policy.Policy, now time.Time) error {
-	files, err := readFiles(rev.Files)
+	files := make(map[string][]byte, len(rev.Files))
+	for _, f := range rev.Files {
+		files[f.Name] = f.Data
+	}
+	spec, err := policy.MarshalSpec(p.Spec())
 	if err != nil {
 		return fmt.Errorf("persist policy %s: %w", rev.ID, err)
 	}
 	err = c.st.SavePolicyRevision(ctx, store.PolicyRevision{
-		ID: rev.ID, Source: c.src.String(), Files: files, Signer: rev.Signer, AppliedAt: now,
+		ID: rev.ID, Source: c.src.String(), Files: files, Spec: spec, Signer: rev.Signer, AppliedAt: now,
 	})
 	if err != nil {
 		return fmt.Errorf("persist policy %s: %w", rev.ID, err)
@@ -360,36 +574,60 @@ func (c *Controller) persist(ctx context.Context, rev gitsync.Revision, p *polic
 	return nil
 }
 
-func (c *Controller) reject(ctx context.Context, rev gitsync.Revision, attempt *apiv1.PolicyAttempt, kind string) error {
-	c.m.syncErrors.WithLabelValues(kind).Inc()
+func (c *Controller) reject(ctx context.Context, rev gitsync.Revision, attempt *apiv1.PolicyAttempt) error {
+	c.m.syncErrors.WithLabelValues(attempt.Kind).Inc()
 	c.setAttemptedValid(false)
 	c.mu.Lock()
-	c.attempted = attempt
+	c.attempted, c.evalErr = attempt, ""
 	c.mu.Unlock()
 	msgs := make([]string, 0, len(attempt.Errors))
 	for _, e := range attempt.Errors {
 		msgs = append(msgs, formatError(e))
 	}
 	reason := strings.Join(msgs, "\n")
-	c.log.Warn("policy rejected, last good revision stays active", "revision", rev.ID, "err", reason)
-	details := map[string]string{"source": c.src.String(), "kind": kind, "errors": strconv.Itoa(len(attempt.Errors))}
+	c.log.Warn("policy rejected, last good revision stays active", "revision", rev.ID, "kind", attempt.Kind, "err", reason)
+	details := map[string]string{"source": c.src.String(), "kind": attempt.Kind, "errors": strconv.Itoa(len(attempt.Errors))}
 	if rev.Author != "" {
 		details["author"] = rev.Author
 	}
-	const maxReason = 4 << 10
-	if len(reason) > maxReason {
-		reason = reason[:maxReason] + "…"
+	if attempt.Kind == kindBudget {
+		details["limits"] = c.limits
 	}
 	err := c.st.AppendAudit(ctx, store.AuditEvent{
 		At: attempt.At, Type: store.AuditPolicyRejected, Result: "rejected", Revision: rev.ID,
-		Reason: reason, Replica: c.replica, Details: details,
+		Reason: truncate(reason), Replica: c.replica, Details: details,
 	})
 	if err != nil {
 		c.m.syncErrors.WithLabelValues(kindStore).Inc()
 		return fmt.Errorf("audit policy %s: %w", rev.ID, err)
 	}
-	c.remember(attempt)
+	// Remembered in the store too: a restart must never evaluate this
+	// revision again (a revision that crashed or exhausted the evaluator
+	// would otherwise be evaluated at every start).
+	errs := attempt.Errors
+	if len(errs) > 50 {
+		errs = errs[:50]
+	}
+	b, _ := json.Marshal(errs)
+	if err := c.st.SavePolicyRefusal(ctx, store.PolicyRefusal{
+		Replica: c.replica, Revision: rev.ID, Kind: attempt.Kind, Limits: c.limits, Errors: string(b), At: attempt.At,
+	}); err != nil {
+		c.m.syncErrors.WithLabelValues(kindStore).Inc()
+		return fmt.Errorf("remember refused policy %s: %w", rev.ID, err)
+	}
+	c.mu.Lock()
+	c.rememberLocked(attempt)
+	c.mu.Unlock()
 	return nil
+}
+
+// truncate bounds a reason written to the audit log.
+func truncate(s string) string {
+	const maxReason = 4 << 10
+	if len(s) > maxReason {
+		return s[:maxReason] + "…"
+	}
+	return s
 }
 
 func (c *Controller) activate(p *policy.Policy, info *apiv1.PolicyActive) {
@@ -404,9 +642,8 @@ func (c *Controller) activate(p *policy.Policy, info *apiv1.PolicyActive) {
 	}
 }
 
-func (c *Controller) remember(a *apiv1.PolicyAttempt) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// rememberLocked records a verdict; c.mu is held.
+func (c *Controller) rememberLocked(a *apiv1.PolicyAttempt) {
 	if len(c.verdicts) >= maxVerdicts {
 		clear(c.verdicts)
 	}
@@ -421,13 +658,13 @@ func (c *Controller) setAttemptedValid(ok bool) {
 	}
 }
 
-// Status returns the policy status of this replica. Healthy means the last
-// attempted revision was valid and the source was fetched successfully
-// within the last three intervals.
+// Status returns the policy status of this replica. Healthy means the
+// last fetch of the source succeeded, within the last three intervals, and
+// the last attempted revision was applied; Reason says why not.
 func (c *Controller) Status() apiv1.PolicyStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := apiv1.PolicyStatus{Replica: c.replica, Source: c.src.String(), FetchError: c.fetchErr}
+	s := apiv1.PolicyStatus{Replica: c.replica, Source: c.src.String(), FetchError: c.fetchErr, EvalLimits: c.limits}
 	if c.activeInfo != nil {
 		a := *c.activeInfo
 		s.Active = &a
@@ -445,17 +682,55 @@ func (c *Controller) Status() apiv1.PolicyStatus {
 		t := c.nextPoll
 		s.NextPoll = &t
 	}
-	s.Healthy = c.attempted != nil && c.attempted.Valid &&
-		!c.lastFetch.IsZero() && c.now().Sub(c.lastFetch) <= 3*c.interval
+	if c.evaluating != "" {
+		t := c.evalSince
+		s.Evaluating, s.EvaluatingSince = c.evaluating, &t
+	}
+	s.Reason = c.unhealthyLocked()
+	s.Healthy = s.Reason == ""
 	return s
 }
 
-// policyErrors converts a policy.Load error into wire errors with positions.
-func policyErrors(err error) []apiv1.PolicyError {
-	var pe policy.Errors
-	if !errors.As(err, &pe) {
-		return []apiv1.PolicyError{{Message: err.Error()}}
+// unhealthyLocked returns why the source is not healthy, or "".
+func (c *Controller) unhealthyLocked() string {
+	switch {
+	case c.fetchErr != "":
+		return "the last fetch of the policy source failed: " + c.fetchErr
+	case c.evalErr != "":
+		return "the last revision could not be evaluated (it will be tried again): " + c.evalErr
+	case c.lastFetch.IsZero():
+		return "the policy source has not been fetched yet"
+	case c.now().Sub(c.lastFetch) > 3*c.interval:
+		return fmt.Sprintf("no successful fetch of the policy source for %s (three poll intervals)", c.now().Sub(c.lastFetch).Round(time.Second))
+	case c.attempted == nil:
+		return "no revision has been attempted yet"
+	case !c.attempted.Valid:
+		what := "invalid"
+		switch c.attempted.Kind {
+		case kindVerify:
+			what = "refused by signature verification"
+		case kindBudget:
+			what = "refused: its evaluation exceeded the budget (" + c.limits + ")"
+		}
+		return fmt.Sprintf("revision %s is %s; the last good revision stays active", c.attempted.Revision, what)
 	}
+	return ""
+}
+
+// setHealth updates the health gauge.
+func (c *Controller) setHealth() {
+	c.mu.Lock()
+	ok := c.unhealthyLocked() == ""
+	c.mu.Unlock()
+	if ok {
+		c.m.healthy.Set(1)
+	} else {
+		c.m.healthy.Set(0)
+	}
+}
+
+// wireErrors converts policy errors into wire errors with positions.
+func wireErrors(pe policy.Errors) []apiv1.PolicyError {
 	out := make([]apiv1.PolicyError, 0, len(pe))
 	for _, e := range pe {
 		out = append(out, apiv1.PolicyError{File: e.File, Line: e.Line, Col: e.Col, Path: e.Path, Message: e.Msg})
@@ -466,21 +741,4 @@ func policyErrors(err error) []apiv1.PolicyError {
 func formatError(e apiv1.PolicyError) string {
 	pe := policy.Error{File: e.File, Line: e.Line, Col: e.Col, Path: e.Path, Msg: e.Message}
 	return pe.Error()
-}
-
-// readFiles copies every file of fsys into a map for the store.
-func readFiles(fsys fs.FS) (map[string][]byte, error) {
-	files := map[string][]byte{}
-	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := fs.ReadFile(fsys, p)
-		if err != nil {
-			return err
-		}
-		files[p] = b
-		return nil
-	})
-	return files, err
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/vigo-enroll/vigo/gitsync"
 	"github.com/vigo-enroll/vigo/gitsync/gitsynctest"
 	"github.com/vigo-enroll/vigo/policy"
+	"github.com/vigo-enroll/vigo/policy/sandbox"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
 	"github.com/vigo-enroll/vigo/server/policyctl"
 	"github.com/vigo-enroll/vigo/server/store"
@@ -39,6 +40,12 @@ const invalidPolicy = `package policy
 
 approvd: ["*.web.example.com"]
 `
+
+// TestMain lets the test binary be the policy evaluator's child process.
+func TestMain(m *testing.M) {
+	sandbox.RunIfChild()
+	os.Exit(m.Run())
+}
 
 func openStore(t testing.TB) *sqlitestore.Store {
 	t.Helper()
@@ -145,9 +152,10 @@ func TestControllerLifecycle(t *testing.T) {
 	now := f.now
 	want := apiv1.PolicyStatus{
 		Replica: "r1", Source: st.Source, Healthy: true,
-		Active:    &apiv1.PolicyActive{Revision: good, AppliedAt: now},
-		Attempted: &apiv1.PolicyAttempt{Revision: good, At: now, Valid: true, Errors: []apiv1.PolicyError{}},
-		LastFetch: &now,
+		Active:     &apiv1.PolicyActive{Revision: good, AppliedAt: now},
+		Attempted:  &apiv1.PolicyAttempt{Revision: good, At: now, Valid: true, Errors: []apiv1.PolicyError{}},
+		LastFetch:  &now,
+		EvalLimits: "256 MiB, 10s",
 	}
 	if diff := cmp.Diff(want, st); diff != "" {
 		t.Errorf("status (-want +got):\n%s", diff)
@@ -161,6 +169,9 @@ func TestControllerLifecycle(t *testing.T) {
 	}
 	if saved.ID != good || string(saved.Files["policy.cue"]) != validPolicy {
 		t.Errorf("saved revision %s files %q", saved.ID, saved.Files)
+	}
+	if spec, err := policy.UnmarshalSpec(saved.Spec); err != nil || len(spec.Approved) != 1 {
+		t.Errorf("saved compiled policy = %s, %v", saved.Spec, err)
 	}
 	old, err := f.st.GetEnvoy(ctx, "11111111-1111-4111-8111-111111111111")
 	if err != nil {
@@ -189,8 +200,11 @@ func TestControllerLifecycle(t *testing.T) {
 	if got := f.ctl.Active().Revision(); got != good {
 		t.Errorf("active revision after a bad commit = %q, want %s", got, good)
 	}
-	if st.Healthy || st.Attempted.Valid || st.Attempted.Revision != bad || st.Active.Revision != good {
+	if st.Healthy || st.Attempted.Valid || st.Attempted.Revision != bad || st.Active.Revision != good || st.Attempted.Kind != "invalid" {
 		t.Errorf("status after a bad commit = %+v", st)
+	}
+	if want := "revision " + bad + " is invalid; the last good revision stays active"; st.Reason != want {
+		t.Errorf("reason = %q, want %q", st.Reason, want)
 	}
 	if len(st.Attempted.Errors) == 0 || st.Attempted.Errors[0].File != "policy.cue" || st.Attempted.Errors[0].Line != 3 {
 		t.Errorf("attempt errors = %+v, want one at policy.cue:3", st.Attempted.Errors)
@@ -224,6 +238,9 @@ func TestControllerLifecycle(t *testing.T) {
 	wantMetrics := map[string]float64{
 		`vigo_policy_active_info{revision="` + fixed + `"}`: 1,
 		`vigo_policy_attempted_valid`:                       1,
+		`vigo_policy_source_healthy`:                        1,
+		`vigo_policy_sync_errors_total{kind="budget"}`:      0,
+		`vigo_policy_sync_errors_total{kind="evaluator"}`:   0,
 		`vigo_policy_sync_errors_total{kind="fetch"}`:       0,
 		`vigo_policy_sync_errors_total{kind="invalid"}`:     1,
 		`vigo_policy_sync_errors_total{kind="store"}`:       0,
@@ -241,15 +258,17 @@ func TestControllerLifecycle(t *testing.T) {
 	}
 
 	// 5. A restarted server serves the last good revision before its first
-	// sync, even when the remote is down.
+	// sync, even when the remote is down, from its compiled form: no
+	// evaluation of policy content at start.
 	f2 := &fixture{st: f.st, reg: prometheus.NewRegistry(), now: f.now}
 	var appliedCalls []string
 	src, err := gitsync.NewGit(gitsync.GitConfig{URL: "file://" + filepath.Join(t.TempDir(), "gone.git")})
 	if err != nil {
 		t.Fatal(err)
 	}
+	evals := &countingEvaluator{}
 	ctl2, err := policyctl.New(policyctl.Config{
-		Source: src, Store: f2.st, Replica: "r2", Now: func() time.Time { return f2.now },
+		Source: src, Store: f2.st, Replica: "r2", Now: func() time.Time { return f2.now }, Evaluator: evals,
 		OnApplied: func(p *policy.Policy) { appliedCalls = append(appliedCalls, p.Revision()) },
 	})
 	if err != nil {
@@ -261,11 +280,14 @@ func TestControllerLifecycle(t *testing.T) {
 	if got := ctl2.Active().Revision(); got != fixed {
 		t.Errorf("restored revision = %q, want %s", got, fixed)
 	}
+	if n := evals.n.Load(); n != 0 {
+		t.Errorf("Restore evaluated policy content %d times, want 0 (the compiled form is saved)", n)
+	}
 	st2, err := ctl2.SyncNow(ctx)
 	if err == nil {
 		t.Error("SyncNow with the remote gone succeeded")
 	}
-	if st2.FetchError == "" || st2.Healthy || st2.Active == nil || st2.Active.Revision != fixed {
+	if st2.FetchError == "" || st2.Healthy || st2.Active == nil || st2.Active.Revision != fixed || !strings.HasPrefix(st2.Reason, "the last fetch of the policy source failed: ") {
 		t.Errorf("status with the remote gone = %+v", st2)
 	}
 	if diff := cmp.Diff([]string{fixed}, appliedCalls); diff != "" {

@@ -79,6 +79,13 @@ type Store interface {
 	SavePolicyRevision(ctx context.Context, r PolicyRevision) error
 	// LoadPolicyRevision returns the saved revision, or ErrNotFound.
 	LoadPolicyRevision(ctx context.Context) (PolicyRevision, error)
+	// SavePolicyRefusal remembers that a replica refused a revision
+	// (replacing what was remembered of it), so that a restart never
+	// evaluates it again. Only the newest MaxPolicyRefusals of a replica
+	// are kept.
+	SavePolicyRefusal(ctx context.Context, r PolicyRefusal) error
+	// ListPolicyRefusals returns the refusals of a replica, newest first.
+	ListPolicyRefusals(ctx context.Context, replica string) ([]PolicyRefusal, error)
 
 	// Prune deletes audit events older than before, revoked envoys
 	// revoked before before, and nonces expired by now. It returns how many
@@ -227,13 +234,44 @@ const (
 	AuditEnvoyUpdate      = "envoy.update_requested"
 	AuditPolicyApplied    = "policy.applied"
 	AuditPolicyRejected   = "policy.rejected"
+	// AuditPolicyFetchFailed is written when the policy source could not be
+	// fetched after it could (or at the first failure), with the reason.
+	AuditPolicyFetchFailed = "policy.fetch_failed"
+	// AuditPolicyFetchRecovered is written at the first successful fetch
+	// after failures.
+	AuditPolicyFetchRecovered = "policy.fetch_recovered"
 )
 
 // PolicyRevision is a persisted, valid policy revision.
 type PolicyRevision struct {
-	ID        string
-	Source    string
-	Files     map[string][]byte // path relative to the policy folder -> content
+	ID     string
+	Source string
+	// Files are the policy files: name relative to the policy folder ->
+	// content.
+	Files map[string][]byte
+	// Spec is the compiled policy (policy.Spec, encoded by
+	// policy.MarshalSpec), from which a restart builds the active policy
+	// without evaluating the files again; empty for a revision saved by an
+	// older server.
+	Spec      []byte
 	Signer    string
 	AppliedAt time.Time
+}
+
+// MaxPolicyRefusals is the number of refused revisions remembered per replica.
+const MaxPolicyRefusals = 100
+
+// PolicyRefusal is a policy revision that a replica refused.
+type PolicyRefusal struct {
+	Replica  string
+	Revision string
+	// Kind is the kind of refusal: "invalid", "verify" or "budget".
+	Kind string
+	// Limits are the evaluation limits in force, such as "256 MiB, 10s":
+	// a refusal for exceeding them holds only under the same limits.
+	Limits string
+	// Errors are the problems, as JSON written and read by the policy
+	// controller.
+	Errors string
+	At     time.Time
 }

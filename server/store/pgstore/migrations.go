@@ -130,4 +130,20 @@ UPDATE envoys SET changed_at = GREATEST(created_at, revoked_at);
 ALTER TABLE envoys ALTER COLUMN changed_at SET NOT NULL;
 CREATE INDEX envoys_changed_at ON envoys (changed_at, uuid);
 `,
+	// 3: the compiled form of the last good policy revision, so that a
+	// restart never evaluates policy content again, and the revisions each
+	// replica refused.
+	`
+ALTER TABLE policy_revision ADD COLUMN spec bytea NOT NULL DEFAULT ''::bytea;
+CREATE TABLE policy_refusals (
+	replica  text        NOT NULL,
+	revision text        NOT NULL,
+	kind     text        NOT NULL,
+	limits   text        NOT NULL DEFAULT '',
+	errors   text        NOT NULL,
+	at       timestamptz NOT NULL,
+	PRIMARY KEY (replica, revision)
+);
+CREATE INDEX policy_refusals_at ON policy_refusals (replica, at);
+`,
 }

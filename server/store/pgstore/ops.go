@@ -551,11 +551,15 @@ func (s *Store) SavePolicyRevision(ctx context.Context, r store.PolicyRevision) 
 	if err != nil {
 		return fmt.Errorf("save policy revision %s: encode files: %w", r.ID, err)
 	}
-	_, err = s.pool.Exec(ctx, `INSERT INTO policy_revision (singleton, id, source, files, signer, applied_at)
-		VALUES (1, $1, $2, $3, $4, $5)
+	spec := r.Spec
+	if spec == nil {
+		spec = []byte{}
+	}
+	_, err = s.pool.Exec(ctx, `INSERT INTO policy_revision (singleton, id, source, files, spec, signer, applied_at)
+		VALUES (1, $1, $2, $3, $4, $5, $6)
 		ON CONFLICT (singleton) DO UPDATE SET id = excluded.id, source = excluded.source, files = excluded.files,
-			signer = excluded.signer, applied_at = excluded.applied_at`,
-		r.ID, r.Source, files, r.Signer, ts(r.AppliedAt))
+			spec = excluded.spec, signer = excluded.signer, applied_at = excluded.applied_at`,
+		r.ID, r.Source, files, spec, r.Signer, ts(r.AppliedAt))
 	if err != nil {
 		return fmt.Errorf("save policy revision %s: %w", r.ID, err)
 	}
@@ -567,8 +571,8 @@ func (s *Store) LoadPolicyRevision(ctx context.Context) (store.PolicyRevision, e
 	var r store.PolicyRevision
 	var files []byte
 	var applied *time.Time
-	err := s.pool.QueryRow(ctx, `SELECT id, source, files, signer, applied_at FROM policy_revision WHERE singleton = 1`).
-		Scan(&r.ID, &r.Source, &files, &r.Signer, &applied)
+	err := s.pool.QueryRow(ctx, `SELECT id, source, files, spec, signer, applied_at FROM policy_revision WHERE singleton = 1`).
+		Scan(&r.ID, &r.Source, &files, &r.Spec, &r.Signer, &applied)
 	if errors.Is(err, pgx.ErrNoRows) {
 		err = store.ErrNotFound
 	}
@@ -579,7 +583,54 @@ func (s *Store) LoadPolicyRevision(ctx context.Context) (store.PolicyRevision, e
 		return store.PolicyRevision{}, fmt.Errorf("load policy revision %s: decode files: %w", r.ID, err)
 	}
 	r.AppliedAt = fromTS(applied)
+	if len(r.Spec) == 0 {
+		r.Spec = nil
+	}
 	return r, nil
+}
+
+// SavePolicyRefusal remembers a refused revision of a replica.
+func (s *Store) SavePolicyRefusal(ctx context.Context, r store.PolicyRefusal) error {
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO policy_refusals (replica, revision, kind, limits, errors, at)
+			VALUES ($1, $2, $3, $4, $5, $6)
+			ON CONFLICT (replica, revision) DO UPDATE SET kind = excluded.kind, limits = excluded.limits,
+				errors = excluded.errors, at = excluded.at`,
+			r.Replica, r.Revision, r.Kind, r.Limits, r.Errors, r.At.UTC()); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `DELETE FROM policy_refusals WHERE replica = $1 AND revision NOT IN
+			(SELECT revision FROM policy_refusals WHERE replica = $1 ORDER BY at DESC, revision LIMIT $2)`,
+			r.Replica, store.MaxPolicyRefusals)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("save policy refusal %s: %w", r.Revision, err)
+	}
+	return nil
+}
+
+// ListPolicyRefusals returns the refusals of a replica, newest first.
+func (s *Store) ListPolicyRefusals(ctx context.Context, replica string) ([]store.PolicyRefusal, error) {
+	rows, err := s.pool.Query(ctx, `SELECT replica, revision, kind, limits, errors, at FROM policy_refusals
+		WHERE replica = $1 ORDER BY at DESC, revision LIMIT $2`, replica, store.MaxPolicyRefusals)
+	if err != nil {
+		return nil, fmt.Errorf("list policy refusals: %w", err)
+	}
+	defer rows.Close()
+	var out []store.PolicyRefusal
+	for rows.Next() {
+		var r store.PolicyRefusal
+		if err := rows.Scan(&r.Replica, &r.Revision, &r.Kind, &r.Limits, &r.Errors, &r.At); err != nil {
+			return nil, fmt.Errorf("list policy refusals: %w", err)
+		}
+		r.At = r.At.UTC()
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list policy refusals: %w", err)
+	}
+	return out, nil
 }
 
 // ---- maintenance ----

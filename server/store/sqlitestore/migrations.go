@@ -121,4 +121,20 @@ ALTER TABLE envoys ADD COLUMN changed_at INTEGER NOT NULL DEFAULT 0;
 UPDATE envoys SET changed_at = MAX(created_at, COALESCE(revoked_at, 0));
 CREATE INDEX envoys_changed_at ON envoys (changed_at, uuid);
 `,
+	// 3: the compiled form of the last good policy revision, so that a
+	// restart never evaluates policy content again, and the revisions each
+	// replica refused.
+	`
+ALTER TABLE policy_revision ADD COLUMN spec BLOB NOT NULL DEFAULT x'';
+CREATE TABLE policy_refusals (
+	replica  TEXT    NOT NULL,
+	revision TEXT    NOT NULL,
+	kind     TEXT    NOT NULL,
+	limits   TEXT    NOT NULL DEFAULT '',
+	errors   TEXT    NOT NULL,
+	at       INTEGER NOT NULL,
+	PRIMARY KEY (replica, revision)
+) STRICT;
+CREATE INDEX policy_refusals_at ON policy_refusals (replica, at);
+`,
 }

@@ -525,11 +525,11 @@ func (s *Store) SavePolicyRevision(ctx context.Context, r store.PolicyRevision) 
 		return fmt.Errorf("save policy revision %s: encode files: %w", r.ID, err)
 	}
 	err = s.write(ctx, func(ctx context.Context, tx *wtx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO policy_revision (singleton, id, source, files, signer, applied_at)
-			VALUES (1, ?, ?, ?, ?, ?)
+		_, err := tx.ExecContext(ctx, `INSERT INTO policy_revision (singleton, id, source, files, spec, signer, applied_at)
+			VALUES (1, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (singleton) DO UPDATE SET id = excluded.id, source = excluded.source, files = excluded.files,
-				signer = excluded.signer, applied_at = excluded.applied_at`,
-			r.ID, r.Source, string(files), r.Signer, ms(r.AppliedAt))
+				spec = excluded.spec, signer = excluded.signer, applied_at = excluded.applied_at`,
+			r.ID, r.Source, string(files), nonNil(r.Spec), r.Signer, ms(r.AppliedAt))
 		return err
 	})
 	if err != nil {
@@ -543,8 +543,8 @@ func (s *Store) LoadPolicyRevision(ctx context.Context) (store.PolicyRevision, e
 	var r store.PolicyRevision
 	var files string
 	var applied sql.NullInt64
-	err := s.rdb.QueryRowContext(ctx, `SELECT id, source, files, signer, applied_at FROM policy_revision WHERE singleton = 1`).
-		Scan(&r.ID, &r.Source, &files, &r.Signer, &applied)
+	err := s.rdb.QueryRowContext(ctx, `SELECT id, source, files, spec, signer, applied_at FROM policy_revision WHERE singleton = 1`).
+		Scan(&r.ID, &r.Source, &files, &r.Spec, &r.Signer, &applied)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = store.ErrNotFound
 	}
@@ -555,7 +555,63 @@ func (s *Store) LoadPolicyRevision(ctx context.Context) (store.PolicyRevision, e
 		return store.PolicyRevision{}, fmt.Errorf("load policy revision %s: decode files: %w", r.ID, err)
 	}
 	r.AppliedAt = fromMS(applied)
+	if len(r.Spec) == 0 {
+		r.Spec = nil
+	}
 	return r, nil
+}
+
+// nonNil returns b, or an empty slice for nil (a NOT NULL blob).
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// SavePolicyRefusal remembers a refused revision of a replica.
+func (s *Store) SavePolicyRefusal(ctx context.Context, r store.PolicyRefusal) error {
+	err := s.write(ctx, func(ctx context.Context, tx *wtx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO policy_refusals (replica, revision, kind, limits, errors, at)
+			VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT (replica, revision) DO UPDATE SET kind = excluded.kind, limits = excluded.limits,
+				errors = excluded.errors, at = excluded.at`,
+			r.Replica, r.Revision, r.Kind, r.Limits, r.Errors, r.At.UnixMilli()); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM policy_refusals WHERE replica = ? AND revision NOT IN
+			(SELECT revision FROM policy_refusals WHERE replica = ? ORDER BY at DESC, revision LIMIT ?)`,
+			r.Replica, r.Replica, store.MaxPolicyRefusals)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("save policy refusal %s: %w", r.Revision, err)
+	}
+	return nil
+}
+
+// ListPolicyRefusals returns the refusals of a replica, newest first.
+func (s *Store) ListPolicyRefusals(ctx context.Context, replica string) ([]store.PolicyRefusal, error) {
+	rows, err := s.rdb.QueryContext(ctx, `SELECT replica, revision, kind, limits, errors, at FROM policy_refusals
+		WHERE replica = ? ORDER BY at DESC, revision LIMIT ?`, replica, store.MaxPolicyRefusals)
+	if err != nil {
+		return nil, fmt.Errorf("list policy refusals: %w", err)
+	}
+	defer rows.Close()
+	var out []store.PolicyRefusal
+	for rows.Next() {
+		var r store.PolicyRefusal
+		var at int64
+		if err := rows.Scan(&r.Replica, &r.Revision, &r.Kind, &r.Limits, &r.Errors, &at); err != nil {
+			return nil, fmt.Errorf("list policy refusals: %w", err)
+		}
+		r.At = time.UnixMilli(at).UTC()
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list policy refusals: %w", err)
+	}
+	return out, nil
 }
 
 // ---- maintenance ----

@@ -60,6 +60,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ListEnvoysChangedSince", testChangedSince},
 		{"Audit", testAudit},
 		{"PolicyRevision", testPolicyRevision},
+		{"PolicyRefusals", testPolicyRefusals},
 		{"Prune", testPrune},
 		{"SeenNonce", testSeenNonce},
 		{"SeenNonceConcurrently", testSeenNonceConcurrent},
@@ -1026,6 +1027,7 @@ func testPolicyRevision(t *testing.T, s store.Store) {
 			"empty.cue":          {},
 			"unicode-ü/文件.cue":   []byte("// ü\n"),
 		},
+		Spec:      []byte(`{"version":1,"approved":[{"v":"*.example.com","p":{"f":"policy.cue","l":3,"c":12}}]}`),
 		Signer:    "SHA256:abc",
 		AppliedAt: t0.In(berlin),
 	}
@@ -1050,6 +1052,51 @@ func testPolicyRevision(t *testing.T, s store.Store) {
 	}
 	if diff := cmp.Diff(r2, got, cmpOpts...); diff != "" {
 		t.Errorf("LoadPolicyRevision after replace (-want +got):\n%s", diff)
+	}
+}
+
+func testPolicyRefusals(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	if got, err := s.ListPolicyRefusals(ctx, "r1"); err != nil || len(got) != 0 {
+		t.Fatalf("ListPolicyRefusals(empty) = %v, %v", got, err)
+	}
+	save := func(r store.PolicyRefusal) {
+		t.Helper()
+		if err := s.SavePolicyRefusal(ctx, r); err != nil {
+			t.Fatalf("SavePolicyRefusal(%s): %v", r.Revision, err)
+		}
+	}
+	a := store.PolicyRefusal{Replica: "r1", Revision: "aaa", Kind: "budget", Limits: "256 MiB, 10s", Errors: `[{"message":"x"}]`, At: t0}
+	b := store.PolicyRefusal{Replica: "r1", Revision: "bbb", Kind: "invalid", Errors: `[]`, At: t0.Add(time.Minute).In(berlin)}
+	other := store.PolicyRefusal{Replica: "r2", Revision: "aaa", Kind: "verify", Errors: `[]`, At: t0}
+	save(a)
+	save(b)
+	save(other)
+	b.At = b.At.UTC()
+	got, err := s.ListPolicyRefusals(ctx, "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]store.PolicyRefusal{b, a}, got, cmpOpts...); diff != "" {
+		t.Errorf("ListPolicyRefusals(r1) newest first (-want +got):\n%s", diff)
+	}
+	// Saving a revision again replaces what was remembered of it.
+	a.Kind, a.At = "invalid", t0.Add(time.Hour)
+	save(a)
+	got, _ = s.ListPolicyRefusals(ctx, "r1")
+	if diff := cmp.Diff([]store.PolicyRefusal{a, b}, got, cmpOpts...); diff != "" {
+		t.Errorf("after saving aaa again (-want +got):\n%s", diff)
+	}
+	// Only the newest are kept.
+	for i := range store.MaxPolicyRefusals + 5 {
+		save(store.PolicyRefusal{Replica: "r1", Revision: fmt.Sprintf("n%03d", i), Kind: "invalid", Errors: "[]", At: t0.Add(2*time.Hour + time.Duration(i)*time.Second)})
+	}
+	got, _ = s.ListPolicyRefusals(ctx, "r1")
+	if len(got) != store.MaxPolicyRefusals || got[0].Revision != fmt.Sprintf("n%03d", store.MaxPolicyRefusals+4) {
+		t.Errorf("after %d more: %d remembered, newest %v", store.MaxPolicyRefusals+5, len(got), got[0].Revision)
+	}
+	if got, _ := s.ListPolicyRefusals(ctx, "r2"); len(got) != 1 || got[0].Kind != "verify" {
+		t.Errorf("ListPolicyRefusals(r2) = %v, want the other replica's own refusal", got)
 	}
 }
 

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vigo-enroll/vigo/gitsync"
+	"github.com/vigo-enroll/vigo/policy"
+	"github.com/vigo-enroll/vigo/policy/sandbox"
+)
+
+// evalFlags are the evaluation limits of the policy commands: the same
+// budget the server applies (policy.eval_limits), so that CI refuses what
+// the server would refuse.
+type evalFlags struct {
+	memory  string
+	timeout time.Duration
+}
+
+func (f *evalFlags) register(cmd *cobra.Command) {
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&f.memory, "eval-memory", "256MiB", "most memory evaluating a policy may use (the server's policy.eval_limits.memory)")
+	pf.DurationVar(&f.timeout, "eval-timeout", sandbox.DefaultTimeout, "longest evaluating a policy may take (the server's policy.eval_limits.timeout)")
+}
+
+func (f *evalFlags) limits() (sandbox.Limits, error) {
+	mem, err := sandbox.ParseSize(f.memory)
+	if err != nil {
+		return sandbox.Limits{}, &codeError{code: 2, err: fmt.Errorf("--eval-memory: %w", err)}
+	}
+	l := sandbox.Limits{Memory: mem, Timeout: f.timeout}
+	if f.timeout <= 0 {
+		return sandbox.Limits{}, &codeError{code: 2, err: fmt.Errorf("--eval-timeout %s: must be positive", f.timeout)}
+	}
+	if err := l.Check(); err != nil {
+		return sandbox.Limits{}, &codeError{code: 2, err: fmt.Errorf("--eval-memory: %w", err)}
+	}
+	return l, nil
+}
+
+// loadPolicy reads the policy folder dir with the server's tree rules and
+// evaluates it as the server does: in a child process within the limits of
+// f. It returns the policy, or the problems (file tree, content, budget) as
+// policy.Errors with file names relative to dir; err is a usage or I/O
+// error (exit 2).
+func (f *evalFlags) loadPolicy(ctx context.Context, dir, revision string) (*policy.Policy, policy.Errors, error) {
+	lim, err := f.limits()
+	if err != nil {
+		return nil, nil, err
+	}
+	tree, err := gitsync.ReadDir(dir)
+	if err != nil {
+		return nil, nil, &codeError{code: 2, err: err}
+	}
+	if len(tree.Problems) > 0 {
+		es := make(policy.Errors, len(tree.Problems))
+		for i, p := range tree.Problems {
+			es[i] = &policy.Error{File: p.Path, Msg: p.Msg}
+		}
+		return nil, es, nil
+	}
+	files := make([]policy.File, len(tree.Files))
+	for i, fl := range tree.Files {
+		files[i] = policy.File{Name: fl.Name, Data: fl.Data}
+	}
+	spec, err := sandbox.Evaluate(ctx, files, lim)
+	if err == nil {
+		var p *policy.Policy
+		if p, err = spec.Compile(revision); err == nil {
+			return p, nil, nil
+		}
+	}
+	if es, ok := sandbox.Errors(err); ok {
+		return nil, es, nil
+	}
+	return nil, nil, &codeError{code: 2, err: err}
+}
