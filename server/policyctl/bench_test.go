@@ -3,6 +3,8 @@ package policyctl_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +13,8 @@ import (
 	"github.com/vigo-enroll/vigo/gitsync"
 	"github.com/vigo-enroll/vigo/gitsync/gitsynctest"
 	"github.com/vigo-enroll/vigo/policy"
+	"github.com/vigo-enroll/vigo/policy/sandbox"
+	"github.com/vigo-enroll/vigo/schemas/apiv1"
 	"github.com/vigo-enroll/vigo/server/policyctl"
 )
 
@@ -84,8 +88,8 @@ func largePolicy() map[string]string {
 }
 
 // BenchmarkSyncLargePolicy measures a full sync of a large policy from a
-// file:// remote: list, shallow fetch into memory, policy.Load, persist to
-// SQLite, audit. Each iteration uses a fresh source and controller, so
+// file:// remote: list, shallow fetch into memory, evaluation in the
+// sandbox (a child process), compilation, persist to SQLite, audit. Each iteration uses a fresh source and controller, so
 // nothing is cached. B/op is the memory allocated per sync.
 func BenchmarkSyncLargePolicy(b *testing.B) {
 	repo := gitsynctest.NewRepo(b)
@@ -126,6 +130,25 @@ func BenchmarkSyncLargePolicy(b *testing.B) {
 			}
 		}
 	})
+	b.Run("evaluate-in-sandbox", func(b *testing.B) {
+		// What the server does per revision: the evaluation in a child
+		// process with its limits, then the compilation here. Compare with
+		// load-only, the same work in this process without limits.
+		var files []policy.File
+		for name, content := range largePolicy() {
+			files = append(files, policy.File{Name: strings.TrimPrefix(name, "policy/"), Data: []byte(content)})
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			spec, err := sandbox.Evaluate(ctx, files, sandbox.Limits{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := spec.Compile(id); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("poll-unchanged", func(b *testing.B) {
 		src, err := gitsync.NewGit(gitsync.GitConfig{URL: repo.URL(), Path: "policy"})
 		if err != nil {
@@ -145,4 +168,75 @@ func BenchmarkSyncLargePolicy(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkPolicyBomb measures, for each policy bomb written into a watched
+// folder (the controller running as in the server, default budget), the time
+// from the write to the refusal and how much this process's resident memory
+// grew. Run with -benchtime=3x; the figures are per bomb.
+func BenchmarkPolicyBomb(b *testing.B) {
+	for _, bomb := range []struct{ name, content string }{{"memory", memoryBomb()}, {"cpu", cpuBomb}} {
+		b.Run(bomb.name, func(b *testing.B) {
+			dir := b.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "policy.cue"), []byte(validPolicy), 0o644); err != nil {
+				b.Fatal(err)
+			}
+			src, err := gitsync.NewDir(gitsync.DirConfig{Path: dir})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctl, err := policyctl.New(policyctl.Config{Source: src, Store: openStore(b), Interval: time.Hour})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go src.Run(ctx)
+			go ctl.Run(ctx)
+			waitFor := func(ok func(apiv1.PolicyStatus) bool) {
+				for deadline := time.Now().Add(time.Minute); !ok(ctl.Status()); time.Sleep(5 * time.Millisecond) {
+					if time.Now().After(deadline) {
+						b.Fatalf("timed out; status %+v", ctl.Status())
+					}
+				}
+			}
+			waitFor(func(s apiv1.PolicyStatus) bool { return s.Healthy })
+			var refusal time.Duration
+			var grew int64
+			for i := 0; b.Loop(); i++ {
+				before := rssBytes(b)
+				// A different comment each time: a new revision to judge.
+				content := fmt.Sprintf("%s// %d\n", bomb.content, i)
+				t0 := time.Now()
+				if err := os.WriteFile(filepath.Join(dir, "zz_bomb.cue"), []byte(content), 0o644); err != nil {
+					b.Fatal(err)
+				}
+				waitFor(func(s apiv1.PolicyStatus) bool { return s.Attempted != nil && s.Attempted.Kind == "budget" })
+				refusal += time.Since(t0)
+				grew = max(grew, rssBytes(b)-before)
+				if err := os.Remove(filepath.Join(dir, "zz_bomb.cue")); err != nil {
+					b.Fatal(err)
+				}
+				waitFor(func(s apiv1.PolicyStatus) bool { return s.Healthy })
+			}
+			b.ReportMetric(float64(refusal.Milliseconds())/float64(b.N), "ms-to-refusal")
+			b.ReportMetric(float64(grew)/(1<<20), "max-rss-growth-MB")
+		})
+	}
+}
+
+// rssBytes is this process's resident set size (Linux), or 0.
+func rssBytes(b *testing.B) int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
+			return kb << 10
+		}
+	}
+	return 0
 }
