@@ -7,7 +7,7 @@ import (
 )
 
 // TestImports keeps the package pure: standard library (without network,
-// database, logging or processes), CUE and the schemas package only.
+// database, files, logging or processes), CUE and the schemas package only.
 // (CUE itself links some of these; the rule is about what policy uses.)
 func TestImports(t *testing.T) {
 	t.Parallel()
@@ -15,7 +15,7 @@ func TestImports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	forbidden := []string{"net/http", "net/rpc", "database/", "log", "os/exec", "cuelang.org/go/cue/load", "cuelang.org/go/mod/"}
+	forbidden := []string{"net/http", "net/rpc", "database/", "log", "os", "cuelang.org/go/cue/load", "cuelang.org/go/mod/"}
 	for _, imp := range pkg.Imports {
 		for _, f := range forbidden {
 			if imp == f || strings.HasPrefix(imp, f+"/") || strings.HasSuffix(f, "/") && strings.HasPrefix(imp, f) {

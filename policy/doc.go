@@ -1,19 +1,29 @@
 // Package policy loads and validates Vigo Enroll enrollment policies written
 // in CUE, and decides whether a host may enroll.
 //
-// The package is pure: it reads the fs.FS it is given and nothing else. It
-// makes no network calls, opens no database and does not log.
+// The package is pure: files in, a policy or positioned errors out. It
+// makes no network calls, reads no files, opens no database and does not
+// log. Which files of a folder are policy files is decided by the tree
+// reader of package gitsync.
 //
 // # Policy folder
 //
-// A policy is a folder of .cue files, each starting with "package policy",
+// A policy is a set of .cue files, each starting with "package policy",
 // unified into one value that must satisfy the closed #Policy schema of
-// package schemas (schemas/policy.cue documents every field). [Load] reads it,
-// reports every problem at once as [Errors] (file:line:col: path: message),
-// and returns a compiled [Policy]. Files that CUE itself would leave out (no
-// package clause, another package, a subfolder, a name starting with "_")
-// are errors rather than silently ignored. Only CUE builtin packages may be
-// imported, so a policy can never make the loader reach a module registry.
+// package schemas (schemas/policy.cue documents every field). [Evaluate]
+// runs CUE and returns the values as a [Spec] — the compiled form, which a
+// server stores — or reports every problem at once as [Errors]
+// (file:line:col: path: message); [Spec.Compile] does the checks CUE
+// cannot do and returns the [Policy]; [Load] does both. CUE owns the shape,
+// the syntax of values and the defaults; Go only what CUE cannot say (host
+// bits of CIDRs, glob structure, duration bounds, duplicates across
+// entries), and never reports again what CUE reported. Only CUE builtin
+// packages may be imported, so a policy can never make evaluation reach a
+// module registry.
+//
+// Evaluating CUE has no bound on memory or time: untrusted policy content
+// is evaluated by package policy/sandbox, in a child process with hard
+// limits.
 //
 // # Hostnames
 //
