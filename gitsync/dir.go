@@ -113,7 +113,8 @@ func (d *Dir) Fetch(ctx context.Context) (Revision, bool, error) {
 	if d.last != nil && d.lastHash == h {
 		return *d.last, false, nil
 	}
-	rev := Revision{ID: "local@sha256:" + h, Tree: tree, Time: mod}
+	id := "local@sha256:" + h
+	rev := Revision{ID: id, Name: id, Tree: tree, Time: mod}
 	d.last, d.lastHash = &rev, h
 	return rev, true, nil
 }

@@ -349,11 +349,14 @@ func (g *Git) fetch(ctx context.Context) (Revision, plumbing.Hash, error) {
 	if err != nil {
 		return Revision{}, id, fmt.Errorf("read commit %s: %w", id, err)
 	}
+	subject, _, _ := strings.Cut(strings.TrimSpace(commit.Message), "\n")
 	rev := Revision{
-		ID:     id.String(),
-		Tree:   tree,
-		Time:   commit.Committer.When,
-		Author: fmt.Sprintf("%s <%s>", commit.Author.Name, commit.Author.Email),
+		ID:      id.String(),
+		Name:    g.ref.Short() + "@sha1:" + id.String(),
+		Subject: strings.TrimSpace(subject),
+		Tree:    tree,
+		Time:    commit.Committer.When,
+		Author:  fmt.Sprintf("%s <%s>", commit.Author.Name, commit.Author.Email),
 	}
 	if g.verify {
 		rev.Signer, rev.VerifyErr = g.verifyCommit(commit)

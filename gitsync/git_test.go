@@ -67,6 +67,9 @@ func TestGitFetch(t *testing.T) {
 			if rev.Author != "Test Author <author@example.com>" || rev.Time.IsZero() || rev.Signer != "" || rev.VerifyErr != nil {
 				t.Errorf("revision metadata = %q %v %q %v", rev.Author, rev.Time, rev.Signer, rev.VerifyErr)
 			}
+			if rev.Name != "main@sha1:"+first || rev.Subject != "first" {
+				t.Errorf("revision name %q subject %q, want main@sha1:%s and the commit subject", rev.Name, rev.Subject, first)
+			}
 
 			var before int64
 			if tr.fetches != nil {

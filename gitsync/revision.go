@@ -14,6 +14,11 @@ type Revision struct {
 	// ID is the commit id for Git sources and "local@sha256:<tree hash>"
 	// for local folders.
 	ID string
+	// Name names the revision for people, as Flux does: "main@sha1:<commit
+	// id>" (the branch or tag, then the commit), or the ID for a folder.
+	Name string
+	// Subject is the first line of the commit message ("" for a folder).
+	Subject string
 	// Tree holds the policy files of the policy folder at this revision
 	// (the configured subfolder of the repository, not its root), read with
 	// the tree rules (see ReadDir), and the problems that refuse it. A

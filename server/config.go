@@ -25,6 +25,34 @@ type Config struct {
 	Admin     AdminConfig     `yaml:"admin"`
 	Bootstrap BootstrapConfig `yaml:"bootstrap"`
 	Agent     AgentConfig     `yaml:"agent"`
+	// Notifications are sent to receivers outside the server.
+	Notifications NotificationsConfig `yaml:"notifications"`
+}
+
+// NotificationsConfig is the `notifications:` section.
+type NotificationsConfig struct {
+	// Receivers get the events they ask for (see package notify).
+	Receivers []ReceiverConfig `yaml:"receivers"`
+	// RefusalThreshold sends a "refusals" event when at least Count
+	// registrations are refused within Window (off when Count is 0).
+	RefusalThreshold struct {
+		Count  int      `yaml:"count"`
+		Window Duration `yaml:"window"`
+	} `yaml:"refusal_threshold"`
+}
+
+// ReceiverConfig is one entry of `notifications.receivers`.
+type ReceiverConfig struct {
+	Name string `yaml:"name"`
+	// Kind is "webhook" (signed JSON) or "slack" (a text message).
+	Kind string `yaml:"kind"`
+	// URL, or URLFile holding it (a Slack webhook URL is a secret).
+	URL     string `yaml:"url"`
+	URLFile string `yaml:"url_file"`
+	// SecretFile holds the HMAC secret of a webhook (16 characters or more).
+	SecretFile string `yaml:"secret_file"`
+	// Events are the event types delivered (default: all but evaluating).
+	Events []string `yaml:"events"`
 }
 
 // ServerConfig is the `server:` section.
@@ -89,6 +117,26 @@ type PolicyConfig struct {
 	WebhookSecretFile string `yaml:"webhook_secret_file"`
 	// EvalLimits is the budget of evaluating one policy revision.
 	EvalLimits EvalLimits `yaml:"eval_limits"`
+	// Feedback posts a commit status for each revision to the forge.
+	Feedback *FeedbackConfig `yaml:"feedback"`
+}
+
+// FeedbackConfig is `policy.feedback`: commit statuses on the forge that
+// hosts the policy repository (needs policy.git).
+type FeedbackConfig struct {
+	// Kind is github, gitlab or gitea (also Forgejo).
+	Kind string `yaml:"kind"`
+	// APIURL is the forge's API root (defaults for github and gitlab).
+	APIURL string `yaml:"api_url"`
+	// Repository is owner/repo or the GitLab project path (default: from
+	// policy.git.url).
+	Repository string `yaml:"repository"`
+	// TokenFile holds a token allowed to write commit statuses.
+	TokenFile string `yaml:"token_file"`
+	// Context names the status (default vigo/policy).
+	Context string `yaml:"context"`
+	// TargetURL, when set, is linked from each status.
+	TargetURL string `yaml:"target_url"`
 }
 
 // EvalLimits is `policy.eval_limits`: each revision is evaluated in a child
@@ -348,6 +396,25 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.TrustedProxyPrefixes(); err != nil {
 		errs = append(errs, err)
+	}
+	if f := c.Policy.Feedback; f != nil {
+		if c.Policy.Git == nil {
+			errs = append(errs, errors.New("policy.feedback needs policy.git: commit statuses are posted for commits"))
+		}
+		if f.TokenFile == "" {
+			errs = append(errs, errors.New("policy.feedback.token_file is required"))
+		}
+	}
+	for i, r := range c.Notifications.Receivers {
+		if (r.URL == "") == (r.URLFile == "") {
+			errs = append(errs, fmt.Errorf("notifications.receivers[%d] (%s): set exactly one of url and url_file", i, r.Name))
+		}
+		if r.Kind == "webhook" && r.SecretFile == "" {
+			errs = append(errs, fmt.Errorf("notifications.receivers[%d] (%s): a webhook needs secret_file", i, r.Name))
+		}
+	}
+	if t := c.Notifications.RefusalThreshold; t.Count > 0 && t.Window <= 0 {
+		errs = append(errs, errors.New("notifications.refusal_threshold.window is required with a count"))
 	}
 	if err := c.Policy.EvalLimits.Limits().Check(); err != nil {
 		errs = append(errs, fmt.Errorf("policy.eval_limits: %w", err))

@@ -31,8 +31,10 @@ import (
 	"github.com/vigo-enroll/vigo/server/bootstrap"
 	"github.com/vigo-enroll/vigo/server/ca"
 	"github.com/vigo-enroll/vigo/server/enroll"
+	"github.com/vigo-enroll/vigo/server/feedback"
 	"github.com/vigo-enroll/vigo/server/grpcapi"
 	"github.com/vigo-enroll/vigo/server/httpapi"
+	"github.com/vigo-enroll/vigo/server/notify"
 	"github.com/vigo-enroll/vigo/server/policyctl"
 	"github.com/vigo-enroll/vigo/server/store"
 	"github.com/vigo-enroll/vigo/server/store/pgstore"
@@ -49,6 +51,8 @@ type Server struct {
 	dirSrc   *gitsync.Dir
 	grpc     *grpcapi.Server
 	dist     *agentdist.Dist
+	notifier *notify.Notifier
+	poster   *feedback.Poster
 	http     *http.Server
 	apiLn    net.Listener
 	grpcLn   net.Listener
@@ -150,6 +154,9 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 	notify := &notifyingStore{Store: st}
 	s.store = notify
 
+	if err := s.startFeedback(); err != nil {
+		return nil, err
+	}
 	if err := s.startPolicy(ctx); err != nil {
 		return nil, err
 	}
@@ -209,6 +216,11 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 		Store: notify, CA: s.ca, Policy: s.policy, Replica: cfg.Server.Replica,
 		GRPCAddress: grpcAddr, CheckinInterval: interval, ServerPublicKey: signKey.Public().(ed25519.PublicKey),
 		SigningKeyPEM: signingKeyPEM, Logger: logger, Registerer: s.registry,
+		OnDenied: func(reason string) {
+			if s.notifier != nil {
+				s.notifier.Refused(reason, cfg.Server.Replica)
+			}
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -307,6 +319,14 @@ func (s *Server) startPolicy(ctx context.Context) error {
 	ctl, err := policyctl.New(policyctl.Config{
 		Source: src, Store: s.store, Interval: interval, Logger: s.log,
 		Replica: cfg.Server.Replica, Registerer: s.registry, Limits: cfg.Policy.EvalLimits.Limits(),
+		OnEvent: func(e policyctl.Event) {
+			if s.poster != nil {
+				s.poster.Handle(e)
+			}
+			if s.notifier != nil {
+				s.notifier.Policy(e)
+			}
+		},
 	})
 	if err != nil {
 		return err
@@ -316,6 +336,76 @@ func (s *Server) startPolicy(ctx context.Context) error {
 		s.log.Warn("no persisted policy revision restored", "err", err)
 	}
 	return nil
+}
+
+// startFeedback builds the commit status poster and the notifier from the
+// configuration (neither when not configured).
+func (s *Server) startFeedback() error {
+	cfg := s.cfg
+	if f := cfg.Policy.Feedback; f != nil {
+		tok, err := readSecretFile(f.TokenFile)
+		if err != nil {
+			return fmt.Errorf("policy.feedback.token_file: %w", err)
+		}
+		repo := f.Repository
+		if repo == "" && cfg.Policy.Git != nil {
+			repo = feedback.RepositoryFromURL(cfg.Policy.Git.URL)
+		}
+		st := s.store
+		s.poster, err = feedback.New(feedback.Config{
+			Kind: f.Kind, APIURL: f.APIURL, Repository: repo, Token: tok, Context: f.Context, TargetURL: f.TargetURL,
+			Replica: cfg.Server.Replica, Logger: s.log, Registerer: s.registry,
+			AppliedElsewhere: func(rev string) bool {
+				_, err := st.GetPolicyHistory(context.Background(), rev)
+				return err == nil
+			},
+		})
+		if err != nil {
+			return err
+		}
+	}
+	n := cfg.Notifications
+	if len(n.Receivers) == 0 {
+		return nil
+	}
+	var rs []notify.Receiver
+	for _, r := range n.Receivers {
+		rc := notify.Receiver{Name: r.Name, Kind: r.Kind, URL: r.URL, Events: r.Events}
+		if r.URLFile != "" {
+			u, err := readSecretFile(r.URLFile)
+			if err != nil {
+				return fmt.Errorf("notifications receiver %s: url_file: %w", r.Name, err)
+			}
+			rc.URL = u
+		}
+		if r.SecretFile != "" {
+			sec, err := readSecretFile(r.SecretFile)
+			if err != nil {
+				return fmt.Errorf("notifications receiver %s: secret_file: %w", r.Name, err)
+			}
+			rc.Secret = []byte(sec)
+		}
+		rs = append(rs, rc)
+	}
+	var err error
+	s.notifier, err = notify.New(notify.Config{
+		Receivers: rs, Logger: s.log, Registerer: s.registry,
+		Refusals: notify.Threshold{Count: n.RefusalThreshold.Count, Window: time.Duration(n.RefusalThreshold.Window)},
+	})
+	return err
+}
+
+// readSecretFile reads a one-line secret.
+func readSecretFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	v := strings.TrimSpace(string(b))
+	if v == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return v, nil
 }
 
 // policy returns the active policy, or nil when none has ever been valid.
@@ -392,6 +482,12 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if s.ctl != nil {
 		g.Go(func() error { return s.ctl.Run(ctx) })
+	}
+	if s.poster != nil {
+		g.Go(func() error { return s.poster.Run(ctx) })
+	}
+	if s.notifier != nil {
+		g.Go(func() error { return s.notifier.Run(ctx) })
 	}
 	if r := time.Duration(s.cfg.Database.Retention); r > 0 {
 		g.Go(func() error { s.prune(ctx, r); return nil })

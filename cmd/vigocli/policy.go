@@ -27,6 +27,7 @@ func newPolicyCmd(g *globals) *cobra.Command {
 	ev.register(cmd)
 	cmd.AddCommand(newPolicyVetCmd(g, ev), newPolicyExplainCmd(g, ev), newPolicyStatusCmd(g), newPolicySyncCmd(g))
 	cmd.AddCommand(newPolicyDiffCmd(g, ev))
+	cmd.AddCommand(newPolicyControlCmds(g)...)
 	return cmd
 }
 

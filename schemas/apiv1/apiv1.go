@@ -194,11 +194,73 @@ type PolicyStatus struct {
 	EvaluatingSince *time.Time `json:"evaluating_since,omitempty"`
 	// EvalLimits is the budget of one evaluation, such as "256 MiB, 10s".
 	EvalLimits string `json:"eval_limits,omitempty"`
+	// Conditions are Ready, Reconciling and Stalled, as Flux reports them.
+	Conditions []Condition `json:"conditions"`
+	// Suspended is set while applying new revisions is suspended.
+	Suspended *PolicyHold `json:"suspended,omitempty"`
+	// Pinned is set while a revision is pinned (made active on purpose).
+	Pinned *PolicyHold `json:"pinned,omitempty"`
+	// Waiting is the newest valid revision not applied because of a
+	// suspension or a pin.
+	Waiting *PolicyAttempt `json:"waiting,omitempty"`
+}
+
+// Condition is one aspect of the policy source's state, as in Kubernetes
+// and Flux: Ready (the newest revision is applied), Reconciling (work is in
+// progress), Stalled (nothing will change without a new commit).
+type Condition struct {
+	Type string `json:"type"`
+	// Status is "True", "False" or "Unknown".
+	Status string `json:"status"`
+	// Reason is a CamelCase code: Succeeded, Progressing, FetchFailed,
+	// ValidationFailed, VerificationFailed, BudgetExceeded, EvaluatorFailed,
+	// Suspended, Pinned.
+	Reason             string    `json:"reason"`
+	Message            string    `json:"message"`
+	LastTransitionTime time.Time `json:"lastTransitionTime"`
+}
+
+// Condition types.
+const (
+	ConditionReady       = "Ready"
+	ConditionReconciling = "Reconciling"
+	ConditionStalled     = "Stalled"
+)
+
+// PolicyHold is a suspension or a pin: who set it, when and why.
+type PolicyHold struct {
+	// Revision is the pinned revision ("" for a suspension).
+	Revision string    `json:"revision,omitempty"`
+	Reason   string    `json:"reason,omitempty"`
+	By       string    `json:"by"`
+	At       time.Time `json:"at"`
+}
+
+// PolicyControlRequest is the body of POST /api/v1/policy/suspend and
+// /api/v1/policy/pin.
+type PolicyControlRequest struct {
+	Reason   string `json:"reason,omitempty"`
+	Revision string `json:"revision,omitempty"` // pin only
+}
+
+// PolicyHistoryEntry is an applied revision, as GET /api/v1/policy/history lists them.
+type PolicyHistoryEntry struct {
+	Revision  string    `json:"revision"`
+	Name      string    `json:"name,omitempty"`
+	Subject   string    `json:"subject,omitempty"`
+	Author    string    `json:"author,omitempty"`
+	Signer    string    `json:"signer,omitempty"`
+	AppliedAt time.Time `json:"applied_at"`
+	Replica   string    `json:"replica,omitempty"`
 }
 
 // PolicyActive is the active policy revision.
 type PolicyActive struct {
-	Revision  string    `json:"revision"`
+	Revision string `json:"revision"`
+	// Name is "main@sha1:<revision>" for Git (the revision for a folder).
+	Name      string    `json:"name,omitempty"`
+	Subject   string    `json:"subject,omitempty"`
+	Author    string    `json:"author,omitempty"`
 	AppliedAt time.Time `json:"applied_at"`
 	Signer    string    `json:"signer,omitempty"`
 }
@@ -206,6 +268,9 @@ type PolicyActive struct {
 // PolicyAttempt is the last revision the server tried to apply.
 type PolicyAttempt struct {
 	Revision string    `json:"revision"`
+	Name     string    `json:"name,omitempty"`
+	Subject  string    `json:"subject,omitempty"`
+	Author   string    `json:"author,omitempty"`
 	At       time.Time `json:"at"`
 	Valid    bool      `json:"valid"`
 	// Kind says why an invalid revision was refused: "invalid" (its

@@ -78,6 +78,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer for metrics (nil = none).
 	Registerer prometheus.Registerer
+	// OnDenied, when set, is told of every refused registration with its
+	// reason (for notifications); it must not block.
+	OnDenied func(reason string)
 }
 
 // Enroller registers envoys.
@@ -224,6 +227,9 @@ func (e *Enroller) Register(ctx context.Context, req Request) (*apiv1.RegisterRe
 			e.log.Error("write audit event", "err", err)
 		}
 		e.regs.WithLabelValues(method, "denied").Inc()
+		if e.cfg.OnDenied != nil {
+			e.cfg.OnDenied(msg)
+		}
 		e.log.Warn("registration refused", "hostname", hostname, "source_ip", audit.SourceIP, "token_id", audit.TokenID, "reason", msg)
 		return &Error{Kind: kind, Msg: msg}
 	}

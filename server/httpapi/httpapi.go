@@ -38,6 +38,14 @@ type PolicyController interface {
 	SyncNow(ctx context.Context) (apiv1.PolicyStatus, error)
 	// Trigger asks for a sync without waiting.
 	Trigger()
+	// Suspend, Resume, Pin and Unpin change the shared policy control;
+	// actor is who asked (see policyctl.Controller).
+	Suspend(ctx context.Context, reason, actor string) error
+	Resume(ctx context.Context, actor string) error
+	Pin(ctx context.Context, revision, reason, actor string) error
+	Unpin(ctx context.Context, actor string) error
+	// History lists the applied revisions, newest first.
+	History(ctx context.Context, limit int) ([]apiv1.PolicyHistoryEntry, error)
 }
 
 // AgentDist serves agent binaries.
@@ -173,6 +181,11 @@ func (a *API) routes() *http.ServeMux {
 	admin("GET /api/v1/audit", a.handleAudit)
 	admin("GET /api/v1/policy/status", a.handlePolicyStatus)
 	admin("POST /api/v1/policy/sync", a.handlePolicySync)
+	admin("POST /api/v1/policy/suspend", a.handlePolicySuspend)
+	admin("POST /api/v1/policy/resume", a.handlePolicyResume)
+	admin("POST /api/v1/policy/pin", a.handlePolicyPin)
+	admin("POST /api/v1/policy/unpin", a.handlePolicyUnpin)
+	admin("GET /api/v1/policy/history", a.handlePolicyHistory)
 
 	// Anything else under /api/ is unknown: admin-only so it reveals nothing.
 	admin("/api/", func(w http.ResponseWriter, r *http.Request) {

@@ -64,6 +64,9 @@ type Config struct {
 	// with Limits (a child process of this program, which must call
 	// sandbox.RunIfChild first thing in main).
 	Evaluator Evaluator
+	// OnEvent, when set, receives every Event, from the goroutine that
+	// caused it; it must not block (queue the event).
+	OnEvent func(Event)
 }
 
 // Evaluator evaluates policy files into a spec, as sandbox.Evaluator does:
@@ -82,6 +85,7 @@ type Controller struct {
 	replica   string
 	now       func() time.Time
 	onApplied func(*policy.Policy)
+	onEvent   func(Event)
 	m         metrics
 	eval      Evaluator
 	limits    string // the budget, as remembered with budget refusals
@@ -102,6 +106,9 @@ type Controller struct {
 	evaluating string // the revision being evaluated
 	evalSince  time.Time
 	verdicts   map[string]*apiv1.PolicyAttempt // revision id -> verdict, once fully applied or rejected
+	control    store.PolicyControl             // as read at the last sync or set here
+	waiting    *apiv1.PolicyAttempt            // a valid revision held by the control
+	conds      map[string]apiv1.Condition      // the last conditions, for transition times
 }
 
 type metrics struct {
@@ -184,11 +191,13 @@ func New(cfg Config) (*Controller, error) {
 		replica:   cfg.Replica,
 		now:       cfg.Now,
 		onApplied: cfg.OnApplied,
+		onEvent:   cfg.OnEvent,
 		m:         m,
 		eval:      cfg.Evaluator,
 		limits:    cfg.Limits.String(),
 		trigger:   make(chan struct{}, 1),
 		verdicts:  map[string]*apiv1.PolicyAttempt{},
+		conds:     map[string]apiv1.Condition{},
 	}
 	if err := cfg.Limits.Check(); err != nil {
 		return nil, fmt.Errorf("new policy controller: %w", err)
@@ -251,6 +260,13 @@ func (c *Controller) Restore(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 
+	ctrl, err := c.st.GetPolicyControl(ctx)
+	if err != nil {
+		return fmt.Errorf("restore policy: %w", err)
+	}
+	c.mu.Lock()
+	c.control = ctrl
+	c.mu.Unlock()
 	rec, err := c.st.LoadPolicyRevision(ctx)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
@@ -278,9 +294,14 @@ func (c *Controller) Restore(ctx context.Context) error {
 			return fmt.Errorf("restore policy %s: %w", rec.ID, err)
 		}
 	}
-	c.activate(p, &apiv1.PolicyActive{Revision: rec.ID, AppliedAt: rec.AppliedAt, Signer: rec.Signer})
+	info := &apiv1.PolicyActive{Revision: rec.ID, Name: rec.ID, AppliedAt: rec.AppliedAt, Signer: rec.Signer}
+	if h, err := c.st.GetPolicyHistory(ctx, rec.ID); err == nil {
+		info.Name, info.Subject, info.Author = h.Name, h.Subject, h.Author
+	}
+	c.activate(p, info)
 	c.mu.Lock()
-	c.rememberLocked(&apiv1.PolicyAttempt{Revision: rec.ID, At: rec.AppliedAt, Valid: true, Errors: []apiv1.PolicyError{}})
+	c.rememberLocked(&apiv1.PolicyAttempt{Revision: rec.ID, Name: info.Name, Subject: info.Subject, Author: info.Author,
+		At: rec.AppliedAt, Valid: true, Errors: []apiv1.PolicyError{}})
 	c.mu.Unlock()
 	c.log.Info("policy restored", "revision", rec.ID, "source", rec.Source)
 	return nil
@@ -323,6 +344,9 @@ func (c *Controller) SyncNow(ctx context.Context) (apiv1.PolicyStatus, error) {
 }
 
 func (c *Controller) sync(ctx context.Context) error {
+	if err := c.readControl(ctx); err != nil {
+		return err
+	}
 	rev, err := c.fetch(ctx)
 	if err != nil {
 		return err
@@ -330,11 +354,20 @@ func (c *Controller) sync(ctx context.Context) error {
 	for {
 		c.mu.Lock()
 		v, seen := c.verdicts[rev.ID]
-		activeID := ""
+		activeID, waitingID := "", ""
 		if c.activeInfo != nil {
 			activeID = c.activeInfo.Revision
 		}
-		if seen && (!v.Valid || rev.ID == activeID) {
+		if c.waiting != nil {
+			waitingID = c.waiting.Revision
+		}
+		held := c.control.Suspended || c.control.Pinned != ""
+		if seen && v.Valid && held && rev.ID != activeID {
+			// Judged valid before, held now: it waits, not evaluated again.
+			c.waiting = v
+			waitingID = v.Revision
+		}
+		if seen && (!v.Valid || rev.ID == activeID || rev.ID == waitingID) {
 			// Already judged: a bad commit is not evaluated again on every
 			// poll (nor after a restart), and the active one is not
 			// applied again.
@@ -352,6 +385,62 @@ func (c *Controller) sync(ctx context.Context) error {
 		// that evaluation was stopped, the newer one goes next.
 		rev = *newer
 	}
+}
+
+// readControl reads the shared suspend and pin state. A pin set through
+// another replica is applied here from the history of applied revisions.
+func (c *Controller) readControl(ctx context.Context) error {
+	ctrl, err := c.st.GetPolicyControl(ctx)
+	if err != nil {
+		c.m.syncErrors.WithLabelValues(kindStore).Inc()
+		return fmt.Errorf("sync policy: %w", err)
+	}
+	c.mu.Lock()
+	c.control = ctrl
+	if !ctrl.Suspended && ctrl.Pinned == "" && c.waiting != nil {
+		// Released elsewhere: the held revision is judged again and applied.
+		delete(c.verdicts, c.waiting.Revision)
+		c.waiting = nil
+	}
+	active := ""
+	if c.activeInfo != nil {
+		active = c.activeInfo.Revision
+	}
+	c.mu.Unlock()
+	if ctrl.Pinned != "" && ctrl.Pinned != active {
+		if err := c.activateFromHistory(ctx, ctrl.Pinned); err != nil {
+			c.m.syncErrors.WithLabelValues(kindStore).Inc()
+			return fmt.Errorf("sync policy: apply pinned revision: %w", err)
+		}
+	}
+	return nil
+}
+
+// activateFromHistory makes an applied revision active again from its
+// compiled form, and saves it as the last good revision.
+func (c *Controller) activateFromHistory(ctx context.Context, id string) error {
+	h, err := c.st.GetPolicyHistory(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("revision %s was never applied by a server of this database (only the last %d are kept)", id, store.MaxPolicyHistory)
+	}
+	if err != nil {
+		return err
+	}
+	spec, err := policy.UnmarshalSpec(h.Spec)
+	if err != nil {
+		return fmt.Errorf("revision %s: %w (it was applied by another version of the server)", id, err)
+	}
+	p, err := spec.Compile(h.ID)
+	if err != nil {
+		return fmt.Errorf("revision %s: %w", id, err)
+	}
+	now := c.now()
+	if err := c.st.SavePolicyRevision(ctx, store.PolicyRevision{ID: h.ID, Source: c.src.String(), Spec: h.Spec, Signer: h.Signer, AppliedAt: now}); err != nil {
+		return err
+	}
+	c.activate(p, &apiv1.PolicyActive{Revision: h.ID, Name: h.Name, Subject: h.Subject, Author: h.Author, AppliedAt: now, Signer: h.Signer})
+	c.log.Info("policy applied from history", "revision", h.ID)
+	return nil
 }
 
 // fetch fetches the source and records the outcome: a failure makes the
@@ -373,6 +462,7 @@ func (c *Controller) fetch(ctx context.Context) (gitsync.Revision, error) {
 		if first {
 			c.audit(ctx, store.AuditEvent{At: now, Type: store.AuditPolicyFetchFailed, Result: "failed", Reason: truncate(err.Error()),
 				Details: map[string]string{"source": c.src.String()}})
+			c.emit(Event{Type: EventSourceFailed, At: now, Reason: err.Error()})
 		}
 		return gitsync.Revision{}, fmt.Errorf("sync policy: %w", err)
 	}
@@ -384,6 +474,7 @@ func (c *Controller) fetch(ctx context.Context) (gitsync.Revision, error) {
 	if recovered {
 		c.audit(ctx, store.AuditEvent{At: now, Type: store.AuditPolicyFetchRecovered, Result: "ok", Revision: rev.ID,
 			Details: map[string]string{"source": c.src.String()}})
+		c.emit(Event{Type: EventSourceRecovered, At: now, Revision: rev.ID, Name: rev.Name})
 	}
 	return rev, nil
 }
@@ -405,7 +496,9 @@ func (c *Controller) audit(ctx context.Context, ev store.AuditEvent) {
 func (c *Controller) evaluate(ctx context.Context, rev gitsync.Revision) (newer *gitsync.Revision, err error) {
 	start := time.Now()
 	now := c.now()
-	attempt := &apiv1.PolicyAttempt{Revision: rev.ID, At: now, Valid: true, Errors: []apiv1.PolicyError{}}
+	attempt := &apiv1.PolicyAttempt{Revision: rev.ID, Name: rev.Name, Subject: rev.Subject, Author: rev.Author,
+		At: now, Valid: true, Errors: []apiv1.PolicyError{}}
+	c.emit(Event{Type: EventEvaluating, At: now, Revision: rev.ID, Name: rev.Name, Subject: rev.Subject, Author: rev.Author})
 	switch {
 	case len(rev.Problems) > 0:
 		// The file tree breaks a rule that vet applies as well.
@@ -467,22 +560,53 @@ func (c *Controller) evaluate(ctx context.Context, rev gitsync.Revision) (newer 
 		return nil, c.reject(ctx, rev, attempt)
 	}
 
+	// Held by the control: judged valid, applied when released. The
+	// control is read again here, so a suspension made through another
+	// replica during the evaluation holds.
+	if ctrl, err := c.st.GetPolicyControl(ctx); err == nil {
+		c.mu.Lock()
+		c.control = ctrl
+		c.mu.Unlock()
+	}
+	c.mu.Lock()
+	held := c.control.Suspended || c.control.Pinned != ""
+	if held {
+		c.attempted, c.evalErr, c.waiting = attempt, "", attempt
+		c.rememberLocked(attempt)
+	}
+	c.mu.Unlock()
+	if held {
+		c.setAttemptedValid(true)
+		c.log.Info("policy revision valid but not applied: applying is suspended or a revision is pinned", "revision", rev.ID)
+		c.emit(Event{Type: EventWaiting, At: now, Revision: rev.ID, Name: rev.Name, Subject: rev.Subject, Author: rev.Author})
+		return nil, nil
+	}
+
 	// Store side effects first: the revision is active only once its
 	// revocations are in the store, so nobody sees the new revision while
 	// an envoy it revokes can still check in. When a step fails the
 	// previous policy stays active and the verdict is not remembered, so
 	// the next sync applies the revision again (every step is idempotent).
-	if err := c.persist(ctx, rev, p, now); err != nil {
+	revoked, err := c.persist(ctx, rev, p, now)
+	if err != nil {
 		c.m.syncErrors.WithLabelValues(kindStore).Inc()
 		return nil, err
 	}
-	c.activate(p, &apiv1.PolicyActive{Revision: rev.ID, AppliedAt: now, Signer: rev.Signer})
+	c.activate(p, &apiv1.PolicyActive{Revision: rev.ID, Name: rev.Name, Subject: rev.Subject, Author: rev.Author, AppliedAt: now, Signer: rev.Signer})
 	c.mu.Lock()
-	c.attempted, c.evalErr = attempt, ""
+	c.attempted, c.evalErr, c.waiting = attempt, "", nil
 	c.rememberLocked(attempt)
 	c.mu.Unlock()
 	c.setAttemptedValid(true)
 	c.log.Info("policy applied", "revision", rev.ID, "signer", rev.Signer, "author", rev.Author, "duration", time.Since(start))
+	ev := Event{Type: EventApplied, At: now, Revision: rev.ID, Name: rev.Name, Subject: rev.Subject, Author: rev.Author, RevokedCount: len(revoked)}
+	for i, e := range revoked {
+		if i == 50 {
+			break
+		}
+		ev.Revoked = append(ev.Revoked, e.Hostname+" ("+e.UUID+")")
+	}
+	c.emit(ev)
 	return nil, nil
 }
 
@@ -530,20 +654,26 @@ func (c *Controller) runEvaluator(ctx context.Context, rev gitsync.Revision) (*p
 		return nil, &next, nil
 	}
 }
-func (c *Controller) persist(ctx context.Context, rev gitsync.Revision, p *policy.Policy, now time.Time) error {
+func (c *Controller) persist(ctx context.Context, rev gitsync.Revision, p *policy.Policy, now time.Time) ([]store.Envoy, error) {
 	files := make(map[string][]byte, len(rev.Files))
 	for _, f := range rev.Files {
 		files[f.Name] = f.Data
 	}
 	spec, err := policy.MarshalSpec(p.Spec())
 	if err != nil {
-		return fmt.Errorf("persist policy %s: %w", rev.ID, err)
+		return nil, fmt.Errorf("persist policy %s: %w", rev.ID, err)
 	}
 	err = c.st.SavePolicyRevision(ctx, store.PolicyRevision{
 		ID: rev.ID, Source: c.src.String(), Files: files, Spec: spec, Signer: rev.Signer, AppliedAt: now,
 	})
 	if err != nil {
-		return fmt.Errorf("persist policy %s: %w", rev.ID, err)
+		return nil, fmt.Errorf("persist policy %s: %w", rev.ID, err)
+	}
+	err = c.st.SavePolicyHistory(ctx, store.PolicyHistory{
+		ID: rev.ID, Name: rev.Name, Subject: rev.Subject, Author: rev.Author, Signer: rev.Signer, Spec: spec, AppliedAt: now, Replica: c.replica,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("persist policy %s: %w", rev.ID, err)
 	}
 	var rs []store.Revocation
 	for _, r := range p.Revocations() {
@@ -552,7 +682,7 @@ func (c *Controller) persist(ctx context.Context, rev gitsync.Revision, p *polic
 	var revoked []store.Envoy
 	if len(rs) > 0 {
 		if revoked, err = c.st.RevokeEnvoys(ctx, rs); err != nil {
-			return fmt.Errorf("apply revocations of policy %s: %w", rev.ID, err)
+			return nil, fmt.Errorf("apply revocations of policy %s: %w", rev.ID, err)
 		}
 		for _, e := range revoked {
 			c.log.Info("envoy revoked by policy", "envoy_uuid", e.UUID, "hostname", e.Hostname, "revision", rev.ID)
@@ -569,9 +699,9 @@ func (c *Controller) persist(ctx context.Context, rev gitsync.Revision, p *polic
 		At: now, Type: store.AuditPolicyApplied, Result: "ok", Revision: rev.ID, Replica: c.replica, Details: details,
 	})
 	if err != nil {
-		return fmt.Errorf("audit policy %s: %w", rev.ID, err)
+		return nil, fmt.Errorf("audit policy %s: %w", rev.ID, err)
 	}
-	return nil
+	return revoked, nil
 }
 
 func (c *Controller) reject(ctx context.Context, rev gitsync.Revision, attempt *apiv1.PolicyAttempt) error {
@@ -618,6 +748,8 @@ func (c *Controller) reject(ctx context.Context, rev gitsync.Revision, attempt *
 	c.mu.Lock()
 	c.rememberLocked(attempt)
 	c.mu.Unlock()
+	c.emit(Event{Type: EventRefused, At: attempt.At, Revision: rev.ID, Name: rev.Name, Subject: rev.Subject, Author: rev.Author,
+		Kind: attempt.Kind, Errors: attempt.Errors})
 	return nil
 }
 
@@ -686,9 +818,88 @@ func (c *Controller) Status() apiv1.PolicyStatus {
 		t := c.evalSince
 		s.Evaluating, s.EvaluatingSince = c.evaluating, &t
 	}
+	if ctl := c.control; ctl.Suspended {
+		s.Suspended = &apiv1.PolicyHold{Reason: ctl.SuspendReason, By: ctl.SuspendedBy, At: ctl.SuspendedAt}
+	}
+	if ctl := c.control; ctl.Pinned != "" {
+		s.Pinned = &apiv1.PolicyHold{Revision: ctl.Pinned, Reason: ctl.PinReason, By: ctl.PinnedBy, At: ctl.PinnedAt}
+	}
+	if c.waiting != nil {
+		w := *c.waiting
+		s.Waiting = &w
+	}
 	s.Reason = c.unhealthyLocked()
 	s.Healthy = s.Reason == ""
+	s.Conditions = c.conditionsLocked(s)
 	return s
+}
+
+// conditionsLocked derives the Ready, Reconciling and Stalled conditions
+// from s, keeping the transition time of a condition whose status and
+// reason did not change.
+func (c *Controller) conditionsLocked(s apiv1.PolicyStatus) []apiv1.Condition {
+	name := func(id, n string) string {
+		if n != "" {
+			return n
+		}
+		return id
+	}
+	ready := apiv1.Condition{Type: apiv1.ConditionReady, Status: "Unknown", Reason: "Progressing", Message: "the policy source has not been fetched yet"}
+	stalled := apiv1.Condition{Type: apiv1.ConditionStalled, Status: "False", Reason: "Succeeded"}
+	reconciling := apiv1.Condition{Type: apiv1.ConditionReconciling, Status: "False", Reason: "Succeeded"}
+	a := s.Attempted
+	switch {
+	case c.fetchErr != "":
+		ready = apiv1.Condition{Type: apiv1.ConditionReady, Status: "False", Reason: "FetchFailed", Message: c.fetchErr}
+	case c.evalErr != "":
+		ready = apiv1.Condition{Type: apiv1.ConditionReady, Status: "False", Reason: "EvaluatorFailed", Message: c.evalErr}
+	case a != nil && !a.Valid:
+		reason := map[string]string{kindVerify: "VerificationFailed", kindBudget: "BudgetExceeded"}[a.Kind]
+		if reason == "" {
+			reason = "ValidationFailed"
+		}
+		msg := fmt.Sprintf("revision %s refused", name(a.Revision, a.Name))
+		if len(a.Errors) > 0 {
+			msg += ": " + formatError(a.Errors[0])
+			if len(a.Errors) > 1 {
+				msg += fmt.Sprintf(" (and %d more)", len(a.Errors)-1)
+			}
+		}
+		ready = apiv1.Condition{Type: apiv1.ConditionReady, Status: "False", Reason: reason, Message: msg}
+		// The same commit will be refused again: only a new commit helps.
+		stalled = apiv1.Condition{Type: apiv1.ConditionStalled, Status: "True", Reason: reason, Message: msg}
+	case s.Waiting != nil:
+		reason, what := "Suspended", "applying is suspended"
+		if s.Pinned != nil {
+			reason, what = "Pinned", "revision "+s.Pinned.Revision+" is pinned"
+		}
+		ready = apiv1.Condition{Type: apiv1.ConditionReady, Status: "False", Reason: reason,
+			Message: fmt.Sprintf("revision %s is valid and waits: %s", name(s.Waiting.Revision, s.Waiting.Name), what)}
+	case s.Reason != "":
+		ready = apiv1.Condition{Type: apiv1.ConditionReady, Status: "False", Reason: "FetchFailed", Message: s.Reason}
+	case s.Active != nil:
+		msg := "applied revision " + name(s.Active.Revision, s.Active.Name)
+		if s.Pinned != nil {
+			msg += " (pinned)"
+		}
+		ready = apiv1.Condition{Type: apiv1.ConditionReady, Status: "True", Reason: "Succeeded", Message: msg}
+	}
+	if s.Evaluating != "" {
+		reconciling = apiv1.Condition{Type: apiv1.ConditionReconciling, Status: "True", Reason: "Progressing", Message: "evaluating revision " + s.Evaluating}
+	}
+	now := c.now()
+	out := []apiv1.Condition{ready, reconciling, stalled}
+	for i, cd := range out {
+		prev, ok := c.conds[cd.Type]
+		if ok && prev.Status == cd.Status && prev.Reason == cd.Reason {
+			cd.LastTransitionTime = prev.LastTransitionTime
+		} else {
+			cd.LastTransitionTime = now
+		}
+		c.conds[cd.Type] = cd
+		out[i] = cd
+	}
+	return out
 }
 
 // unhealthyLocked returns why the source is not healthy, or "".

@@ -150,12 +150,18 @@ func TestControllerLifecycle(t *testing.T) {
 		t.Fatalf("active revision = %q, want %s", got, good)
 	}
 	now := f.now
+	name := "main@sha1:" + good
 	want := apiv1.PolicyStatus{
 		Replica: "r1", Source: st.Source, Healthy: true,
-		Active:     &apiv1.PolicyActive{Revision: good, AppliedAt: now},
-		Attempted:  &apiv1.PolicyAttempt{Revision: good, At: now, Valid: true, Errors: []apiv1.PolicyError{}},
+		Active:     &apiv1.PolicyActive{Revision: good, Name: name, Subject: "good", Author: "Test Author <author@example.com>", AppliedAt: now},
+		Attempted:  &apiv1.PolicyAttempt{Revision: good, Name: name, Subject: "good", Author: "Test Author <author@example.com>", At: now, Valid: true, Errors: []apiv1.PolicyError{}},
 		LastFetch:  &now,
 		EvalLimits: "256 MiB, 10s",
+		Conditions: []apiv1.Condition{
+			{Type: "Ready", Status: "True", Reason: "Succeeded", Message: "applied revision " + name, LastTransitionTime: now},
+			{Type: "Reconciling", Status: "False", Reason: "Succeeded", LastTransitionTime: now},
+			{Type: "Stalled", Status: "False", Reason: "Succeeded", LastTransitionTime: now},
+		},
 	}
 	if diff := cmp.Diff(want, st); diff != "" {
 		t.Errorf("status (-want +got):\n%s", diff)
@@ -205,6 +211,16 @@ func TestControllerLifecycle(t *testing.T) {
 	}
 	if want := "revision " + bad + " is invalid; the last good revision stays active"; st.Reason != want {
 		t.Errorf("reason = %q, want %q", st.Reason, want)
+	}
+	wantConds := []apiv1.Condition{
+		{Type: "Ready", Status: "False", Reason: "ValidationFailed", LastTransitionTime: f.now,
+			Message: "revision main@sha1:" + bad + " refused: policy.cue:3:1: approvd: field not allowed (did you mean approved?)"},
+		{Type: "Reconciling", Status: "False", Reason: "Succeeded", LastTransitionTime: now},
+		{Type: "Stalled", Status: "True", Reason: "ValidationFailed", LastTransitionTime: f.now,
+			Message: "revision main@sha1:" + bad + " refused: policy.cue:3:1: approvd: field not allowed (did you mean approved?)"},
+	}
+	if diff := cmp.Diff(wantConds, st.Conditions); diff != "" {
+		t.Errorf("conditions after a bad commit (-want +got):\n%s", diff)
 	}
 	if len(st.Attempted.Errors) == 0 || st.Attempted.Errors[0].File != "policy.cue" || st.Attempted.Errors[0].Line != 3 {
 		t.Errorf("attempt errors = %+v, want one at policy.cue:3", st.Attempted.Errors)

@@ -80,9 +80,12 @@ func TestBombsRefused(t *testing.T) {
 	t.Parallel()
 	bombs := []struct {
 		name, content, limit string
+		limits               sandbox.Limits
 	}{
-		{"memory", memoryBomb(), "the memory limit of 128 MiB while evaluating this file"},
-		{"cpu", cpuBomb, "the time limit of 3s while evaluating this file"},
+		{"memory", memoryBomb(), "the memory limit of 128 MiB while evaluating this file", smallLimits},
+		// The CPU bomb holds ~100 MB while it runs: a budget of 256 MiB
+		// makes sure the time limit is the one it hits.
+		{"cpu", cpuBomb, "the time limit of 3s while evaluating this file", sandbox.Limits{Memory: 256 << 20, Timeout: 3 * time.Second}},
 	}
 	for _, b := range bombs {
 		for _, source := range []string{"git", "dir"} {
@@ -120,7 +123,12 @@ func TestBombsRefused(t *testing.T) {
 					}
 				}
 				reg := prometheus.NewRegistry()
-				ctl := newLimitedController(t, src, st, nil, reg)
+				ctl, err := policyctl.New(policyctl.Config{
+					Source: src, Store: st, Interval: time.Minute, Replica: "r1", Limits: b.limits, Registerer: reg,
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
 				write("policy.cue", validPolicy)
 				st1, err := ctl.SyncNow(ctx)
 				if err != nil || st1.Active == nil {
@@ -140,14 +148,14 @@ func TestBombsRefused(t *testing.T) {
 				if len(a.Errors) != 1 || a.Errors[0].File != "zz_bomb.cue" || !strings.Contains(a.Errors[0].Message, b.limit) {
 					t.Errorf("bomb errors = %+v, want one in zz_bomb.cue naming %q", a.Errors, b.limit)
 				}
-				if st2.Healthy || !strings.Contains(st2.Reason, "exceeded the budget (128 MiB, 3s)") {
+				if st2.Healthy || !strings.Contains(st2.Reason, "exceeded the budget ("+b.limits.String()+")") {
 					t.Errorf("status after the bomb: healthy=%v reason=%q", st2.Healthy, st2.Reason)
 				}
 				if ctl.Active().Revision() != good {
 					t.Errorf("active = %s, want the last good %s", ctl.Active().Revision(), good)
 				}
 				refusals, err := st.ListPolicyRefusals(ctx, "r1")
-				if err != nil || len(refusals) != 1 || refusals[0].Revision != a.Revision || refusals[0].Kind != "budget" || refusals[0].Limits != "128 MiB, 3s" {
+				if err != nil || len(refusals) != 1 || refusals[0].Revision != a.Revision || refusals[0].Kind != "budget" || refusals[0].Limits != b.limits.String() {
 					t.Errorf("remembered refusals = %+v, %v", refusals, err)
 				}
 				if v := metricValues(t, reg)[`vigo_policy_sync_errors_total{kind="budget"}`]; v != 1 {
@@ -156,7 +164,7 @@ func TestBombsRefused(t *testing.T) {
 				rejected, _ := st.ListAudit(ctx, time.Time{}, 0)
 				var found bool
 				for _, e := range rejected {
-					found = found || e.Type == store.AuditPolicyRejected && e.Details["kind"] == "budget" && e.Details["limits"] == "128 MiB, 3s"
+					found = found || e.Type == store.AuditPolicyRejected && e.Details["kind"] == "budget" && e.Details["limits"] == b.limits.String()
 				}
 				if !found {
 					t.Errorf("no policy.rejected audit event of kind budget")

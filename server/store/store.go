@@ -86,6 +86,22 @@ type Store interface {
 	SavePolicyRefusal(ctx context.Context, r PolicyRefusal) error
 	// ListPolicyRefusals returns the refusals of a replica, newest first.
 	ListPolicyRefusals(ctx context.Context, replica string) ([]PolicyRefusal, error)
+	// SavePolicyHistory records that a revision was applied (replacing an
+	// earlier record of the same revision). Only the newest
+	// MaxPolicyHistory revisions are kept.
+	SavePolicyHistory(ctx context.Context, h PolicyHistory) error
+	// ListPolicyHistory returns the applied revisions, newest first, at
+	// most limit (0 = all kept).
+	ListPolicyHistory(ctx context.Context, limit int) ([]PolicyHistory, error)
+	// GetPolicyHistory returns the record of an applied revision by its
+	// ID, or ErrNotFound.
+	GetPolicyHistory(ctx context.Context, id string) (PolicyHistory, error)
+	// GetPolicyControl returns the shared suspend and pin state (the zero
+	// value when never set).
+	GetPolicyControl(ctx context.Context) (PolicyControl, error)
+	// SetPolicyControl replaces the shared suspend and pin state and
+	// appends audit, in one transaction.
+	SetPolicyControl(ctx context.Context, c PolicyControl, audit AuditEvent) error
 
 	// Prune deletes audit events older than before, revoked envoys
 	// revoked before before, and nonces expired by now. It returns how many
@@ -240,6 +256,12 @@ const (
 	// AuditPolicyFetchRecovered is written at the first successful fetch
 	// after failures.
 	AuditPolicyFetchRecovered = "policy.fetch_recovered"
+	// AuditPolicySuspended, AuditPolicyResumed, AuditPolicyPinned and
+	// AuditPolicyUnpinned record who changed the shared policy control.
+	AuditPolicySuspended = "policy.suspended"
+	AuditPolicyResumed   = "policy.resumed"
+	AuditPolicyPinned    = "policy.pinned"
+	AuditPolicyUnpinned  = "policy.unpinned"
 )
 
 // PolicyRevision is a persisted, valid policy revision.
@@ -256,6 +278,40 @@ type PolicyRevision struct {
 	Spec      []byte
 	Signer    string
 	AppliedAt time.Time
+}
+
+// MaxPolicyHistory is the number of applied revisions remembered.
+const MaxPolicyHistory = 100
+
+// PolicyHistory is a policy revision that was applied, with its compiled
+// form (so that it can be made active again by a pin).
+type PolicyHistory struct {
+	ID      string
+	Name    string // main@sha1:<id>
+	Subject string
+	Author  string
+	Signer  string
+	Spec    []byte
+	// AppliedAt is when it was last made active, by Replica.
+	AppliedAt time.Time
+	Replica   string
+}
+
+// PolicyControl is the suspend and pin state of the policy, shared by
+// every replica.
+type PolicyControl struct {
+	// Suspended stops applying new revisions (they are still fetched and
+	// judged).
+	Suspended     bool
+	SuspendReason string
+	SuspendedBy   string
+	SuspendedAt   time.Time
+	// Pinned is a revision made active on purpose; new revisions are
+	// judged but not applied while it is set.
+	Pinned    string
+	PinReason string
+	PinnedBy  string
+	PinnedAt  time.Time
 }
 
 // MaxPolicyRefusals is the number of refused revisions remembered per replica.

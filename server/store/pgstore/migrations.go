@@ -146,4 +146,30 @@ CREATE TABLE policy_refusals (
 );
 CREATE INDEX policy_refusals_at ON policy_refusals (replica, at);
 `,
+	// 4: the revisions applied (compiled, for pins) and the shared
+	// suspend and pin state.
+	`
+CREATE TABLE policy_history (
+	id         text        NOT NULL PRIMARY KEY,
+	name       text        NOT NULL DEFAULT '',
+	subject    text        NOT NULL DEFAULT '',
+	author     text        NOT NULL DEFAULT '',
+	signer     text        NOT NULL DEFAULT '',
+	spec       bytea       NOT NULL,
+	applied_at timestamptz NOT NULL,
+	replica    text        NOT NULL DEFAULT ''
+);
+CREATE INDEX policy_history_applied_at ON policy_history (applied_at);
+CREATE TABLE policy_control (
+	singleton      integer     NOT NULL PRIMARY KEY CHECK (singleton = 1),
+	suspended      boolean     NOT NULL DEFAULT false,
+	suspend_reason text        NOT NULL DEFAULT '',
+	suspended_by   text        NOT NULL DEFAULT '',
+	suspended_at   timestamptz,
+	pinned         text        NOT NULL DEFAULT '',
+	pin_reason     text        NOT NULL DEFAULT '',
+	pinned_by      text        NOT NULL DEFAULT '',
+	pinned_at      timestamptz
+);
+`,
 }

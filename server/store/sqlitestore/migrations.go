@@ -137,4 +137,30 @@ CREATE TABLE policy_refusals (
 ) STRICT;
 CREATE INDEX policy_refusals_at ON policy_refusals (replica, at);
 `,
+	// 4: the revisions applied (compiled, for pins) and the shared
+	// suspend and pin state.
+	`
+CREATE TABLE policy_history (
+	id         TEXT    NOT NULL PRIMARY KEY,
+	name       TEXT    NOT NULL DEFAULT '',
+	subject    TEXT    NOT NULL DEFAULT '',
+	author     TEXT    NOT NULL DEFAULT '',
+	signer     TEXT    NOT NULL DEFAULT '',
+	spec       BLOB    NOT NULL,
+	applied_at INTEGER NOT NULL,
+	replica    TEXT    NOT NULL DEFAULT ''
+) STRICT;
+CREATE INDEX policy_history_applied_at ON policy_history (applied_at);
+CREATE TABLE policy_control (
+	singleton      INTEGER NOT NULL PRIMARY KEY CHECK (singleton = 1),
+	suspended      INTEGER NOT NULL DEFAULT 0,
+	suspend_reason TEXT    NOT NULL DEFAULT '',
+	suspended_by   TEXT    NOT NULL DEFAULT '',
+	suspended_at   INTEGER,
+	pinned         TEXT    NOT NULL DEFAULT '',
+	pin_reason     TEXT    NOT NULL DEFAULT '',
+	pinned_by      TEXT    NOT NULL DEFAULT '',
+	pinned_at      INTEGER
+) STRICT;
+`,
 }

@@ -659,3 +659,108 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (int64, error) {
 	}
 	return total, nil
 }
+
+// ---- policy history and control ----
+
+// SavePolicyHistory records an applied revision.
+func (s *Store) SavePolicyHistory(ctx context.Context, h store.PolicyHistory) error {
+	err := s.write(ctx, func(ctx context.Context, tx *wtx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO policy_history (id, name, subject, author, signer, spec, applied_at, replica)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET name = excluded.name, subject = excluded.subject, author = excluded.author,
+				signer = excluded.signer, spec = excluded.spec, applied_at = excluded.applied_at, replica = excluded.replica`,
+			h.ID, h.Name, h.Subject, h.Author, h.Signer, nonNil(h.Spec), h.AppliedAt.UnixMilli(), h.Replica); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM policy_history WHERE id NOT IN
+			(SELECT id FROM policy_history ORDER BY applied_at DESC, id LIMIT ?)`, store.MaxPolicyHistory)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("save policy history %s: %w", h.ID, err)
+	}
+	return nil
+}
+
+const historyColumns = `id, name, subject, author, signer, spec, applied_at, replica`
+
+func scanHistory(r interface{ Scan(...any) error }) (store.PolicyHistory, error) {
+	var h store.PolicyHistory
+	var at int64
+	err := r.Scan(&h.ID, &h.Name, &h.Subject, &h.Author, &h.Signer, &h.Spec, &at, &h.Replica)
+	h.AppliedAt = time.UnixMilli(at).UTC()
+	return h, err
+}
+
+// ListPolicyHistory returns the applied revisions, newest first.
+func (s *Store) ListPolicyHistory(ctx context.Context, limit int) ([]store.PolicyHistory, error) {
+	if limit <= 0 {
+		limit = -1
+	}
+	rows, err := s.rdb.QueryContext(ctx, `SELECT `+historyColumns+` FROM policy_history ORDER BY applied_at DESC, id LIMIT ?`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list policy history: %w", err)
+	}
+	defer rows.Close()
+	var out []store.PolicyHistory
+	for rows.Next() {
+		h, err := scanHistory(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list policy history: %w", err)
+		}
+		out = append(out, h)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list policy history: %w", err)
+	}
+	return out, nil
+}
+
+// GetPolicyHistory returns the record of an applied revision.
+func (s *Store) GetPolicyHistory(ctx context.Context, id string) (store.PolicyHistory, error) {
+	h, err := scanHistory(s.rdb.QueryRowContext(ctx, `SELECT `+historyColumns+` FROM policy_history WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		return store.PolicyHistory{}, fmt.Errorf("get policy history %s: %w", id, err)
+	}
+	return h, nil
+}
+
+// GetPolicyControl returns the shared suspend and pin state.
+func (s *Store) GetPolicyControl(ctx context.Context) (store.PolicyControl, error) {
+	var c store.PolicyControl
+	var suspendedAt, pinnedAt sql.NullInt64
+	err := s.rdb.QueryRowContext(ctx, `SELECT suspended, suspend_reason, suspended_by, suspended_at, pinned, pin_reason, pinned_by, pinned_at
+		FROM policy_control WHERE singleton = 1`).
+		Scan(&c.Suspended, &c.SuspendReason, &c.SuspendedBy, &suspendedAt, &c.Pinned, &c.PinReason, &c.PinnedBy, &pinnedAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.PolicyControl{}, nil
+	}
+	if err != nil {
+		return store.PolicyControl{}, fmt.Errorf("get policy control: %w", err)
+	}
+	c.SuspendedAt, c.PinnedAt = fromMS(suspendedAt), fromMS(pinnedAt)
+	return c, nil
+}
+
+// SetPolicyControl replaces the shared suspend and pin state and appends audit.
+func (s *Store) SetPolicyControl(ctx context.Context, c store.PolicyControl, audit store.AuditEvent) error {
+	err := s.write(ctx, func(ctx context.Context, tx *wtx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO policy_control (singleton, suspended, suspend_reason, suspended_by, suspended_at,
+				pinned, pin_reason, pinned_by, pinned_at)
+			VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (singleton) DO UPDATE SET suspended = excluded.suspended, suspend_reason = excluded.suspend_reason,
+				suspended_by = excluded.suspended_by, suspended_at = excluded.suspended_at, pinned = excluded.pinned,
+				pin_reason = excluded.pin_reason, pinned_by = excluded.pinned_by, pinned_at = excluded.pinned_at`,
+			c.Suspended, c.SuspendReason, c.SuspendedBy, ms(c.SuspendedAt), c.Pinned, c.PinReason, c.PinnedBy, ms(c.PinnedAt)); err != nil {
+			return err
+		}
+		return s.insertAudit(ctx, tx, audit)
+	})
+	if err != nil {
+		return fmt.Errorf("set policy control: %w", err)
+	}
+	return nil
+}

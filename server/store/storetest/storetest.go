@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -61,6 +62,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Audit", testAudit},
 		{"PolicyRevision", testPolicyRevision},
 		{"PolicyRefusals", testPolicyRefusals},
+		{"PolicyHistory", testPolicyHistory},
+		{"PolicyControl", testPolicyControl},
 		{"Prune", testPrune},
 		{"SeenNonce", testSeenNonce},
 		{"SeenNonceConcurrently", testSeenNonceConcurrent},
@@ -1097,6 +1100,84 @@ func testPolicyRefusals(t *testing.T, s store.Store) {
 	}
 	if got, _ := s.ListPolicyRefusals(ctx, "r2"); len(got) != 1 || got[0].Kind != "verify" {
 		t.Errorf("ListPolicyRefusals(r2) = %v, want the other replica's own refusal", got)
+	}
+}
+
+func testPolicyHistory(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	if _, err := s.GetPolicyHistory(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetPolicyHistory(unknown) = %v, want ErrNotFound", err)
+	}
+	a := store.PolicyHistory{ID: "aaa", Name: "main@sha1:aaa", Subject: "add web", Author: "A <a@example.com>", Signer: "SHA256:x",
+		Spec: []byte(`{"version":1}`), AppliedAt: t0.In(berlin), Replica: "r1"}
+	b := store.PolicyHistory{ID: "bbb", Name: "main@sha1:bbb", Spec: []byte(`{}`), AppliedAt: t0.Add(time.Minute), Replica: "r2"}
+	for _, h := range []store.PolicyHistory{a, b} {
+		if err := s.SavePolicyHistory(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.AppliedAt = a.AppliedAt.UTC()
+	got, err := s.ListPolicyHistory(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]store.PolicyHistory{b, a}, got, cmpOpts...); diff != "" {
+		t.Errorf("ListPolicyHistory newest first (-want +got):\n%s", diff)
+	}
+	if got, err := s.GetPolicyHistory(ctx, "aaa"); err != nil || !cmp.Equal(a, got, cmpOpts...) {
+		t.Errorf("GetPolicyHistory(aaa) = %+v, %v", got, err)
+	}
+	// Applying a revision again moves it to the front.
+	a.AppliedAt = t0.Add(time.Hour)
+	if err := s.SavePolicyHistory(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.ListPolicyHistory(ctx, 1); len(got) != 1 || got[0].ID != "aaa" {
+		t.Errorf("ListPolicyHistory(1) after re-applying aaa = %+v", got)
+	}
+	for i := range store.MaxPolicyHistory + 3 {
+		if err := s.SavePolicyHistory(ctx, store.PolicyHistory{ID: fmt.Sprintf("h%03d", i), Spec: []byte("{}"), AppliedAt: t0.Add(2*time.Hour + time.Duration(i)*time.Second)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, _ := s.ListPolicyHistory(ctx, 0); len(got) != store.MaxPolicyHistory {
+		t.Errorf("%d revisions kept, want %d", len(got), store.MaxPolicyHistory)
+	}
+}
+
+func testPolicyControl(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	got, err := s.GetPolicyControl(ctx)
+	if err != nil || !cmp.Equal(store.PolicyControl{}, got) {
+		t.Fatalf("GetPolicyControl(never set) = %+v, %v", got, err)
+	}
+	c := store.PolicyControl{Suspended: true, SuspendReason: "incident 42", SuspendedBy: "alice", SuspendedAt: t0.In(berlin),
+		Pinned: "abc", PinReason: "rollback", PinnedBy: "bob", PinnedAt: t0.Add(time.Minute)}
+	if err := s.SetPolicyControl(ctx, c, store.AuditEvent{At: t0, Type: store.AuditPolicySuspended, Result: "ok", Reason: "incident 42"}); err != nil {
+		t.Fatal(err)
+	}
+	c.SuspendedAt = c.SuspendedAt.UTC()
+	if got, err := s.GetPolicyControl(ctx); err != nil || !cmp.Equal(c, got, cmpOpts...) {
+		t.Errorf("GetPolicyControl = %+v, %v, want %+v", got, err, c)
+	}
+	if err := s.SetPolicyControl(ctx, store.PolicyControl{}, store.AuditEvent{At: t0.Add(time.Hour), Type: store.AuditPolicyResumed, Result: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetPolicyControl(ctx); !cmp.Equal(store.PolicyControl{}, got) {
+		t.Errorf("after clearing: %+v", got)
+	}
+	evs, err := s.ListAudit(ctx, t0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, e := range evs {
+		if strings.HasPrefix(e.Type, "policy.") {
+			types = append(types, e.Type)
+		}
+	}
+	if diff := cmp.Diff([]string{store.AuditPolicySuspended, store.AuditPolicyResumed}, types); diff != "" {
+		t.Errorf("audit in the same transaction (-want +got):\n%s", diff)
 	}
 }
 
