@@ -341,7 +341,8 @@ func (l *loader) addCUEErrors(err error, data cue.Value) {
 		path   []string
 		msg    string
 		pos    token.Pos
-		header bool // "N errors in empty disjunction:"
+		header bool     // "N errors in empty disjunction:"
+		where  []string // the data positions in other files, file:line:col
 	}
 	var items []item
 	for _, e := range cueerrors.Errors(err) {
@@ -352,6 +353,13 @@ func (l *loader) addCUEErrors(err error, data cue.Value) {
 		}
 		it.header = strings.HasSuffix(it.msg, "errors in empty disjunction:")
 		it.pos = dataPos(e)
+		if it.pos.IsValid() {
+			for _, p := range cueerrors.Positions(e) {
+				if fn := p.Filename(); fn != "" && fn != schemas.PolicyFilename && fn != it.pos.Filename() {
+					it.where = append(it.where, p.Position().String())
+				}
+			}
+		}
 		if it.pos == token.NoPos && data.Exists() {
 			// Locate the error at the closest value that exists in the data.
 			for n := len(it.path); n >= 0 && it.pos == token.NoPos; n-- {
@@ -425,6 +433,15 @@ func (l *loader) addCUEErrors(err error, data cue.Value) {
 		if drop[i] {
 			continue
 		}
+		if len(it.where) > 0 && (strings.HasPrefix(it.msg, "conflicting values") || strings.HasPrefix(it.msg, "incompatible list lengths")) {
+			// A value set in two files: say where, and what to do.
+			it.msg += fmt.Sprintf(" (also set in %s)", strings.Join(slices.Compact(it.where), ", "))
+			if len(it.path) > 0 && listFields[it.path[0]] != "" {
+				it.msg += fmt.Sprintf(": lists do not merge across files; keep %s in one file, or give each file its own entries in %s", it.path[0], listFields[it.path[0]])
+			} else {
+				it.msg += ": a field may be set in several files only to the same value; give each file's entries their own keys"
+			}
+		}
 		if msg, ok := reword(it.msg); ok {
 			// A constraint of the schema: say what it means, name the
 			// value and point at it.
@@ -438,6 +455,15 @@ func (l *loader) addCUEErrors(err error, data cue.Value) {
 		}
 		l.addAt(it.pos, cuePathString(it.path), "%s", it.msg)
 	}
+}
+
+// listFields maps each list of the policy to its keyed form, which files
+// can add to independently.
+var listFields = map[string]string{
+	"trusted_enrollment": "trusted_enrollment_by_name",
+	"approved":           "approved_by_owner",
+	"revocations":        "revocations_by_key",
+	"tests":              "tests_by_name",
 }
 
 // schemaWords says what the value constraints of schemas/policy.cue mean,
@@ -683,20 +709,7 @@ func field(v cue.Value, name string) cue.Value {
 func extract(data, unified cue.Value) *Spec {
 	s := &Spec{Version: SpecVersion}
 	for _, e := range elems(field(data, "trusted_enrollment")) {
-		t := TrustedSpec{Pos: posOf(e), Pattern: strAt(field(e, "pattern"))}
-		if nv := field(e, "name"); nv.Exists() {
-			n := strAt(nv)
-			t.Name = &n
-		}
-		t.CIDRs = []Str{}
-		cidrs := field(e, "cidrs")
-		if cidrs.Exists() {
-			t.CIDRsPos = posOf(cidrs)
-		}
-		for _, cv := range elems(cidrs) {
-			t.CIDRs = append(t.CIDRs, strAt(cv))
-		}
-		s.Trusted = append(s.Trusted, t)
+		s.Trusted = append(s.Trusted, trustedSpec(e))
 	}
 	for _, av := range elems(field(data, "approved")) {
 		s.Approved = append(s.Approved, strAt(av))
@@ -712,24 +725,95 @@ func extract(data, unified cue.Value) *Spec {
 		s.TokenMaxTTL = &t
 	}
 	for _, rv := range elems(field(data, "revocations")) {
-		r := RevocationSpec{Pos: posOf(rv)}
-		if uv := field(rv, "uuid"); uv.Exists() {
-			u := strAt(uv)
-			r.UUID = &u
-		}
-		if hv := field(rv, "hostname"); hv.Exists() {
-			h := strAt(hv)
-			r.Hostname = &h
-		}
-		r.Reason, _ = str(field(rv, "reason"))
-		s.Revocations = append(s.Revocations, r)
+		s.Revocations = append(s.Revocations, revocationSpec(rv))
 	}
 	for _, tv := range elems(field(data, "tests")) {
-		ts := TestSpec{Pos: posOf(tv), IP: strAt(field(tv, "ip"))}
-		ts.Hostname, _ = str(field(tv, "hostname"))
-		ts.Expect, _ = str(field(tv, "expect"))
-		ts.Token, _ = field(tv, "token").Bool()
-		s.Tests = append(s.Tests, ts)
+		s.Tests = append(s.Tests, testSpec(tv, ""))
+	}
+
+	// The keyed forms, after the lists, sorted by key.
+	for _, kv := range keyed(data, "trusted_enrollment_by_name") {
+		t := trustedSpec(kv.v)
+		t.Path = kv.path
+		name := Str{Value: kv.key, Pos: posOf(kv.v)}
+		t.Name = &name
+		s.Trusted = append(s.Trusted, t)
+	}
+	for _, kv := range keyed(data, "approved_by_owner") {
+		for i, av := range elems(kv.v) {
+			a := strAt(av)
+			a.Path = fmt.Sprintf("%s[%d]", kv.path, i)
+			s.Approved = append(s.Approved, a)
+		}
+	}
+	for _, kv := range keyed(data, "revocations_by_key") {
+		r := revocationSpec(kv.v)
+		r.Path = kv.path
+		s.Revocations = append(s.Revocations, r)
+	}
+	for _, kv := range keyed(data, "tests_by_name") {
+		s.Tests = append(s.Tests, testSpec(kv.v, kv.path))
 	}
 	return s
+}
+
+func trustedSpec(e cue.Value) TrustedSpec {
+	t := TrustedSpec{Pos: posOf(e), Pattern: strAt(field(e, "pattern"))}
+	if nv := field(e, "name"); nv.Exists() {
+		n := strAt(nv)
+		t.Name = &n
+	}
+	t.CIDRs = []Str{}
+	cidrs := field(e, "cidrs")
+	if cidrs.Exists() {
+		t.CIDRsPos = posOf(cidrs)
+	}
+	for _, cv := range elems(cidrs) {
+		t.CIDRs = append(t.CIDRs, strAt(cv))
+	}
+	return t
+}
+
+func revocationSpec(rv cue.Value) RevocationSpec {
+	r := RevocationSpec{Pos: posOf(rv)}
+	if uv := field(rv, "uuid"); uv.Exists() {
+		u := strAt(uv)
+		r.UUID = &u
+	}
+	if hv := field(rv, "hostname"); hv.Exists() {
+		h := strAt(hv)
+		r.Hostname = &h
+	}
+	r.Reason, _ = str(field(rv, "reason"))
+	return r
+}
+
+func testSpec(tv cue.Value, path string) TestSpec {
+	ts := TestSpec{Path: path, Pos: posOf(tv), IP: strAt(field(tv, "ip"))}
+	ts.Hostname, _ = str(field(tv, "hostname"))
+	ts.Expect, _ = str(field(tv, "expect"))
+	ts.Token, _ = field(tv, "token").Bool()
+	return ts
+}
+
+type keyedValue struct {
+	key, path string
+	v         cue.Value
+}
+
+// keyed returns the fields of the struct data.name sorted by key, each
+// with its CUE path as errors name it (name.key, the key quoted when it is
+// not an identifier).
+func keyed(data cue.Value, name string) []keyedValue {
+	it, err := field(data, name).Fields()
+	if err != nil {
+		return nil
+	}
+	var out []keyedValue
+	for it.Next() {
+		sel := it.Selector()
+		out = append(out, keyedValue{key: sel.Unquoted(), path: name + "." + sel.String(), v: it.Value()})
+	}
+	slices.SortFunc(out, func(a, b keyedValue) int { return strings.Compare(a.key, b.key) })
+	return out
 }

@@ -25,6 +25,10 @@ type Pos struct {
 type Str struct {
 	Value string `json:"v"`
 	Pos   Pos    `json:"p"`
+	// Path is the CUE path of an entry of a keyed field (such as
+	// approved_by_owner.web[0]); "" for an entry of a list, whose path is
+	// its index.
+	Path string `json:"path,omitempty"`
 }
 
 // Spec is a policy as CUE evaluated it: the concrete values of the policy
@@ -44,26 +48,30 @@ type Spec struct {
 	Tests        []TestSpec       `json:"tests,omitempty"`
 }
 
-// TrustedSpec is an entry of trusted_enrollment.
+// TrustedSpec is an entry of trusted_enrollment (or of
+// trusted_enrollment_by_name, then with its Path).
 type TrustedSpec struct {
-	Name    *Str  `json:"name,omitempty"`
-	Pattern Str   `json:"pattern"`
-	CIDRs   []Str `json:"cidrs"`
+	Path    string `json:"path,omitempty"`
+	Name    *Str   `json:"name,omitempty"`
+	Pattern Str    `json:"pattern"`
+	CIDRs   []Str  `json:"cidrs"`
 	// CIDRsPos locates the list of CIDRs.
 	CIDRsPos Pos `json:"cp"`
 	Pos      Pos `json:"p"`
 }
 
-// RevocationSpec is an entry of revocations.
+// RevocationSpec is an entry of revocations (or revocations_by_key).
 type RevocationSpec struct {
+	Path     string `json:"path,omitempty"`
 	UUID     *Str   `json:"uuid,omitempty"`
 	Hostname *Str   `json:"hostname,omitempty"`
 	Reason   string `json:"reason"`
 	Pos      Pos    `json:"p"`
 }
 
-// TestSpec is a case of tests.
+// TestSpec is a case of tests (or tests_by_name).
 type TestSpec struct {
+	Path     string `json:"path,omitempty"`
 	Hostname string `json:"hostname"`
 	IP       Str    `json:"ip"`
 	Token    bool   `json:"token,omitempty"`
@@ -129,10 +137,17 @@ func (s *Spec) compile(revision string) (*Policy, Errors) {
 	pairs := map[string]int{}
 	for i, e := range s.Trusted {
 		base := fmt.Sprintf("trusted_enrollment[%d]", i)
+		if e.Path != "" {
+			base = e.Path
+		}
 		t := trustedRule{rule: base}
 		if e.Name != nil {
 			if j, dup := names[e.Name.Value]; dup {
-				bad(e.Name.Pos, base+".name", "name %q is already used by trusted_enrollment[%d]", e.Name.Value, j)
+				npath := base + ".name"
+				if e.Path != "" {
+					npath = base // the key is the name
+				}
+				bad(e.Name.Pos, npath, "name %q is already used by %s", e.Name.Value, s.trustedPath(j))
 			}
 			names[e.Name.Value] = i
 			t.name = e.Name.Value
@@ -176,7 +191,7 @@ func (s *Spec) compile(revision string) (*Policy, Errors) {
 			seen[pfx] = true
 			key := t.glob.String() + " " + pfx.String()
 			if k, dup := pairs[key]; dup && k != i {
-				bad(c.Pos, cpath, "pattern %q with CIDR %s is already in trusted_enrollment[%d]", t.glob.String(), pfx, k)
+				bad(c.Pos, cpath, "pattern %q with CIDR %s is already in %s", t.glob.String(), pfx, s.trustedPath(k))
 			}
 			pairs[key] = i
 			t.prefixes = append(t.prefixes, pfx)
@@ -187,13 +202,16 @@ func (s *Spec) compile(revision string) (*Policy, Errors) {
 	approved := map[string]int{}
 	for i, a := range s.Approved {
 		apath := fmt.Sprintf("approved[%d]", i)
+		if a.Path != "" {
+			apath = a.Path
+		}
 		g, err := CompileGlob(a.Value)
 		if err != nil {
 			bad(a.Pos, apath, "%v", err)
 			continue
 		}
 		if j, dup := approved[g.String()]; dup {
-			bad(a.Pos, apath, "pattern %q is already at approved[%d]", g.String(), j)
+			bad(a.Pos, apath, "pattern %q is already at %s", g.String(), s.approvedPath(j))
 			continue
 		}
 		approved[g.String()] = i
@@ -231,6 +249,9 @@ func (s *Spec) compile(revision string) (*Policy, Errors) {
 	uuids := map[string]int{}
 	for i, rv := range s.Revocations {
 		base := fmt.Sprintf("revocations[%d]", i)
+		if rv.Path != "" {
+			base = rv.Path
+		}
 		r := Revocation{Reason: rv.Reason}
 		if rv.UUID == nil && rv.Hostname == nil {
 			bad(rv.Pos, base, "a revocation needs a uuid or a hostname")
@@ -240,7 +261,7 @@ func (s *Spec) compile(revision string) (*Policy, Errors) {
 				bad(u.Pos, base+".uuid", "%q is not a UUID in canonical lower-case form (0b5b6a4e-6a51-4c35-9d1e-3f0f3c1e7a11)", u.Value)
 			}
 			if j, dup := uuids[u.Value]; dup {
-				bad(u.Pos, base+".uuid", "uuid %s is already revoked by revocations[%d]", u.Value, j)
+				bad(u.Pos, base+".uuid", "uuid %s is already revoked by %s", u.Value, s.revocationPath(j))
 			}
 			uuids[u.Value] = i
 			r.UUID = u.Value
@@ -251,7 +272,7 @@ func (s *Spec) compile(revision string) (*Policy, Errors) {
 				bad(hv.Pos, base+".hostname", "%v", err)
 			} else {
 				if j, dup := p.revokedHosts[h]; dup {
-					bad(hv.Pos, base+".hostname", "hostname %s is already revoked by revocations[%d]", h, j)
+					bad(hv.Pos, base+".hostname", "hostname %s is already revoked by %s", h, s.revocationPath(j))
 				} else {
 					p.revokedHosts[h] = i
 				}
@@ -262,19 +283,45 @@ func (s *Spec) compile(revision string) (*Policy, Errors) {
 	}
 
 	for i, ts := range s.Tests {
-		tc := testCase{index: i, pos: ts.Pos, hostname: ts.Hostname, ipText: ts.IP.Value, token: ts.Token, expect: ts.Expect}
+		base := fmt.Sprintf("tests[%d]", i)
+		if ts.Path != "" {
+			base = ts.Path
+		}
+		tc := testCase{index: i, path: base, pos: ts.Pos, hostname: ts.Hostname, ipText: ts.IP.Value, token: ts.Token, expect: ts.Expect}
 		a, err := netip.ParseAddr(ts.IP.Value)
 		if err != nil {
-			bad(ts.IP.Pos, fmt.Sprintf("tests[%d].ip", i), "%q is not an IP address", ts.IP.Value)
+			bad(ts.IP.Pos, base+".ip", "%q is not an IP address", ts.IP.Value)
 		}
 		tc.ip = a
 		switch ts.Expect {
 		case "trusted", "approved", "token", "deny":
 		default:
-			bad(ts.Pos, fmt.Sprintf("tests[%d].expect", i), "invalid value %q: must be one of \"approved\", \"deny\", \"token\", \"trusted\"", ts.Expect)
+			bad(ts.Pos, base+".expect", "invalid value %q: must be one of \"approved\", \"deny\", \"token\", \"trusted\"", ts.Expect)
 		}
 		p.tests = append(p.tests, tc)
 	}
 	p.buildIndexes()
 	return p, errs
+}
+
+// trustedPath, approvedPath and revocationPath name entry i in messages.
+func (s *Spec) trustedPath(i int) string {
+	if p := s.Trusted[i].Path; p != "" {
+		return p
+	}
+	return fmt.Sprintf("trusted_enrollment[%d]", i)
+}
+
+func (s *Spec) approvedPath(i int) string {
+	if p := s.Approved[i].Path; p != "" {
+		return p
+	}
+	return fmt.Sprintf("approved[%d]", i)
+}
+
+func (s *Spec) revocationPath(i int) string {
+	if p := s.Revocations[i].Path; p != "" {
+		return p
+	}
+	return fmt.Sprintf("revocations[%d]", i)
 }

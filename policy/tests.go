@@ -7,6 +7,7 @@ import (
 
 type testCase struct {
 	index    int
+	path     string // tests[INDEX] or tests_by_name.NAME
 	pos      Pos
 	hostname string
 	ipText   string
@@ -18,8 +19,10 @@ type testCase struct {
 // TestFailure is a case of the policy's tests: that got another outcome
 // than expected.
 type TestFailure struct {
-	// Index is the position of the case in tests.
+	// Index is the position of the case among the policy's tests.
 	Index int
+	// Path is the case's CUE path: tests[INDEX] or tests_by_name.NAME.
+	Path string
 	// File, Line and Col locate the case.
 	File      string
 	Line, Col int
@@ -52,7 +55,7 @@ func (f TestFailure) Err() *Error {
 	}
 	return &Error{
 		File: f.File, Line: f.Line, Col: f.Col,
-		Path: fmt.Sprintf("tests[%d]", f.Index),
+		Path: f.Path,
 		Msg: fmt.Sprintf("%s from %s%s: expected %s, got %s (rule: %s): %s",
 			f.Hostname, f.IP, tok, f.Expect, Outcome(f.Got), rule, f.Got.Reason),
 	}
@@ -76,7 +79,7 @@ func (p *Policy) RunTests() []TestFailure {
 			continue
 		}
 		out = append(out, TestFailure{
-			Index: tc.index, File: tc.pos.File, Line: tc.pos.Line, Col: tc.pos.Col,
+			Index: tc.index, Path: tc.path, File: tc.pos.File, Line: tc.pos.Line, Col: tc.pos.Col,
 			Hostname: tc.hostname, IP: tc.ipText, Token: tc.token, Expect: tc.expect, Got: d,
 		})
 	}
