@@ -75,13 +75,27 @@ type GitAuth struct {
 	KnownHostsFile string
 }
 
-// VerifyConfig lists the keys allowed to sign the head commit. When both
-// are empty, signatures are not checked.
+// Verification modes.
+const (
+	// VerifyHead checks the signature of the head commit only (Flux's
+	// default): an unsigned commit is applied when a signed one lands on top.
+	VerifyHead = "head"
+	// VerifyAll checks every commit between the last verified head and the
+	// new head, merged branches included. The first head a process sees is
+	// checked alone, unless SetVerifiedBase says where to start.
+	VerifyAll = "all"
+)
+
+// VerifyConfig lists the keys allowed to sign commits. When both files
+// are empty, signatures are not checked. The files are read again when
+// they change, without a restart.
 type VerifyConfig struct {
 	// SSHAllowedSignersFile is an ssh-keygen allowed_signers file.
 	SSHAllowedSignersFile string
 	// OpenPGPKeyringFile is an armored OpenPGP public keyring.
 	OpenPGPKeyringFile string
+	// Mode is VerifyHead (when empty) or VerifyAll.
+	Mode string
 }
 
 func (v VerifyConfig) enabled() bool {
@@ -104,6 +118,9 @@ type Git struct {
 	signers *allowedSigners
 	keyring string
 	verify  bool
+	vcfg    VerifyConfig
+	keysAt  string        // the size and time of the key files when last read
+	base    plumbing.Hash // VerifyAll: the newest head whose commits were verified
 	log     *slog.Logger
 
 	mu      sync.Mutex
@@ -111,7 +128,10 @@ type Git struct {
 	last    *Revision
 }
 
-var _ Source = (*Git)(nil)
+var (
+	_ Source        = (*Git)(nil)
+	_ VerifiedBaser = (*Git)(nil)
+)
 
 // NewGit checks cfg and returns a Git source. It does not contact the remote.
 func NewGit(cfg GitConfig) (*Git, error) {
@@ -123,6 +143,12 @@ func NewGit(cfg GitConfig) (*Git, error) {
 		timeout: cfg.Timeout,
 		log:     cfg.Logger,
 		verify:  cfg.Verify.enabled(),
+		vcfg:    cfg.Verify,
+	}
+	switch cfg.Verify.Mode {
+	case "", VerifyHead, VerifyAll:
+	default:
+		return nil, fmt.Errorf("new git source: verify mode %q: must be %s or %s", cfg.Verify.Mode, VerifyHead, VerifyAll)
 	}
 	if g.timeout <= 0 {
 		g.timeout = DefaultGitTimeout
@@ -205,19 +231,65 @@ func NewGit(cfg GitConfig) (*Git, error) {
 		return nil, fmt.Errorf("new git source: unsupported URL scheme %q", ep.Protocol)
 	}
 
-	if f := cfg.Verify.SSHAllowedSignersFile; f != "" {
-		if g.signers, err = loadAllowedSigners(f); err != nil {
-			return nil, fmt.Errorf("new git source: %w", err)
-		}
-	}
-	if f := cfg.Verify.OpenPGPKeyringFile; f != "" {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("new git source: read openpgp keyring: %w", err)
-		}
-		g.keyring = string(b)
+	if err := g.loadKeys(); err != nil {
+		return nil, fmt.Errorf("new git source: %w", err)
 	}
 	return g, nil
+}
+
+// loadKeys reads the allowed signers and the keyring when they changed
+// since they were last read (size or modification time).
+func (g *Git) loadKeys() error {
+	if !g.verify {
+		return nil
+	}
+	var stamp strings.Builder
+	for _, f := range []string{g.vcfg.SSHAllowedSignersFile, g.vcfg.OpenPGPKeyringFile} {
+		if f == "" {
+			continue
+		}
+		fi, err := os.Stat(f)
+		if err != nil {
+			return fmt.Errorf("verify: %w", err)
+		}
+		fmt.Fprintf(&stamp, "%s %d %d;", f, fi.Size(), fi.ModTime().UnixNano())
+	}
+	if stamp.String() == g.keysAt {
+		return nil
+	}
+	var signers *allowedSigners
+	if f := g.vcfg.SSHAllowedSignersFile; f != "" {
+		var err error
+		if signers, err = loadAllowedSigners(f); err != nil {
+			return err
+		}
+	}
+	keyring := ""
+	if f := g.vcfg.OpenPGPKeyringFile; f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("read openpgp keyring: %w", err)
+		}
+		keyring = string(b)
+	}
+	if g.keysAt != "" {
+		g.log.Info("commit signing keys reloaded")
+	}
+	g.signers, g.keyring, g.keysAt = signers, keyring, stamp.String()
+	// Revisions judged with the old keys are judged again.
+	g.lastRef, g.last = plumbing.ZeroHash, nil
+	return nil
+}
+
+// SetVerifiedBase tells a source in VerifyAll mode the newest commit whose
+// history was verified (the active revision after a restart), so that the
+// next head is checked from there rather than alone.
+func (g *Git) SetVerifiedBase(id string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if h := plumbing.NewHash(id); !h.IsZero() && h.String() == id {
+		g.base = h
+	}
 }
 
 // sshAuth builds the ssh credentials: the private key, the host key check
@@ -273,6 +345,12 @@ func (g *Git) Fetch(ctx context.Context) (Revision, bool, error) {
 	defer g.mu.Unlock()
 	start := time.Now()
 
+	// A key file that changed, or that no longer parses, is noticed at
+	// the next fetch: a broken file fails the fetch (it is never skipped,
+	// and the old keys are not used on).
+	if err := g.loadKeys(); err != nil {
+		return Revision{}, false, fmt.Errorf("verify commits of %s: %w", g.display, err)
+	}
 	head, err := g.listHead(ctx)
 	if err != nil {
 		return Revision{}, false, err
@@ -324,12 +402,19 @@ func (g *Git) listHead(ctx context.Context) (plumbing.Hash, error) {
 func (g *Git) fetch(ctx context.Context) (Revision, plumbing.Hash, error) {
 	cctx, cancel := context.WithTimeout(ctx, g.timeout)
 	defer cancel()
+	// VerifyAll needs the history back to the last verified head: the whole
+	// branch is fetched (a policy repository is small); otherwise only the
+	// head commit.
+	depth := 1
+	if g.verify && g.vcfg.Mode == VerifyAll && !g.base.IsZero() {
+		depth = 0
+	}
 	repo, err := git.CloneContext(cctx, memory.NewStorage(), nil, &git.CloneOptions{
 		URL:           g.url,
 		Auth:          g.auth,
 		ReferenceName: g.ref,
 		SingleBranch:  true,
-		Depth:         1,
+		Depth:         depth,
 		NoCheckout:    true,
 		Tags:          git.NoTags,
 	})
@@ -360,8 +445,47 @@ func (g *Git) fetch(ctx context.Context) (Revision, plumbing.Hash, error) {
 	}
 	if g.verify {
 		rev.Signer, rev.VerifyErr = g.verifyCommit(commit)
+		if rev.VerifyErr == nil && depth == 0 {
+			rev.VerifyErr = g.verifyRange(repo, commit)
+		}
+		if rev.VerifyErr == nil {
+			g.base = id
+		}
 	}
 	return rev, id, nil
+}
+
+// maxVerifiedCommits bounds the commits verified for one head.
+const maxVerifiedCommits = 20000
+
+// verifyRange checks every commit reachable from head and not from the
+// last verified head g.base (merged branches included). When g.base is not
+// in the history (the branch was rewritten), every commit of the history is
+// checked.
+func (g *Git) verifyRange(repo *git.Repository, head *object.Commit) error {
+	seen := map[plumbing.Hash]bool{}
+	if base, err := repo.CommitObject(g.base); err == nil {
+		iter := object.NewCommitPreorderIter(base, seen, nil)
+		_ = iter.ForEach(func(c *object.Commit) error {
+			seen[c.Hash] = true
+			return nil
+		})
+	}
+	n := 0
+	iter := object.NewCommitPreorderIter(head, seen, nil)
+	return iter.ForEach(func(c *object.Commit) error {
+		if n++; n > maxVerifiedCommits {
+			return fmt.Errorf("more than %d commits since the last verified one: %w", maxVerifiedCommits, ErrUnknownSigner)
+		}
+		if c.Hash == head.Hash {
+			return nil // checked by the caller
+		}
+		if _, err := g.verifyCommit(c); err != nil {
+			subject, _, _ := strings.Cut(strings.TrimSpace(c.Message), "\n")
+			return fmt.Errorf("commit %s (%q by %s), before the head, is not verified (verify mode all): %w", c.Hash.String()[:12], subject, c.Author.Email, err)
+		}
+		return nil
+	})
 }
 
 // readTree reads the policy folder of commit with the tree rules (see
@@ -469,7 +593,7 @@ func (g *Git) verifyCommit(c *object.Commit) (string, error) {
 		if g.signers == nil {
 			return "", fmt.Errorf("ssh signature but no allowed signers configured: %w", ErrUnknownSigner)
 		}
-		return g.signers.verify(sig, payload)
+		return g.signers.verify(sig, payload, c.Committer.When)
 	}
 	if g.keyring == "" {
 		return "", fmt.Errorf("openpgp signature but no keyring configured: %w", ErrUnknownSigner)

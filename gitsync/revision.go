@@ -53,3 +53,10 @@ type Notifier interface {
 	// Changes is signalled (coalesced) whenever the source may have a new revision.
 	Changes() <-chan struct{}
 }
+
+// VerifiedBaser is implemented by sources that verify every commit since
+// the last verified one (Git in VerifyAll mode). A controller that restores
+// a revision after a restart tells the source it was verified.
+type VerifiedBaser interface {
+	SetVerifiedBase(id string)
+}

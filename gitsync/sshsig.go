@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -20,21 +21,32 @@ const sshsigNamespace = "git"
 const sshsigMagic = "SSHSIG"
 
 // allowedSigners is a parsed allowed_signers file (ssh-keygen(1) "ALLOWED
-// SIGNERS"): the keys that may sign commits, by their SHA256 fingerprint.
+// SIGNERS"): the keys that may sign commits, by their SHA256 fingerprint,
+// each with the time window in which its signatures count.
 type allowedSigners struct {
-	keys map[string]ssh.PublicKey
+	keys map[string]allowedKey
 }
 
-// loadAllowedSigners reads an allowed_signers file. Lines with options other
-// than namespaces= (cert-authority, valid-after…) are skipped, so that the
-// file can never grant more than it says; a namespaces= option that does
-// not list "git" excludes the key.
+type allowedKey struct {
+	key         ssh.PublicKey
+	validAfter  time.Time // zero: no bound
+	validBefore time.Time // zero: no bound
+}
+
+// loadAllowedSigners reads an allowed_signers file as ssh-keygen reads it:
+// "principals [options] keytype key [comment]". The options namespaces=
+// (the line applies only when it lists "git"), valid-after= and
+// valid-before= (YYYYMMDD[HHMM[SS]], optionally ending in Z for UTC, else
+// local time; checked against the commit's committer time, as git asks
+// ssh-keygen to) are understood. cert-authority and any other option are
+// refused with an error naming the line, never skipped: a file must not
+// mean something else than it says.
 func loadAllowedSigners(file string) (*allowedSigners, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return nil, fmt.Errorf("read allowed signers: %w", err)
 	}
-	as := &allowedSigners{keys: map[string]ssh.PublicKey{}}
+	as := &allowedSigners{keys: map[string]allowedKey{}}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for n := 1; sc.Scan(); n++ {
@@ -51,10 +63,36 @@ func loadAllowedSigners(file string) (*allowedSigners, error) {
 		if err != nil {
 			return nil, fmt.Errorf("parse allowed signers %s:%d: %w", file, n, err)
 		}
-		if !signerOptionsAllowGit(opts) {
-			continue
+		ak := allowedKey{key: key}
+		applies := true
+		for _, o := range opts {
+			name, val, _ := strings.Cut(o, "=")
+			val = strings.Trim(val, `"`)
+			switch strings.ToLower(name) {
+			case "namespaces":
+				applies = false
+				for ns := range strings.SplitSeq(val, ",") {
+					applies = applies || strings.TrimSpace(ns) == sshsigNamespace
+				}
+			case "valid-after", "valid-before":
+				t, err := parseSSHTime(val)
+				if err != nil {
+					return nil, fmt.Errorf("parse allowed signers %s:%d: %s=%q: %w", file, n, name, val, err)
+				}
+				if strings.EqualFold(name, "valid-after") {
+					ak.validAfter = t
+				} else {
+					ak.validBefore = t
+				}
+			case "cert-authority":
+				return nil, fmt.Errorf("parse allowed signers %s:%d: cert-authority is not supported: list the signers' own keys", file, n)
+			default:
+				return nil, fmt.Errorf("parse allowed signers %s:%d: unknown option %q (known: namespaces, valid-after, valid-before)", file, n, name)
+			}
 		}
-		as.keys[ssh.FingerprintSHA256(key)] = key
+		if applies {
+			as.keys[ssh.FingerprintSHA256(key)] = ak
+		}
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read allowed signers %s: %w", file, err)
@@ -62,23 +100,19 @@ func loadAllowedSigners(file string) (*allowedSigners, error) {
 	return as, nil
 }
 
-func signerOptionsAllowGit(opts []string) bool {
-	for _, o := range opts {
-		name, val, _ := strings.Cut(o, "=")
-		if !strings.EqualFold(name, "namespaces") {
-			return false // unsupported option: ignore the line rather than widen it
-		}
-		ok := false
-		for ns := range strings.SplitSeq(strings.Trim(val, `"`), ",") {
-			if strings.TrimSpace(ns) == sshsigNamespace {
-				ok = true
-			}
-		}
-		if !ok {
-			return false
+// parseSSHTime parses an ssh-keygen time: YYYYMMDD, YYYYMMDDHHMM or
+// YYYYMMDDHHMMSS, in local time, or UTC with a trailing Z.
+func parseSSHTime(s string) (time.Time, error) {
+	loc := time.Local
+	if v, ok := strings.CutSuffix(s, "Z"); ok {
+		s, loc = v, time.UTC
+	}
+	for _, layout := range []string{"20060102", "200601021504", "20060102150405"} {
+		if len(s) == len(layout) {
+			return time.ParseInLocation(layout, s, loc)
 		}
 	}
-	return true
+	return time.Time{}, fmt.Errorf("not a time: write YYYYMMDD[HHMM[SS]][Z]")
 }
 
 // isSSHSignature reports whether an armored signature is an SSHSIG one.
@@ -89,16 +123,23 @@ func isSSHSignature(sig string) bool {
 // verify checks an armored SSHSIG signature of message in the "git"
 // namespace and returns the SHA256 fingerprint of the signing key. The key
 // must be listed; ErrUnknownSigner otherwise.
-func (as *allowedSigners) verify(armored string, message []byte) (string, error) {
+func (as *allowedSigners) verify(armored string, message []byte, at time.Time) (string, error) {
 	pub, sig, hashAlg, err := parseSSHSig(armored)
 	if err != nil {
 		return "", err
 	}
 	fp := ssh.FingerprintSHA256(pub)
-	listed, ok := as.keys[fp]
-	if !ok || !bytes.Equal(listed.Marshal(), pub.Marshal()) {
+	ak, ok := as.keys[fp]
+	if !ok || !bytes.Equal(ak.key.Marshal(), pub.Marshal()) {
 		return "", fmt.Errorf("key %s: %w", fp, ErrUnknownSigner)
 	}
+	switch {
+	case !ak.validAfter.IsZero() && at.Before(ak.validAfter):
+		return "", fmt.Errorf("key %s is valid only after %s (commit time %s): %w", fp, ak.validAfter.Format(time.RFC3339), at.Format(time.RFC3339), ErrUnknownSigner)
+	case !ak.validBefore.IsZero() && !at.Before(ak.validBefore):
+		return "", fmt.Errorf("key %s is valid only before %s (commit time %s): %w", fp, ak.validBefore.Format(time.RFC3339), at.Format(time.RFC3339), ErrUnknownSigner)
+	}
+	listed := ak.key
 	var digest []byte
 	switch hashAlg {
 	case "sha512":

@@ -4,6 +4,7 @@ import (
 	"encoding/pem"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vigo-enroll/vigo/gitsync/gitsynctest"
 )
@@ -20,7 +21,11 @@ func TestLoadAllowedSigners(t *testing.T) {
 		{name: "plain", line: "a@example.com " + k.Public, listed: true},
 		{name: "git namespace", line: `a@example.com namespaces="file,git" ` + k.Public, listed: true},
 		{name: "other namespace", line: `a@example.com namespaces="file" ` + k.Public},
-		{name: "cert authority is not supported", line: "*@example.com cert-authority " + k.Public},
+		{name: "valid-after and valid-before", line: `a@example.com valid-after="20260101",valid-before="20270101Z" ` + k.Public, listed: true},
+		// Before, these lines were skipped without a word (gitops review F4).
+		{name: "cert authority is refused", line: "*@example.com cert-authority " + k.Public, wantErr: true},
+		{name: "unknown option is refused", line: `a@example.com no-touch-required ` + k.Public, wantErr: true},
+		{name: "bad time is refused", line: `a@example.com valid-after="2026-01-01" ` + k.Public, wantErr: true},
 		{name: "comment", line: "# a@example.com " + k.Public},
 		{name: "missing key", line: "a@example.com", wantErr: true},
 		{name: "junk key", line: "a@example.com ssh-ed25519 AAAAjunk", wantErr: true},
@@ -49,7 +54,7 @@ func TestParseSSHSigRejectsJunk(t *testing.T) {
 	t.Parallel()
 	as := &allowedSigners{}
 	for _, sig := range []string{"", "junk", "-----BEGIN SSH SIGNATURE-----\nAAAA\n-----END SSH SIGNATURE-----\n"} {
-		if _, err := as.verify(sig, []byte("msg")); err == nil || !strings.Contains(err.Error(), "not signed by an allowed key") {
+		if _, err := as.verify(sig, []byte("msg"), time.Now()); err == nil || !strings.Contains(err.Error(), "not signed by an allowed key") {
 			t.Errorf("verify(%q) = %v, want ErrUnknownSigner", sig, err)
 		}
 	}
@@ -64,7 +69,7 @@ func FuzzSSHSig(f *testing.F) {
 	as := &allowedSigners{}
 	f.Fuzz(func(t *testing.T, blob []byte) {
 		armored := string(pem.EncodeToMemory(&pem.Block{Type: "SSH SIGNATURE", Bytes: blob}))
-		if fp, err := as.verify(armored, []byte("message")); err == nil {
+		if fp, err := as.verify(armored, []byte("message"), time.Now()); err == nil {
 			t.Fatalf("accepted a signature by %s with no allowed signers", fp)
 		}
 	})

@@ -170,6 +170,9 @@ type GitConfig struct {
 	Verify struct {
 		SSHAllowedSignersFile string `yaml:"ssh_allowed_signers_file"`
 		OpenPGPKeyringFile    string `yaml:"openpgp_keyring_file"`
+		// Mode is "head" (the head commit is checked, the default) or
+		// "all" (every commit since the last verified head).
+		Mode string `yaml:"mode"`
 	} `yaml:"verify"`
 }
 

@@ -306,6 +306,7 @@ func (s *Server) startPolicy(ctx context.Context) error {
 		}
 		gc.Verify.SSHAllowedSignersFile = g.Verify.SSHAllowedSignersFile
 		gc.Verify.OpenPGPKeyringFile = g.Verify.OpenPGPKeyringFile
+		gc.Verify.Mode = g.Verify.Mode
 		gs, err := gitsync.NewGit(gc)
 		if err != nil {
 			return fmt.Errorf("policy.git: %w", err)

@@ -299,6 +299,10 @@ func (c *Controller) Restore(ctx context.Context) error {
 		info.Name, info.Subject, info.Author = h.Name, h.Subject, h.Author
 	}
 	c.activate(p, info)
+	if vb, ok := c.src.(gitsync.VerifiedBaser); ok {
+		// The active revision passed verification when it was applied.
+		vb.SetVerifiedBase(rec.ID)
+	}
 	c.mu.Lock()
 	c.rememberLocked(&apiv1.PolicyAttempt{Revision: rec.ID, Name: info.Name, Subject: info.Subject, Author: info.Author,
 		At: rec.AppliedAt, Valid: true, Errors: []apiv1.PolicyError{}})
