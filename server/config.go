@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/vigo-enroll/vigo/server/ca"
 )
 
 // Config is the typed content of server.yaml. The zero value of every field
@@ -312,6 +315,47 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("bootstrap.checkin_interval must be at least 1s"))
 	}
 	return errors.Join(errs...)
+}
+
+// StatePaths are the files that hold a server's state: what a backup
+// copies and a restore puts back.
+type StatePaths struct {
+	// CACert and CAKey are Vigo's CA (server.tls.ca_file, ca_key_file).
+	CACert, CAKey string
+	// SigningKey signs check-in responses (server.tls.response_signing_key_file).
+	SigningKey string
+	// AdminToken is where the admin token is written for vigocli
+	// (admin.token_file); AdminTokenHash is what the server checks.
+	AdminToken, AdminTokenHash string
+	// Database is the SQLite file; "" with PostgreSQL.
+	Database string
+}
+
+// StatePaths resolves where the state files are under this configuration
+// (server.tls.* relative to server.data_dir).
+func (c *Config) StatePaths() StatePaths {
+	data := c.Server.DataDir
+	var p StatePaths
+	p.CACert, p.CAKey = ca.Config{Dir: data, CAFile: c.Server.TLS.CAFile, CAKeyFile: c.Server.TLS.CAKeyFile}.CAPaths()
+	p.SigningKey = c.Server.TLS.ResponseSigningKeyFile
+	if p.SigningKey == "" {
+		p.SigningKey = filepath.Join("tls", "response_signing_key")
+	}
+	if !filepath.IsAbs(p.SigningKey) {
+		p.SigningKey = filepath.Join(data, p.SigningKey)
+	}
+	p.AdminToken = c.Admin.TokenFile
+	if p.AdminToken == "" {
+		p.AdminToken = filepath.Join(data, "admin.token")
+	}
+	p.AdminTokenHash = p.AdminToken + ".sha256"
+	if c.Database.Driver != "postgres" {
+		p.Database = c.Database.DSN
+		if p.Database == "" {
+			p.Database = filepath.Join(data, "vigo.db")
+		}
+	}
+	return p
 }
 
 // TrustedProxyPrefixes parses server.trusted_proxies (addresses or CIDRs).

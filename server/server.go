@@ -94,22 +94,13 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (s *Server, err 
 	if s.ca.Created {
 		logger.Info("created a new CA", "fingerprint", s.ca.Fingerprint(), "dir", filepath.Join(data, "tls"))
 	}
-	signKeyFile := cfg.Server.TLS.ResponseSigningKeyFile
-	if signKeyFile == "" {
-		signKeyFile = filepath.Join("tls", "response_signing_key")
-	}
-	if !filepath.IsAbs(signKeyFile) {
-		signKeyFile = filepath.Join(data, signKeyFile)
-	}
-	signKey, err := ca.LoadOrCreateSigningKey(signKeyFile)
+	paths := cfg.StatePaths()
+	signKey, err := ca.LoadOrCreateSigningKey(paths.SigningKey)
 	if err != nil {
 		return nil, err
 	}
 
-	tokenFile := cfg.Admin.TokenFile
-	if tokenFile == "" {
-		tokenFile = filepath.Join(data, "admin.token")
-	}
+	tokenFile := paths.AdminToken
 	adminHash, created, err := adminToken(tokenFile)
 	if err != nil {
 		return nil, err
@@ -132,11 +123,7 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (s *Server, err 
 		}
 		st, err = pgstore.Open(ctx, dsn, pgstore.Options{})
 	default:
-		path := cfg.Database.DSN
-		if path == "" {
-			path = filepath.Join(data, "vigo.db")
-		}
-		st, err = sqlitestore.Open(ctx, path, sqlitestore.Options{})
+		st, err = sqlitestore.Open(ctx, paths.Database, sqlitestore.Options{})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)

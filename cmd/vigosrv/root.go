@@ -135,7 +135,7 @@ token enrollment). examples/server.yaml documents every setting.`,
 			return nil
 		},
 	}
-	root.AddCommand(serve, check, newBenchCmd(stdout, stderr))
+	root.AddCommand(serve, check, newBenchCmd(stdout, stderr), newBackupCmd(o, stdout, stderr), newRestoreCmd(o, stdout))
 	return root
 }
 

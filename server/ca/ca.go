@@ -79,6 +79,12 @@ func (c Config) path(p, def string) string {
 	return filepath.Join(c.Dir, p)
 }
 
+// CAPaths returns where the CA certificate and key are (cfg.CAFile and
+// cfg.CAKeyFile, default tls/ca and tls/ca_key, relative to cfg.Dir).
+func (c Config) CAPaths() (cert, key string) {
+	return c.path(c.CAFile, "tls/ca"), c.path(c.CAKeyFile, "tls/ca_key")
+}
+
 // LoadOrCreate loads the CA from cfg, creating a new CA when both CA files
 // are absent, and loads the server certificate, issuing a new one when it is
 // absent, does not cover the configured names, or expires within 30 days
@@ -87,7 +93,7 @@ func LoadOrCreate(cfg Config) (*CA, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	caFile, caKeyFile := cfg.path(cfg.CAFile, "tls/ca"), cfg.path(cfg.CAKeyFile, "tls/ca_key")
+	caFile, caKeyFile := cfg.CAPaths()
 	c := &CA{now: cfg.Now}
 	_, errCert := os.Stat(caFile)
 	_, errKey := os.Stat(caKeyFile)
