@@ -64,9 +64,11 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (s *Server, err 
 		logger = slog.New(slog.DiscardHandler)
 	}
 	s = &Server{cfg: cfg, log: logger, registry: prometheus.NewRegistry()}
+	// Not s: every error return sets the named result to nil first.
+	opened := s
 	defer func() {
 		if err != nil {
-			s.Close()
+			opened.Close()
 		}
 	}()
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -309,10 +311,10 @@ func (s *Server) policy() *policy.Policy {
 }
 
 func (s *Server) ready() string {
-	if s.policy() == nil {
-		if s.ctl == nil {
-			return "no policy source is configured: set policy.dir or policy.git (token enrollment still works)"
-		}
+	// Without a policy source the server enrolls by token only, which it
+	// can do at once (New warns about it): ready, or a container running
+	// it that way would be restarted as unhealthy forever.
+	if s.ctl != nil && s.policy() == nil {
 		return "no valid enrollment policy has been loaded yet: see `vigocli policy status`"
 	}
 	return ""
