@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // TestDataVolumeWarning (issue 16, item 2): in the container image the
@@ -119,3 +121,32 @@ func TestJSONLogAndHealthcheck(t *testing.T) {
 	}
 }
 
+// TestDockerfilesShareFinalStage: the multi-stage Dockerfile (for users
+// with a registry) and Dockerfile.local (make image, FROM scratch without
+// pulling anything) build the same image: their final stages are the same
+// but for where the file tree comes from.
+func TestDockerfilesShareFinalStage(t *testing.T) {
+	t.Parallel()
+	final := func(name, from string) string {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join("..", "..", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, stage, ok := strings.Cut(string(b), "# --- final stage")
+		if !ok {
+			t.Fatalf("%s has no final stage marker", name)
+		}
+		_, stage, _ = strings.Cut(stage, "\n")
+		return strings.ReplaceAll(stage, from, "ROOTFS/")
+	}
+	multi, local := final("Dockerfile", "--from=build /rootfs/"), final("Dockerfile.local", "rootfs/")
+	if diff := cmp.Diff(multi, local); diff != "" {
+		t.Errorf("final stages differ (-Dockerfile +Dockerfile.local):\n%s", diff)
+	}
+	for _, want := range []string{"FROM scratch", "USER 10001:10001", "VOLUME /srv/vigo", "EXPOSE 8443 1530", "HEALTHCHECK", "vigosrv\", \"healthcheck\"]"} {
+		if !strings.Contains(local, want) {
+			t.Errorf("the final stage lacks %q", want)
+		}
+	}
+}
