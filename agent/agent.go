@@ -451,7 +451,7 @@ func explainRefusal(enr *Enrollment) string {
 	if err != nil {
 		return ""
 	}
-	c := &http.Client{Transport: &http.Transport{TLSClientConfig: enr.ClientTLSConfig()}}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: enr.HTTPSTLSConfig()}}
 	defer c.CloseIdleConnections()
 	resp, err := c.Do(req)
 	if err != nil {

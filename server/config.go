@@ -58,6 +58,10 @@ type ServerConfig struct {
 
 // TLSConfig is `server.tls`.
 type TLSConfig struct {
+	// CertFile and KeyFile are the HTTPS listener's certificate. Unset (or
+	// tls/cert and tls/key), it is issued by Vigo's CA and also serves
+	// gRPC. Elsewhere, they are the operator's (e.g. from Let's Encrypt),
+	// re-read when they change; gRPC keeps a certificate from Vigo's CA.
 	CertFile  string `yaml:"cert_file"`
 	KeyFile   string `yaml:"key_file"`
 	CAFile    string `yaml:"ca_file"`
@@ -311,6 +315,9 @@ func (c *Config) Validate() error {
 	if _, err := c.TrustedProxyPrefixes(); err != nil {
 		errs = append(errs, err)
 	}
+	if cert, _ := c.HTTPSCertPaths(); cert != "" && (c.Server.TLS.CertFile == "" || c.Server.TLS.KeyFile == "") {
+		errs = append(errs, errors.New("server.tls: an HTTPS certificate of your own needs both cert_file and key_file"))
+	}
 	if c.Bootstrap.CheckinInterval < Duration(time.Second) {
 		errs = append(errs, errors.New("bootstrap.checkin_interval must be at least 1s"))
 	}
@@ -356,6 +363,26 @@ func (c *Config) StatePaths() StatePaths {
 		}
 	}
 	return p
+}
+
+// HTTPSCertPaths returns the operator's certificate and key for the HTTPS
+// listener, or "", "" when it presents the certificate Vigo's CA issues
+// (server.tls.cert_file and key_file unset, or at tls/cert and tls/key).
+func (c *Config) HTTPSCertPaths() (cert, key string) {
+	abs := func(p, def string) string {
+		if p == "" {
+			p = def
+		}
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(c.Server.DataDir, p)
+		}
+		return filepath.Clean(p)
+	}
+	cert, key = abs(c.Server.TLS.CertFile, "tls/cert"), abs(c.Server.TLS.KeyFile, "tls/key")
+	if cert == abs("", "tls/cert") && key == abs("", "tls/key") {
+		return "", ""
+	}
+	return cert, key
 }
 
 // TrustedProxyPrefixes parses server.trusted_proxies (addresses or CIDRs).

@@ -162,7 +162,12 @@ func (g *globals) client() (*client, error) {
 			if err != nil {
 				return nil, &codeError{code: 2, err: fmt.Errorf("read CA file: %w", err)}
 			}
-			pool := x509.NewCertPool()
+			// Vigo's CA, and the system's roots for a server whose HTTPS
+			// listener presents an operator's certificate.
+			pool, err := x509.SystemCertPool()
+			if err != nil {
+				pool = x509.NewCertPool()
+			}
 			if !pool.AppendCertsFromPEM(pem) {
 				return nil, &codeError{code: 2, err: fmt.Errorf("CA file %s holds no PEM certificate", caFile)}
 			}
