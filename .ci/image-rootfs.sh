@@ -14,7 +14,7 @@ certs=${CA_CERTIFICATES:-/etc/ssl/certs/ca-certificates.crt}
 uid=10001
 
 rm -rf "$root"
-mkdir -p "$root/usr/local/bin" "$root/usr/share/vigo" "$root/etc/ssl/certs" "$root/etc/vigo" "$root/srv/vigo" "$root/tmp"
+mkdir -p "$root/usr/local/bin" "$root/usr/share/vigo" "$root/etc/ssl/certs" "$root/etc/vigo" "$root/srv/vigo" "$root/srv/shared" "$root/tmp"
 
 echo "build vigosrv, vigocli (linux/$arch, static)"
 # CGO_ENABLED=0: the image has no C library; SQLite is pure Go (modernc).
@@ -31,5 +31,7 @@ printf 'root:x:0:\nvigo:x:%d:\n' "$uid" >"$root/etc/group"
 printf 'hosts: files dns\n' >"$root/etc/nsswitch.conf"
 chmod 0755 "$root" "$root/usr" "$root/usr/local" "$root/usr/local/bin" "$root/usr/share" "$root/usr/share/vigo" "$root/etc" "$root/etc/vigo" "$root/srv"
 chmod 1777 "$root/tmp"
-chmod 0700 "$root/srv/vigo" # chowned to vigo by the Dockerfile's COPY --chown
+# Chowned to vigo by the Dockerfile's COPY --chown: the data folder, and
+# /srv/shared for files several replicas share (a volume; examples/compose).
+chmod 0700 "$root/srv/vigo" "$root/srv/shared"
 chmod -R a+rX "$root/usr" "$root/etc"
