@@ -174,6 +174,12 @@ func TestImage(t *testing.T) {
 	if out := vigocli(c2, "envoys", "list"); !strings.Contains(out, "img1.example.com") {
 		t.Fatalf("envoys list after the restart does not show the envoy:\n%s", out)
 	}
+	// And as the "done when" says it: docker restart.
+	if out, err := docker(t, "restart", c2); err != nil {
+		t.Fatalf("docker restart: %v\n%s", err, out)
+	}
+	waitReady(t, c2, api)
+	checkin()
 
 	// Without a volume: the server says so at start.
 	c3 := "vigo-imagetest-" + suffix + "-3"
