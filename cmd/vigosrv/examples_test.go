@@ -70,3 +70,15 @@ func TestComposeExample(t *testing.T) {
 		t.Errorf("%s config: %v\n%s", strings.Join(compose, " "), err, out)
 	}
 }
+
+// TestContainerConfigLoads: the image's server.yaml loads and puts the
+// data in the volume and the agents in the image.
+func TestContainerConfigLoads(t *testing.T) {
+	cfg, err := server.LoadConfig(filepath.Join("..", "..", "examples", "container", "server.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Server.DataDir != "/srv/vigo" || cfg.Agent.DistDir != "/usr/share/vigo/dist" {
+		t.Errorf("container server.yaml: data_dir %q, agent.dist_dir %q", cfg.Server.DataDir, cfg.Agent.DistDir)
+	}
+}
