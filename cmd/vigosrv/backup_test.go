@@ -21,10 +21,7 @@ func TestBackupCommandWhileServing(t *testing.T) {
 	}
 	bin := buildServer(t)
 	dir := t.TempDir()
-	config := filepath.Join(dir, "server.yaml")
-	if err := os.WriteFile(config, []byte(fmt.Sprintf("server:\n  api_listen: 127.0.0.1:0\n  grpc_listen: 127.0.0.1:0\n  hostname: 127.0.0.1\n  data_dir: %s\n", filepath.Join(dir, "data"))), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	config := loopbackConfig(t, filepath.Join(dir, "server.yaml"), filepath.Join(dir, "data"))
 	p := startProc(t, bin, config)
 	admin, err := os.ReadFile(filepath.Join(dir, "data", "admin.token"))
 	if err != nil {
@@ -64,10 +61,7 @@ func TestBackupCommandWhileServing(t *testing.T) {
 	if out, code := vigosrv("restore", "--from", archive, "--data-dir", restored); code != 1 || !strings.Contains(out, "exists") {
 		t.Errorf("restore over a state: exit %d, %s", code, out)
 	}
-	config2 := filepath.Join(dir, "restored.yaml")
-	if err := os.WriteFile(config2, []byte(fmt.Sprintf("server:\n  api_listen: 127.0.0.1:0\n  grpc_listen: 127.0.0.1:0\n  hostname: 127.0.0.1\n  data_dir: %s\n", restored)), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	config2 := loopbackConfig(t, filepath.Join(dir, "restored.yaml"), restored)
 	p2 := startProc(t, bin, config2)
 	p2.admin = p.admin // the restored admin token
 	code, body, err := p2.do(t, "GET", "/api/v1/tokens", nil)
@@ -75,4 +69,15 @@ func TestBackupCommandWhileServing(t *testing.T) {
 	if err != nil || code != 200 || json.Unmarshal(body, &toks) != nil || len(toks) != 3 {
 		t.Fatalf("tokens on the restored server: %d %s %v", code, body, err)
 	}
+}
+
+// loopbackConfig writes a server.yaml at path: both listeners on
+// 127.0.0.1:0, data in data, no policy source.
+func loopbackConfig(t *testing.T, path, data string) string {
+	t.Helper()
+	yaml := fmt.Sprintf("server:\n  api_listen: 127.0.0.1:0\n  grpc_listen: 127.0.0.1:0\n  hostname: 127.0.0.1\n  data_dir: %s\n", data)
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

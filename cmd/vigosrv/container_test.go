@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,10 +55,7 @@ func TestJSONLogAndHealthcheck(t *testing.T) {
 	}
 	bin := buildServer(t)
 	dir := t.TempDir()
-	config := filepath.Join(dir, "server.yaml")
-	if err := os.WriteFile(config, []byte(fmt.Sprintf("server:\n  api_listen: 127.0.0.1:0\n  grpc_listen: 127.0.0.1:0\n  hostname: 127.0.0.1\n  data_dir: %s\n", filepath.Join(dir, "data"))), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	config := loopbackConfig(t, filepath.Join(dir, "server.yaml"), filepath.Join(dir, "data"))
 	cmd := exec.Command(bin, "serve", "--config", config)
 	cmd.Env = append(os.Environ(), "VIGO_LOG_FORMAT=json", containerEnv+"=1")
 	stderr, err := cmd.StderrPipe()
