@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/server"
 	"github.com/vigo-enroll/vigo/server/agentdist"
 )
 
@@ -174,6 +175,19 @@ func TestImage(t *testing.T) {
 	if out := vigocli(c2, "envoys", "list"); !strings.Contains(out, "img1.example.com") {
 		t.Fatalf("envoys list after the restart does not show the envoy:\n%s", out)
 	}
+	// A backup as the README shows it, taken while the server runs.
+	archive, err := exec.Command("docker", "exec", c2, "vigosrv", "backup", "--to", "-").Output()
+	if err != nil {
+		t.Fatalf("docker exec vigosrv backup --to -: %v", err)
+	}
+	rc := &server.Config{}
+	rc.Server.DataDir = filepath.Join(t.TempDir(), "restored")
+	rc.Defaults()
+	info, err := server.Restore(bytes.NewReader(archive), rc, server.RestoreOptions{})
+	if err != nil || len(info.Files) != 6 {
+		t.Fatalf("restore the container's backup: %v, %+v", err, info)
+	}
+
 	// And as the "done when" says it: docker restart.
 	if out, err := docker(t, "restart", c2); err != nil {
 		t.Fatalf("docker restart: %v\n%s", err, out)
