@@ -3,12 +3,14 @@ package server_test
 import (
 	"context"
 	"crypto/tls"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/vigo-enroll/vigo/agent"
+	"github.com/vigo-enroll/vigo/schemas/apiv1"
 	"github.com/vigo-enroll/vigo/server"
 	"github.com/vigo-enroll/vigo/server/servertest"
 )
@@ -154,6 +156,31 @@ func TestE2EBootstrapWithTrustedCertificate(t *testing.T) {
 	}
 	if r := servertest.Exec(t, nil, h.bin, "run", "--once", "--config-dir", h.conf); r.Code != 0 {
 		t.Fatalf("run --once: %s", r)
+	}
+
+	// After enrollment, HTTPS still presents the operator's certificate:
+	// a self-update downloads through it, and a rebootstrap registers
+	// through it with the saved CA pinned.
+	before, err := agent.ReadFile(h.conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	servertest.WriteDist(t, distDir, servertest.AgentBinary(t, "v1.1.0"), "v1.1.0", nil)
+	in.Reload()
+	if code, body := in.Do(t, http.MethodPost, "/api/v1/envoys/"+before.UUID+"/update", apiv1.EnvoyUpdateRequest{Version: "v1.1.0"}, true); code != http.StatusOK {
+		t.Fatalf("flag update: HTTP %d %s", code, body)
+	}
+	if r := servertest.Exec(t, trusting, h.bin, "run", "--once", "--config-dir", h.conf); r.Code != 0 || !strings.Contains(r.Stdout, "(agent v1.1.0)") {
+		t.Fatalf("run --once with an update over the operator's certificate: %s", r)
+	}
+	if code, body := in.Do(t, http.MethodPost, "/api/v1/envoys/"+before.UUID+"/rebootstrap", nil, true); code != http.StatusOK {
+		t.Fatalf("rebootstrap: HTTP %d %s", code, body)
+	}
+	if r := servertest.Exec(t, trusting, h.bin, "run", "--once", "--config-dir", h.conf); r.Code != 0 {
+		t.Fatalf("run --once with a rebootstrap over the operator's certificate: %s", r)
+	}
+	if after, err := agent.ReadFile(h.conf); err != nil || after.UUID == before.UUID {
+		t.Fatalf("after the rebootstrap: uuid %v (err %v), was %s", after.UUID, err, before.UUID)
 	}
 
 	h2 := newHost(t)
