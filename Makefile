@@ -5,8 +5,9 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/vigo-enroll/vigo/agent.Version=$(VERSION)
 BIN := bin
 DATA ?= vigo-data
+IMAGE ?= vigo-enroll
 
-.PHONY: help build run test test-short test-postgres lint proto proto-check dist dist-sign-agent fuzz bench clean
+.PHONY: help build run test test-short test-postgres test-image image lint proto proto-check dist dist-sign-agent fuzz bench clean
 
 help: ## Show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,9 +31,21 @@ test-short: ## Run the tests without the race detector
 test-postgres: ## Start a private PostgreSQL on loopback, run the PostgreSQL tests against it, stop it
 	bash .ci/postgres.sh run $(GO) test -race -count=1 ./server/store/pgstore/ ./server/
 
+image: ## Build the container image $(IMAGE) FROM scratch (no registry needed; Dockerfile is the multi-stage form)
+	bash .ci/image-rootfs.sh build/image/rootfs $(VERSION)
+	cp Dockerfile.local build/image/Dockerfile
+	docker build -q -t $(IMAGE) build/image
+	@docker image ls $(IMAGE) --format '{{.Repository}}:{{.Tag}} {{.Size}}'
+
+test-image: ## Build the image and test it on the Docker engine (ports 127.0.0.1:2xxxx; removes what it creates)
+	$(MAKE) image IMAGE=vigo-enroll:imagetest
+	VIGO_TEST_IMAGE=vigo-enroll:imagetest $(GO) test -tags image -count=1 -timeout 15m -run '^TestImage' -v ./cmd/vigosrv/ ; \
+	  rc=$$?; docker rmi -f vigo-enroll:imagetest >/dev/null; exit $$rc
+
 lint: ## go vet, gofmt and staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
+	$(GO) vet -tags image ./cmd/vigosrv/
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 proto: ## Regenerate the gRPC code in schemas/agentpb
@@ -61,4 +74,4 @@ bench: ## Run the Go benchmarks that BENCHMARKS.md reports (see it for the fleet
 	$(GO) test -run '^$$' -bench Load -benchtime 1x ./server/grpcapi/loadtest
 
 clean: ## Remove build outputs (not the data folder)
-	rm -rf $(BIN) dist
+	rm -rf $(BIN) dist build

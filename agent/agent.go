@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -255,6 +256,9 @@ func (a *Agent) CheckinOnce(ctx context.Context) (*CheckinResult, error) {
 	}
 	a.saveStatus(nil)
 	renewed := false
+	rebootstrap := slices.ContainsFunc(res.Actions, func(act *agentpb.Action) bool {
+		return act.GetType() == agentpb.ActionType_ACTION_TYPE_REBOOTSTRAP
+	})
 	for _, act := range res.Actions {
 		switch act.GetType() {
 		case agentpb.ActionType_ACTION_TYPE_REBOOTSTRAP:
@@ -276,6 +280,12 @@ func (a *Agent) CheckinOnce(ctx context.Context) (*CheckinResult, error) {
 				continue
 			}
 			if err := a.cfg.Update(ctx, act.GetVersion(), act.GetSha256()); err != nil {
+				if rebootstrap {
+					// A failed update must not keep the envoy on an
+					// identity an operator wants replaced.
+					a.logger.Warn("update before rebootstrap failed; rebootstrapping with this agent", "version", act.GetVersion(), "err", err)
+					continue
+				}
 				return res, fmt.Errorf("update to %s: %w", act.GetVersion(), err)
 			}
 		}
@@ -441,7 +451,7 @@ func explainRefusal(enr *Enrollment) string {
 	if err != nil {
 		return ""
 	}
-	c := &http.Client{Transport: &http.Transport{TLSClientConfig: enr.ClientTLSConfig()}}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: enr.HTTPSTLSConfig()}}
 	defer c.CloseIdleConnections()
 	resp, err := c.Do(req)
 	if err != nil {

@@ -19,11 +19,16 @@
 // # Trust on first contact
 //
 // Register without a CA fingerprint trusts the server like `curl -k` does
-// (the bootstrap one-liner already did). With a fingerprint (hex SHA-256 of
-// the CA certificate's DER, as `vigocli` and the server log show it), the
-// server must present that CA in its TLS chain and its certificate must
-// verify against it before anything (a token) is sent; the CA returned in
-// the answer must match too.
+// (the bootstrap one-liner already did). A fingerprint (hex SHA-256 of
+// the CA certificate's DER, as `vigocli` and the server log show it) pins
+// Vigo's CA: the CA that signs envoy certificates and the gRPC server's
+// certificate. Before anything (a token) is sent, the HTTPS server must
+// present a certificate that verifies against that CA, found in its chain,
+// or, when its HTTPS listener has an operator's certificate (e.g. from
+// Let's Encrypt), against the system's roots (RegisterParams.RootCAs); the
+// CA returned in the answer must match the pin either way, and it alone
+// authenticates the gRPC server afterwards. A re-registration or a
+// rebootstrap pins the CA saved at the previous registration.
 //
 // # Revocation
 //

@@ -101,6 +101,23 @@ func (e *Enrollment) ClientTLSConfig() *tls.Config {
 	}
 }
 
+// HTTPSTLSConfig returns the TLS configuration for the server's HTTPS
+// API after registration (self-update downloads, rebootstrap): as
+// ClientTLSConfig, but the server may also present a certificate the
+// system trusts, for a server whose HTTPS listener has an operator's
+// certificate (e.g. from Let's Encrypt) while gRPC keeps Vigo's. What
+// comes over HTTPS is authenticated anyway: a download by the digest (and
+// signature) of an mTLS check-in, a rebootstrap by the pinned CA.
+func (e *Enrollment) HTTPSTLSConfig() *tls.Config {
+	c := e.ClientTLSConfig()
+	c.MinVersion = tls.VersionTLS12
+	if pool, err := x509.SystemCertPool(); err == nil {
+		pool.AddCert(e.CA)
+		c.RootCAs = pool
+	}
+	return c
+}
+
 // saveCert writes a renewed certificate and makes it current.
 func (e *Enrollment) saveCert(cert *x509.Certificate) error {
 	name := e.File.CertFile

@@ -45,9 +45,12 @@ type RegisterParams struct {
 	Force bool
 	// Dir is the config folder (default DefaultDir).
 	Dir string
-	// CAFingerprint, when set, is the hex SHA-256 of the server's CA
+	// CAFingerprint, when set, is the hex SHA-256 of Vigo's CA
 	// certificate (colons and case ignored); see the package doc.
 	CAFingerprint string
+	// RootCAs verify an HTTPS certificate that is not from the pinned CA
+	// (an operator's, e.g. from Let's Encrypt); nil means the system's.
+	RootCAs *x509.CertPool
 	// Logger receives logs; nil discards them.
 	Logger *slog.Logger
 	// Now returns the current time (default time.Now).
@@ -91,7 +94,7 @@ func Register(ctx context.Context, p RegisterParams) (*Enrollment, error) {
 		return nil, err
 	}
 
-	tlsConf, err := registerTLS(p, base, pin, logger)
+	tlsConf, pin, err := registerTLS(p, base, pin, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -125,11 +128,11 @@ func Register(ctx context.Context, p RegisterParams) (*Enrollment, error) {
 		req.PreviousSignature = base64.StdEncoding.EncodeToString(sig)
 	}
 
-	resp, peerCerts, err := postRegister(ctx, base, tlsConf, req)
+	resp, err := postRegister(ctx, base, tlsConf, req)
 	if err != nil {
 		return nil, err
 	}
-	cert, caCert, err := checkRegisterResponse(resp, pub, pin, peerCerts, base.Hostname(), p.Now())
+	cert, caCert, err := checkRegisterResponse(resp, pub, pin, p.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -199,62 +202,74 @@ func parseFingerprint(s string) ([]byte, error) {
 	return b, nil
 }
 
-// registerTLS chooses how the first contact trusts the server.
-func registerTLS(p RegisterParams, base *url.URL, pin []byte, logger *slog.Logger) (*tls.Config, error) {
-	conf := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: base.Hostname()}
-	switch {
-	case pin != nil:
-		// Pinning: the chain is checked by hand below, against the CA
-		// whose fingerprint was given, before any byte (a token) is sent.
-		conf.InsecureSkipVerify = true
-		conf.VerifyConnection = func(cs tls.ConnectionState) error { return verifyPinned(cs, pin, base.Hostname()) }
-	case p.previous != nil && p.previous.File.ServerName == base.Hostname():
-		// Rebootstrap: the server is known; verify it against the saved CA.
-		conf.RootCAs = p.previous.CAPool()
-		conf.ServerName = p.previous.File.ServerName
-	default:
+// registerTLS chooses how the first contact trusts the server, and
+// returns the pin the CA in the answer must match (nil: none).
+func registerTLS(p RegisterParams, base *url.URL, pin []byte, logger *slog.Logger) (*tls.Config, []byte, error) {
+	if pin == nil && p.previous != nil && p.previous.File.ServerName == base.Hostname() {
+		// Rebootstrap: the server is known; its CA must not change.
+		pin = fingerprintOf(p.previous.CA)
+	}
+	if pin == nil {
 		if e, err := Load(p.Dir); err == nil && e.File.ServerURL == base.String() {
-			// Re-registration with the same server: the saved CA is trusted.
-			conf.RootCAs = e.CAPool()
-			break
+			// Re-registration with the same server: the saved CA is pinned.
+			pin = fingerprintOf(e.CA)
 		}
+	}
+	conf := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: base.Hostname()}
+	if pin == nil {
 		// First contact without a fingerprint: like `curl -k`.
 		logger.Warn("first contact: the server's certificate is not verified (pass --ca-fingerprint to pin its CA)", "server", base.String())
 		conf.InsecureSkipVerify = true
+		return conf, nil, nil
 	}
-	return conf, nil
+	// Pinning: the chain is checked by hand, before any byte (a token) is
+	// sent; checkRegisterResponse then checks the CA in the answer.
+	conf.InsecureSkipVerify = true
+	conf.VerifyConnection = func(cs tls.ConnectionState) error { return verifyPinned(cs, pin, base.Hostname(), p.RootCAs) }
+	return conf, pin, nil
 }
 
-func verifyPinned(cs tls.ConnectionState, pin []byte, name string) error {
+func fingerprintOf(c *x509.Certificate) []byte {
+	sum := sha256.Sum256(c.Raw)
+	return sum[:]
+}
+
+// verifyPinned accepts the HTTPS server's certificate when it chains to
+// the pinned CA, found in the chain the server presents (Vigo's own
+// certificate), or else when it is trusted by roots (nil: the system's),
+// for the server's name: an operator's certificate, e.g. from Let's
+// Encrypt. The pin is Vigo's CA either way: the CA in the registration
+// answer must match it (checkRegisterResponse), and it alone authenticates
+// the gRPC server afterwards.
+func verifyPinned(cs tls.ConnectionState, pin []byte, name string, roots *x509.CertPool) error {
 	if len(cs.PeerCertificates) == 0 {
 		return errors.New("server presented no certificate")
 	}
-	var root *x509.Certificate
-	for _, c := range cs.PeerCertificates {
-		if sum := sha256.Sum256(c.Raw); bytes.Equal(sum[:], pin) {
-			root = c
-			break
-		}
-	}
-	if root == nil {
-		return errors.New("server's certificate chain has no CA matching --ca-fingerprint")
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(root)
 	inter := x509.NewCertPool()
 	for _, c := range cs.PeerCertificates[1:] {
 		inter.AddCert(c)
 	}
+	for _, c := range cs.PeerCertificates {
+		if !bytes.Equal(fingerprintOf(c), pin) {
+			continue
+		}
+		pinned := x509.NewCertPool()
+		pinned.AddCert(c)
+		if _, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{DNSName: name, Roots: pinned, Intermediates: inter}); err != nil {
+			return fmt.Errorf("server certificate does not verify against the pinned CA: %w", err)
+		}
+		return nil
+	}
 	if _, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{DNSName: name, Roots: roots, Intermediates: inter}); err != nil {
-		return fmt.Errorf("server certificate does not verify against the pinned CA: %w", err)
+		return fmt.Errorf("server's certificate chain has no CA matching --ca-fingerprint, and this host does not trust it: %w", err)
 	}
 	return nil
 }
 
-func postRegister(ctx context.Context, base *url.URL, conf *tls.Config, req apiv1.RegisterRequest) (*apiv1.RegisterResponse, []*x509.Certificate, error) {
+func postRegister(ctx context.Context, base *url.URL, conf *tls.Config, req apiv1.RegisterRequest) (*apiv1.RegisterResponse, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
-		return nil, nil, fmt.Errorf("register: %w", err)
+		return nil, fmt.Errorf("register: %w", err)
 	}
 	client := &http.Client{
 		Timeout:   30 * time.Second,
@@ -264,40 +279,36 @@ func postRegister(ctx context.Context, base *url.URL, conf *tls.Config, req apiv
 	u := base.JoinPath("/api/v1/bootstrap/register")
 	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
 	if err != nil {
-		return nil, nil, fmt.Errorf("register: %w", err)
+		return nil, fmt.Errorf("register: %w", err)
 	}
 	hr.Header.Set("Content-Type", "application/json")
 	res, err := client.Do(hr)
 	if err != nil {
-		return nil, nil, fmt.Errorf("register with %s: %w", base, err)
+		return nil, fmt.Errorf("register with %s: %w", base, err)
 	}
 	defer res.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
 	if err != nil {
-		return nil, nil, fmt.Errorf("register with %s: read answer: %w", base, err)
+		return nil, fmt.Errorf("register with %s: read answer: %w", base, err)
 	}
 	if res.StatusCode/100 != 2 {
 		var e apiv1.Error
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return nil, nil, fmt.Errorf("register with %s: refused: %s (HTTP %d)", base, e.Error, res.StatusCode)
+			return nil, fmt.Errorf("register with %s: refused: %s (HTTP %d)", base, e.Error, res.StatusCode)
 		}
-		return nil, nil, fmt.Errorf("register with %s: HTTP %s", base, res.Status)
+		return nil, fmt.Errorf("register with %s: HTTP %s", base, res.Status)
 	}
 	var out apiv1.RegisterResponse
 	if err := json.Unmarshal(data, &out); err != nil {
-		return nil, nil, fmt.Errorf("register with %s: decode answer: %w", base, err)
+		return nil, fmt.Errorf("register with %s: decode answer: %w", base, err)
 	}
-	var peers []*x509.Certificate
-	if res.TLS != nil {
-		peers = res.TLS.PeerCertificates
-	}
-	return &out, peers, nil
+	return &out, nil
 }
 
 // checkRegisterResponse checks that the answer is usable and, with a pin,
-// that the CA returned is the pinned one and the server's certificate
-// chains to it.
-func checkRegisterResponse(r *apiv1.RegisterResponse, pub ed25519.PublicKey, pin []byte, peers []*x509.Certificate, name string, now time.Time) (*x509.Certificate, *x509.Certificate, error) {
+// that the CA returned is the pinned one (the HTTPS certificate was
+// checked at the handshake, see verifyPinned).
+func checkRegisterResponse(r *apiv1.RegisterResponse, pub ed25519.PublicKey, pin []byte, now time.Time) (*x509.Certificate, *x509.Certificate, error) {
 	if r.UUID == "" {
 		return nil, nil, errors.New("register: answer has no uuid")
 	}
@@ -321,11 +332,6 @@ func checkRegisterResponse(r *apiv1.RegisterResponse, pub ed25519.PublicKey, pin
 	roots.AddCert(caCert)
 	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return nil, nil, fmt.Errorf("register: the certificate returned does not verify against the CA returned: %w", err)
-	}
-	if pin != nil && len(peers) > 0 {
-		if _, err := peers[0].Verify(x509.VerifyOptions{Roots: roots, DNSName: name, CurrentTime: now}); err != nil {
-			return nil, nil, fmt.Errorf("register: the server's certificate does not verify against the CA returned: %w", err)
-		}
 	}
 	if _, err := decodePublicKey(r.ServerPublicKey); err != nil {
 		return nil, nil, fmt.Errorf("register: answer server_public_key: %w", err)

@@ -21,7 +21,7 @@ import (
 // tokens) because the token carries 256 random bits: there is nothing to
 // brute-force.
 func adminToken(tokenFile string) (hash [32]byte, created bool, err error) {
-	hashFile := tokenFile + ".sha256"
+	hashFile := tokenFile + ".sha256" // StatePaths.AdminTokenHash
 	data, err := os.ReadFile(hashFile)
 	if err == nil {
 		b, derr := hex.DecodeString(strings.TrimSpace(string(data)))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/vigo-enroll/vigo/policy/sandbox"
+	"github.com/vigo-enroll/vigo/server/ca"
 )
 
 // Config is the typed content of server.yaml. The zero value of every field
@@ -85,6 +87,10 @@ type ServerConfig struct {
 
 // TLSConfig is `server.tls`.
 type TLSConfig struct {
+	// CertFile and KeyFile are the HTTPS listener's certificate. Unset (or
+	// tls/cert and tls/key), it is issued by Vigo's CA and also serves
+	// gRPC. Elsewhere, they are the operator's (e.g. from Let's Encrypt),
+	// re-read when they change; gRPC keeps a certificate from Vigo's CA.
 	CertFile  string `yaml:"cert_file"`
 	KeyFile   string `yaml:"key_file"`
 	CAFile    string `yaml:"ca_file"`
@@ -425,10 +431,74 @@ func (c *Config) Validate() error {
 	if c.Policy.EvalLimits.Timeout < 0 {
 		errs = append(errs, errors.New("policy.eval_limits.timeout must not be negative"))
 	}
+	if cert, _ := c.HTTPSCertPaths(); cert != "" && (c.Server.TLS.CertFile == "" || c.Server.TLS.KeyFile == "") {
+		errs = append(errs, errors.New("server.tls: an HTTPS certificate of your own needs both cert_file and key_file"))
+	}
 	if c.Bootstrap.CheckinInterval < Duration(time.Second) {
 		errs = append(errs, errors.New("bootstrap.checkin_interval must be at least 1s"))
 	}
 	return errors.Join(errs...)
+}
+
+// StatePaths are the files that hold a server's state: what a backup
+// copies and a restore puts back.
+type StatePaths struct {
+	// CACert and CAKey are Vigo's CA (server.tls.ca_file, ca_key_file).
+	CACert, CAKey string
+	// SigningKey signs check-in responses (server.tls.response_signing_key_file).
+	SigningKey string
+	// AdminToken is where the admin token is written for vigocli
+	// (admin.token_file); AdminTokenHash is what the server checks.
+	AdminToken, AdminTokenHash string
+	// Database is the SQLite file; "" with PostgreSQL.
+	Database string
+}
+
+// StatePaths resolves where the state files are under this configuration
+// (server.tls.* relative to server.data_dir).
+func (c *Config) StatePaths() StatePaths {
+	data := c.Server.DataDir
+	var p StatePaths
+	p.CACert, p.CAKey = ca.Config{Dir: data, CAFile: c.Server.TLS.CAFile, CAKeyFile: c.Server.TLS.CAKeyFile}.CAPaths()
+	p.SigningKey = c.Server.TLS.ResponseSigningKeyFile
+	if p.SigningKey == "" {
+		p.SigningKey = filepath.Join("tls", "response_signing_key")
+	}
+	if !filepath.IsAbs(p.SigningKey) {
+		p.SigningKey = filepath.Join(data, p.SigningKey)
+	}
+	p.AdminToken = c.Admin.TokenFile
+	if p.AdminToken == "" {
+		p.AdminToken = filepath.Join(data, "admin.token")
+	}
+	p.AdminTokenHash = p.AdminToken + ".sha256"
+	if c.Database.Driver != "postgres" {
+		p.Database = c.Database.DSN
+		if p.Database == "" {
+			p.Database = filepath.Join(data, "vigo.db")
+		}
+	}
+	return p
+}
+
+// HTTPSCertPaths returns the operator's certificate and key for the HTTPS
+// listener, or "", "" when it presents the certificate Vigo's CA issues
+// (server.tls.cert_file and key_file unset, or at tls/cert and tls/key).
+func (c *Config) HTTPSCertPaths() (cert, key string) {
+	abs := func(p, def string) string {
+		if p == "" {
+			p = def
+		}
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(c.Server.DataDir, p)
+		}
+		return filepath.Clean(p)
+	}
+	cert, key = abs(c.Server.TLS.CertFile, "tls/cert"), abs(c.Server.TLS.KeyFile, "tls/key")
+	if cert == abs("", "tls/cert") && key == abs("", "tls/key") {
+		return "", ""
+	}
+	return cert, key
 }
 
 // TrustedProxyPrefixes parses server.trusted_proxies (addresses or CIDRs).

@@ -48,6 +48,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad eval memory", "policy:\n  eval_limits:\n    memory: lots\n", `line 3: "lots" is not a size`},
 		{"eval memory too small", "policy:\n  eval_limits:\n    memory: 1MiB\n", "policy.eval_limits: memory limit 1 MiB is below the minimum of 32 MiB"},
 		{"negative eval timeout", "policy:\n  eval_limits:\n    timeout: -1s\n", "policy.eval_limits.timeout must not be negative"},
+		{"own HTTPS certificate without its key", "server:\n  tls:\n    cert_file: /etc/le/fullchain.pem\n", "needs both cert_file and key_file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "server.yaml")
@@ -60,6 +61,30 @@ func TestConfigErrors(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), p) {
 				t.Errorf("error does not name the file: %v", err)
+			}
+		})
+	}
+}
+
+// TestHTTPSCertPaths: only a certificate elsewhere than where the CA's own
+// goes (tls/cert, tls/key under data_dir) is the operator's.
+func TestHTTPSCertPaths(t *testing.T) {
+	for _, tc := range []struct {
+		name, cert, key, wantCert, wantKey string
+	}{
+		{name: "unset"},
+		{name: "the defaults written out", cert: "tls/cert", key: "tls/key"},
+		{name: "the defaults, absolute", cert: "/data/tls/cert", key: "/data/tls/key"},
+		{name: "the operator's", cert: "/etc/le/fullchain.pem", key: "/etc/le/privkey.pem", wantCert: "/etc/le/fullchain.pem", wantKey: "/etc/le/privkey.pem"},
+		{name: "relative to data_dir", cert: "own/cert.pem", key: "own/key.pem", wantCert: "/data/own/cert.pem", wantKey: "/data/own/key.pem"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &Config{}
+			c.Server.DataDir = "/data"
+			c.Server.TLS.CertFile, c.Server.TLS.KeyFile = tc.cert, tc.key
+			cert, key := c.HTTPSCertPaths()
+			if cert != tc.wantCert || key != tc.wantKey {
+				t.Errorf("HTTPSCertPaths = %q, %q; want %q, %q", cert, key, tc.wantCert, tc.wantKey)
 			}
 		})
 	}

@@ -59,6 +59,10 @@ type Server struct {
 	registry *prometheus.Registry
 	// AdminTokenFile is where the admin token was written at first start.
 	AdminTokenFile string
+
+	// httpsCert is the operator's HTTPS certificate; nil when HTTPS
+	// presents the CA's server certificate.
+	httpsCert *httpsCert
 }
 
 // New loads everything the server needs and opens its listeners, so that
@@ -92,32 +96,32 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 	}
 
 	names := append([]string{cfg.Server.Hostname}, cfg.Server.TLSSANs...)
+	// The CA's server certificate (default paths): gRPC's always, and
+	// HTTPS's too unless the operator provides one.
 	s.ca, err = ca.LoadOrCreate(ca.Config{
-		Dir: data, CertFile: cfg.Server.TLS.CertFile, KeyFile: cfg.Server.TLS.KeyFile,
-		CAFile: cfg.Server.TLS.CAFile, CAKeyFile: cfg.Server.TLS.CAKeyFile, Hostnames: names,
+		Dir: data, CAFile: cfg.Server.TLS.CAFile, CAKeyFile: cfg.Server.TLS.CAKeyFile, Hostnames: names,
 	})
 	if err != nil {
 		return nil, err
 	}
+	if certFile, keyFile := cfg.HTTPSCertPaths(); certFile != "" {
+		if s.httpsCert, err = newHTTPSCert(certFile, keyFile, logger.With("component", "https"), nil); err != nil {
+			return nil, err
+		}
+		leaf := s.httpsCert.Leaf()
+		logger.Info("HTTPS presents the operator's certificate; gRPC a certificate from Vigo's CA", "file", certFile,
+			"subject", leaf.Subject.String(), "issuer", leaf.Issuer.String(), "not_after", leaf.NotAfter)
+	}
 	if s.ca.Created {
 		logger.Info("created a new CA", "fingerprint", s.ca.Fingerprint(), "dir", filepath.Join(data, "tls"))
 	}
-	signKeyFile := cfg.Server.TLS.ResponseSigningKeyFile
-	if signKeyFile == "" {
-		signKeyFile = filepath.Join("tls", "response_signing_key")
-	}
-	if !filepath.IsAbs(signKeyFile) {
-		signKeyFile = filepath.Join(data, signKeyFile)
-	}
-	signKey, err := ca.LoadOrCreateSigningKey(signKeyFile)
+	paths := cfg.StatePaths()
+	signKey, err := ca.LoadOrCreateSigningKey(paths.SigningKey)
 	if err != nil {
 		return nil, err
 	}
 
-	tokenFile := cfg.Admin.TokenFile
-	if tokenFile == "" {
-		tokenFile = filepath.Join(data, "admin.token")
-	}
+	tokenFile := paths.AdminToken
 	adminHash, created, err := adminToken(tokenFile)
 	if err != nil {
 		return nil, err
@@ -140,11 +144,7 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 		}
 		st, err = pgstore.Open(ctx, dsn, pgstore.Options{})
 	default:
-		path := cfg.Database.DSN
-		if path == "" {
-			path = filepath.Join(data, "vigo.db")
-		}
-		st, err = sqlitestore.Open(ctx, path, sqlitestore.Options{})
+		st, err = sqlitestore.Open(ctx, paths.Database, sqlitestore.Options{})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
@@ -244,7 +244,10 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 	api, err := httpapi.New(httpapi.Config{
 		Enroller: enr, Store: notify, Policy: s.policy, PolicyCtl: ctl, Dist: s.dist,
 		Bootstrap: func(goos string) ([]byte, string, error) {
-			script, err := bootstrap.Render(bootstrap.Params{ServerURL: publicURL, GRPCAddress: grpcAddr, CAFingerprint: s.ca.Fingerprint(), OS: goos})
+			script, err := bootstrap.Render(bootstrap.Params{ServerURL: publicURL, GRPCAddress: grpcAddr, CAFingerprint: s.ca.Fingerprint(), OS: goos,
+				// An operator's certificate is meant to be trusted by hosts:
+				// the script then verifies its downloads too.
+				VerifyTLS: s.httpsCert != nil})
 			return script, bootstrap.ContentType(goos), err
 		},
 		Judge:          s.grpc.Judge,
@@ -256,7 +259,17 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 	if err != nil {
 		return nil, err
 	}
-	serverCert := s.ca.ServerTLSCertificate()
+	tlsCfg := &tls.Config{
+		MinVersion:   tls.VersionTLS12, // PowerShell 5.1 and older curl speak TLS 1.2
+		Certificates: []tls.Certificate{s.ca.ServerTLSCertificate()},
+		// Envoys may present their certificate (self-update downloads
+		// over mTLS); nobody has to, since bootstrap routes are open.
+		ClientAuth: tls.VerifyClientCertIfGiven,
+		ClientCAs:  s.ca.Pool(),
+	}
+	if s.httpsCert != nil {
+		tlsCfg.Certificates, tlsCfg.GetCertificate = nil, s.httpsCert.GetCertificate
+	}
 	s.http = &http.Server{
 		Handler:           api,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -265,14 +278,7 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.With("component", "https").Handler(), slog.LevelDebug),
-		TLSConfig: &tls.Config{
-			MinVersion:   tls.VersionTLS12, // PowerShell 5.1 and older curl speak TLS 1.2
-			Certificates: []tls.Certificate{serverCert},
-			// Envoys may present their certificate (self-update downloads
-			// over mTLS); nobody has to, since bootstrap routes are open.
-			ClientAuth: tls.VerifyClientCertIfGiven,
-			ClientCAs:  s.ca.Pool(),
-		},
+		TLSConfig:         tlsCfg,
 	}
 	logger.Info("server ready to start", "api", s.apiLn.Addr().String(), "grpc", s.grpcLn.Addr().String(),
 		"public_url", publicURL, "ca_fingerprint", s.ca.Fingerprint(), "replica", cfg.Server.Replica)
@@ -418,10 +424,10 @@ func (s *Server) policy() *policy.Policy {
 }
 
 func (s *Server) ready() string {
-	if s.policy() == nil {
-		if s.ctl == nil {
-			return "no policy source is configured: set policy.dir or policy.git (token enrollment still works)"
-		}
+	// Without a policy source the server enrolls by token only, which it
+	// can do at once (New warns about it): ready, or a container running
+	// it that way would be restarted as unhealthy forever.
+	if s.ctl != nil && s.policy() == nil {
 		return "no valid enrollment policy has been loaded yet: see `vigocli policy status`"
 	}
 	return ""
@@ -451,8 +457,12 @@ func (s *Server) Store() store.Store { return s.store }
 // CAPool returns a pool with the server's CA, for clients.
 func (s *Server) CAPool() *x509.CertPool { return s.ca.Pool() }
 
-// Reload asks the policy source for a new revision now (SIGHUP).
+// Reload asks the policy source for a new revision now and re-reads the
+// agent distribution and an operator's HTTPS certificate (SIGHUP).
 func (s *Server) Reload() {
+	if s.httpsCert != nil {
+		s.httpsCert.Reload()
+	}
 	if s.ctl != nil {
 		s.ctl.Trigger()
 	}

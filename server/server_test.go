@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
@@ -397,5 +398,29 @@ func TestRebootstrapProvenByOldKey(t *testing.T) {
 	// The old identity cannot do it again.
 	if code, body := in.Register(t, next(old.Key)); code != 403 || !strings.Contains(servertest.ErrorOf(body), "is revoked") {
 		t.Fatalf("second rebootstrap with the revoked identity: %d %s", code, body)
+	}
+}
+
+// TestReadyWithoutPolicySource: a server with no policy source (token
+// enrollment only, the container image's default) is ready: /readyz is
+// its container HEALTHCHECK, and nothing it is configured for is missing.
+func TestReadyWithoutPolicySource(t *testing.T) {
+	in := servertest.Start(t, servertest.Options{Config: func(c *server.Config) { c.Policy.Dir = "" }})
+	if code, body := in.Do(t, "GET", "/readyz", nil, false); code != 200 {
+		t.Fatalf("/readyz: %d %s", code, body)
+	}
+}
+
+// TestStartupErrorIsAnError: a server that cannot start (here: its data
+// folder cannot be created) returns the error; it used to panic in the
+// clean-up of what New had opened (the named result was already nil).
+func TestStartupErrorIsAnError(t *testing.T) {
+	cfg := &server.Config{}
+	cfg.Server.DataDir = "/proc/vigo-cannot-exist"
+	cfg.Server.APIListen, cfg.Server.GRPCListen = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Defaults()
+	srv, err := server.New(context.Background(), cfg, nil)
+	if err == nil || srv != nil {
+		t.Fatalf("New = %v, %v; want an error", srv, err)
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -18,12 +17,23 @@ const tokenEnv = "VIGO_TOKEN"
 func newRegister(base agent.Config, logger func() *slog.Logger) *cobra.Command {
 	var p agent.RegisterParams
 	cmd := &cobra.Command{
-		Use:   "register --server HOST[:8443] [--token T | $VIGO_TOKEN] [--hostname H] [--force] [--config-dir DIR] [--ca-fingerprint SHA256]",
+		Use:   "register [--server HOST[:8443]] [--token T | $VIGO_TOKEN] [--hostname H] [--force] [--config-dir DIR] [--ca-fingerprint SHA256]",
 		Short: "Register this host with the server, then check in once over mTLS",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if p.Server == "" {
-				return &usageError{errors.New("register: --server is required")}
+				// An enrolled host re-registers with its own server, as
+				// in `vigo register --token T --force`: the server and
+				// the hostname come from the saved enrollment, whose CA
+				// then authenticates the server.
+				enr, err := agent.Load(p.Dir)
+				if err != nil {
+					return &usageError{fmt.Errorf("register: --server is required: this host has no enrollment in %s (%w)", p.Dir, err)}
+				}
+				p.Server = enr.File.ServerURL
+				if p.Hostname == "" {
+					p.Hostname = enr.File.Hostname
+				}
 			}
 			if !cmd.Flags().Changed("token") {
 				// The bootstrap script passes the token in the environment:
@@ -56,9 +66,9 @@ func newRegister(base agent.Config, logger func() *slog.Logger) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&p.Server, "server", "", "server `HOST[:PORT]` or https URL (port 8443 by default)")
+	f.StringVar(&p.Server, "server", "", "server `HOST[:PORT]` or https URL (port 8443 by default; default on an enrolled host: its server)")
 	f.StringVar(&p.Token, "token", "", "one-time enrollment token, when the policy needs one (default $"+tokenEnv+"; the variable keeps it out of ps)")
-	f.StringVar(&p.Hostname, "hostname", "", "hostname to register (default: this host's)")
+	f.StringVar(&p.Hostname, "hostname", "", "hostname to register (default: the enrolled one without --server, else this host's)")
 	f.BoolVar(&p.Force, "force", false, "replace an active envoy with the same hostname")
 	f.StringVar(&p.Dir, "config-dir", agent.DefaultDir, "folder for the key, certificates and config")
 	f.StringVar(&p.CAFingerprint, "ca-fingerprint", "", "hex SHA-256 of the server's CA certificate to pin (default: trust on first use, like curl -k)")

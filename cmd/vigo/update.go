@@ -36,9 +36,11 @@ func selfUpdate(enr func() *agent.Enrollment, version, binary string, args []str
 		client := &http.Client{
 			Timeout: updateTimeout,
 			Transport: &http.Transport{
-				// The envoy's mTLS identity, verified against the CA saved at
-				// registration: a download only comes from the enrolled server.
-				TLSClientConfig:   e.ClientTLSConfig(),
+				// The envoy's mTLS identity; the server verified against the
+				// CA saved at registration or, for an operator's HTTPS
+				// certificate, the system's roots: the download is checked
+				// against the digest of the mTLS check-in anyway.
+				TLSClientConfig:   e.HTTPSTLSConfig(),
 				Proxy:             http.ProxyFromEnvironment,
 				ForceAttemptHTTP2: true,
 			},

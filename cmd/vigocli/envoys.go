@@ -91,7 +91,9 @@ func newEnvoysCmd(g *globals) *cobra.Command {
 		Short: "Ask the envoy to re-enroll with a new key and UUID at its next check-in",
 		Long: `At its next check-in the envoy is told to rebootstrap: the agent generates a new key,
 registers again (as with --force) and gets a new UUID; the old UUID is revoked with reason
-"rebootstrapped" and the audit log links the two.`,
+"rebootstrapped" and the audit log links the two. When the server serves another agent build
+for the envoy's platform (agent.dist_dir), the envoy first updates to it: this is how updates
+are triggered remotely.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return envoyAction(cmd, g, args[0], "rebootstrap", struct{}{}, "will rebootstrap at its next check-in")

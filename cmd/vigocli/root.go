@@ -96,10 +96,10 @@ Examples:
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.server, "server", envOr("VIGO_SERVER", "https://localhost:8443"), "server URL (env VIGO_SERVER)")
-	pf.StringVar(&g.caFile, "ca-file", "", "CA certificate that signed the server's certificate (default: ./vigo-data/tls/ca when readable)")
+	pf.StringVar(&g.caFile, "ca-file", os.Getenv("VIGO_CA_FILE"), "CA certificate that signed the server's certificate (env VIGO_CA_FILE; default: ./vigo-data/tls/ca when readable)")
 	pf.BoolVar(&g.insecure, "insecure", false, "do not verify the server's certificate")
 	pf.StringVar(&g.adminToken, "admin-token", "", "admin token (env VIGO_ADMIN_TOKEN; prefer --admin-token-file)")
-	pf.StringVar(&g.adminTokenFile, "admin-token-file", "", "file holding the admin token (default: ./vigo-data/admin.token when readable)")
+	pf.StringVar(&g.adminTokenFile, "admin-token-file", os.Getenv("VIGO_ADMIN_TOKEN_FILE"), "file holding the admin token (env VIGO_ADMIN_TOKEN_FILE; default: ./vigo-data/admin.token when readable)")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &codeError{code: 2, err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
@@ -162,7 +162,12 @@ func (g *globals) client() (*client, error) {
 			if err != nil {
 				return nil, &codeError{code: 2, err: fmt.Errorf("read CA file: %w", err)}
 			}
-			pool := x509.NewCertPool()
+			// Vigo's CA, and the system's roots for a server whose HTTPS
+			// listener presents an operator's certificate.
+			pool, err := x509.SystemCertPool()
+			if err != nil {
+				pool = x509.NewCertPool()
+			}
 			if !pool.AppendCertsFromPEM(pem) {
 				return nil, &codeError{code: 2, err: fmt.Errorf("CA file %s holds no PEM certificate", caFile)}
 			}

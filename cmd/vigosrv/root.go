@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -43,11 +44,15 @@ func run(args []string) int {
 }
 
 type opts struct {
-	config    string
-	logFormat string
-	logLevel  string
-	dataDir   string
-	policyDir string
+	config     string
+	logFormat  string
+	logLevel   string
+	dataDir    string
+	policyDir  string
+	policyGit  string
+	hostname   string
+	apiListen  string
+	grpcListen string
 }
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -72,8 +77,14 @@ token enrollment). examples/server.yaml documents every setting.`,
 	root.SetErr(stderr)
 	pf := root.PersistentFlags()
 	pf.StringVar(&o.config, "config", os.Getenv("VIGO_CONFIG_FILE"), "server.yaml to load (env VIGO_CONFIG_FILE; default: built-in defaults)")
-	pf.StringVar(&o.dataDir, "data-dir", "", "override server.data_dir")
-	pf.StringVar(&o.policyDir, "policy-dir", "", "override policy.dir (a local policy folder)")
+	// Each override also reads an environment variable, which is how a
+	// container is configured without a server.yaml of its own.
+	pf.StringVar(&o.dataDir, "data-dir", os.Getenv("VIGO_DATA_DIR"), "override server.data_dir (env VIGO_DATA_DIR)")
+	pf.StringVar(&o.policyDir, "policy-dir", os.Getenv("VIGO_POLICY_DIR"), "override policy.dir, a local policy folder (env VIGO_POLICY_DIR)")
+	pf.StringVar(&o.policyGit, "policy-git", os.Getenv("VIGO_POLICY_GIT_URL"), "override policy.git.url, a policy repository on its default branch main (env VIGO_POLICY_GIT_URL)")
+	pf.StringVar(&o.hostname, "hostname", os.Getenv("VIGO_HOSTNAME"), "override server.hostname, the name agents dial (env VIGO_HOSTNAME)")
+	pf.StringVar(&o.apiListen, "api-listen", os.Getenv("VIGO_API_LISTEN"), "override server.api_listen (env VIGO_API_LISTEN)")
+	pf.StringVar(&o.grpcListen, "grpc-listen", os.Getenv("VIGO_GRPC_LISTEN"), "override server.grpc_listen (env VIGO_GRPC_LISTEN)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &codeError{code: 2, err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
@@ -91,6 +102,14 @@ token enrollment). examples/server.yaml documents every setting.`,
 			if err != nil {
 				return &codeError{code: 2, err: err}
 			}
+			if os.Getenv(containerEnv) != "" {
+				if msg := dataVolumeWarning(readMountInfo(), cfg.Server.DataDir); msg != "" {
+					logger.Warn(msg, "data_dir", cfg.Server.DataDir)
+				}
+				if h := cfg.Server.Hostname; h == "localhost" || net.ParseIP(h).IsLoopback() {
+					logger.Warn("server.hostname is "+h+": only hosts on this machine can enroll; set VIGO_HOSTNAME to the name other hosts reach this server by", "hostname", h)
+				}
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			srv, err := server.New(ctx, cfg, logger)
@@ -107,12 +126,17 @@ token enrollment). examples/server.yaml documents every setting.`,
 					srv.Reload()
 				}
 			}()
-			fmt.Fprintf(stderr, "vigosrv: HTTPS on %s, gRPC on %s; admin token in %s\n", srv.APIAddr(), srv.GRPCAddr(), srv.AdminTokenFile)
+			if o.logFormat == "json" {
+				// Every line of a JSON log is JSON: log collectors parse them.
+				logger.Info("serving", "https", srv.APIAddr().String(), "grpc", srv.GRPCAddr().String(), "admin_token_file", srv.AdminTokenFile)
+			} else {
+				fmt.Fprintf(stderr, "vigosrv: HTTPS on %s, gRPC on %s; admin token in %s\n", srv.APIAddr(), srv.GRPCAddr(), srv.AdminTokenFile)
+			}
 			return srv.Run(ctx)
 		},
 	}
-	serve.Flags().StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
-	serve.Flags().StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	serve.Flags().StringVar(&o.logFormat, "log-format", envOr("VIGO_LOG_FORMAT", "text"), "log format: text or json (env VIGO_LOG_FORMAT)")
+	serve.Flags().StringVar(&o.logLevel, "log-level", envOr("VIGO_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env VIGO_LOG_LEVEL)")
 
 	check := &cobra.Command{
 		Use:   "check-config",
@@ -135,7 +159,7 @@ token enrollment). examples/server.yaml documents every setting.`,
 			return nil
 		},
 	}
-	root.AddCommand(serve, check, newBenchCmd(stdout, stderr))
+	root.AddCommand(serve, check, newBenchCmd(stdout, stderr), newBackupCmd(o, stdout, stderr), newRestoreCmd(o, stdout), newHealthcheckCmd(o, stdout))
 	return root
 }
 
@@ -147,11 +171,37 @@ func (o *opts) load() (*server.Config, error) {
 	if o.dataDir != "" {
 		cfg.Server.DataDir = o.dataDir
 	}
-	if o.policyDir != "" {
+	if o.hostname != "" {
+		cfg.Server.Hostname = o.hostname
+	}
+	if o.apiListen != "" {
+		cfg.Server.APIListen = o.apiListen
+	}
+	if o.grpcListen != "" {
+		cfg.Server.GRPCListen = o.grpcListen
+	}
+	switch {
+	case o.policyDir != "" && o.policyGit != "":
+		return nil, errors.New("--policy-dir (VIGO_POLICY_DIR) and --policy-git (VIGO_POLICY_GIT_URL): set one, not both")
+	case o.policyDir != "":
 		cfg.Policy.Dir = o.policyDir
 		cfg.Policy.Git = nil
+	case o.policyGit != "":
+		cfg.Policy.Dir = ""
+		cfg.Policy.Git = &server.GitConfig{URL: o.policyGit}
+	}
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	return cfg, nil
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {

@@ -54,6 +54,11 @@ type Params struct {
 	// OS selects the script: "windows" is PowerShell; "" and the Unix
 	// systems (linux, darwin, freebsd, openbsd, netbsd, illumos) are sh.
 	OS string
+	// VerifyTLS makes the script verify the server's certificate on its
+	// own downloads (the server presents an operator's certificate, meant
+	// to be trusted by hosts); --insecure (-Insecure) still skips it.
+	// False: the downloads skip the check like the one-liner's curl -k.
+	VerifyTLS bool
 }
 
 var (

@@ -195,3 +195,56 @@ func TestShellcheck(t *testing.T) {
 		t.Errorf("shellcheck: %v\n%s", err, out)
 	}
 }
+
+// TestPowerShellTLS12BeforeFirstRequest: Windows PowerShell 5.1 on older
+// hosts speaks TLS 1.0 by default, which the server refuses, so the 5.1
+// one-liner of the README and of the script's own help, and the script
+// itself, enable TLS 1.2 before their first request (issue 16, item 4).
+func TestPowerShellTLS12BeforeFirstRequest(t *testing.T) {
+	t.Parallel()
+	script, err := Render(Params{ServerURL: "https://h:8443", OS: "windows"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The 5.1 form is the one without -SkipCertificateCheck (a 7+ flag).
+	oneLiner51 := func(text string) []string {
+		var out []string
+		for _, l := range strings.Split(text, "\n") {
+			if strings.Contains(l, "/bootstrap?os=windows") && strings.Contains(l, "irm ") && !strings.Contains(l, "-SkipCertificateCheck") {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name, text string
+	}{
+		{name: "README.md", text: string(readme)},
+		{name: "script help", text: string(script)},
+	} {
+		lines := oneLiner51(tc.text)
+		if len(lines) == 0 {
+			t.Errorf("%s shows no Windows PowerShell 5.1 one-liner (irm …/bootstrap?os=windows without -SkipCertificateCheck)", tc.name)
+		}
+		for _, l := range lines {
+			tls := strings.Index(l, "SecurityProtocol")
+			if tls < 0 || tls > strings.Index(l, "irm ") || !strings.Contains(l[tls:], "Tls12") {
+				t.Errorf("%s: the 5.1 one-liner does not enable Tls12 before irm:\n%s", tc.name, l)
+			}
+		}
+	}
+	s := string(script)
+	first := len(s)
+	for _, call := range []string{"Invoke-WebRequest @", "Invoke-RestMethod @", "& $Bin"} {
+		if i := strings.Index(s, call); i >= 0 && i < first {
+			first = i
+		}
+	}
+	if i := strings.Index(s, "[Net.ServicePointManager]::SecurityProtocol ="); i < 0 || i > first {
+		t.Errorf("the script sets SecurityProtocol at offset %d, after its first request at %d", i, first)
+	}
+}

@@ -39,7 +39,10 @@ import (
 const URIPrefix = "vigo://envoy/"
 
 // Config says where the CA and server certificate live and what the server
-// certificate must cover. Zero values are sensible defaults.
+// certificate must cover. Zero values are sensible defaults. The server
+// certificate is always issued by this CA: agents verify the gRPC
+// listener against it (an operator's certificate for the HTTPS listener
+// is the server package's business).
 type Config struct {
 	// Dir is the folder relative paths are resolved against (the data folder).
 	Dir string
@@ -79,6 +82,12 @@ func (c Config) path(p, def string) string {
 	return filepath.Join(c.Dir, p)
 }
 
+// CAPaths returns where the CA certificate and key are (cfg.CAFile and
+// cfg.CAKeyFile, default tls/ca and tls/ca_key, relative to cfg.Dir).
+func (c Config) CAPaths() (cert, key string) {
+	return c.path(c.CAFile, "tls/ca"), c.path(c.CAKeyFile, "tls/ca_key")
+}
+
 // LoadOrCreate loads the CA from cfg, creating a new CA when both CA files
 // are absent, and loads the server certificate, issuing a new one when it is
 // absent, does not cover the configured names, or expires within 30 days
@@ -87,7 +96,7 @@ func LoadOrCreate(cfg Config) (*CA, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	caFile, caKeyFile := cfg.path(cfg.CAFile, "tls/ca"), cfg.path(cfg.CAKeyFile, "tls/ca_key")
+	caFile, caKeyFile := cfg.CAPaths()
 	c := &CA{now: cfg.Now}
 	_, errCert := os.Stat(caFile)
 	_, errKey := os.Stat(caKeyFile)
@@ -193,9 +202,10 @@ func (c *CA) loadServerCert(cfg Config) error {
 			return nil
 		}
 		if leaf.CheckSignatureFrom(c.cert) != nil {
-			// Operator-provided certificate from another issuer: keep it as is.
-			c.server = tc
-			return nil
+			// This certificate is also the gRPC listener's, which agents
+			// verify against this CA only: one from another issuer would
+			// break every check-in. Never overwrite it: it is the operator's.
+			return fmt.Errorf("server certificate %s is not issued by this CA: agents could not check in; to serve HTTPS with your own certificate, set server.tls.cert_file and key_file to its own paths (gRPC then keeps a certificate from this CA in tls/cert), and move this one away", certFile)
 		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("load server certificate %s: %w", certFile, err)

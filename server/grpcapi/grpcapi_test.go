@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -310,6 +311,57 @@ func TestBadServerSignature(t *testing.T) {
 	st, err := agent.ReadStatus(v.Dir)
 	if err != nil || !st.LastCheckin.IsZero() || st.LastError == "" {
 		t.Errorf("status after a rejected answer: %+v (err %v)", st, err)
+	}
+}
+
+// TestRebootstrapUpdatesAgent: `vigocli envoys rebootstrap` also brings
+// the envoy to the agent build the server serves for its platform (the
+// original: "updates can be triggered remotely via vigocli envoys
+// rebootstrap"), without agent.version or an update flag: the update comes
+// first, so that the new identity is registered by the new agent, and a
+// failing update does not block the rebootstrap.
+func TestRebootstrapUpdatesAgent(t *testing.T) {
+	sum := strings.Repeat("cd", 32)
+	served := func(goos, arch string) (string, string, bool) { return "2.0.0", sum, true }
+	e := grpcapitest.New(t, grpcapitest.Options{AgentVersion: served})
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name      string
+		running   string
+		updateErr error
+		want      []agentpb.ActionType
+		wantHook  []string
+	}{
+		{name: "older agent", running: "1.0.0", want: []agentpb.ActionType{agentpb.ActionType_ACTION_TYPE_UPDATE, agentpb.ActionType_ACTION_TYPE_REBOOTSTRAP}, wantHook: []string{"2.0.0", sum}},
+		{name: "update fails", running: "1.0.0", updateErr: errors.New("signature refused"), want: []agentpb.ActionType{agentpb.ActionType_ACTION_TYPE_UPDATE, agentpb.ActionType_ACTION_TYPE_REBOOTSTRAP}, wantHook: []string{"2.0.0", sum}},
+		{name: "current agent", running: "2.0.0", want: []agentpb.ActionType{agentpb.ActionType_ACTION_TYPE_REBOOTSTRAP}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := e.EnrollNow(strings.ReplaceAll(tc.name, " ", "-") + ".example.com")
+			var hook []string
+			a := e.Agent(v, agent.Config{Version: tc.running, Update: func(_ context.Context, version, sum string) error {
+				hook = append(hook, version, sum)
+				return tc.updateErr
+			}})
+			if err := e.Store.SetEnvoyFlags(ctx, v.UUID, store.EnvoyFlags{Rebootstrap: true},
+				store.AuditEvent{Type: store.AuditEnvoyRebootstrap, EnvoyUUID: v.UUID, At: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			e.Server.EnvoyChanged(v.UUID)
+			res, err := a.CheckinOnce(ctx)
+			if err != nil {
+				t.Fatalf("check-in: %v", err)
+			}
+			if diff := cmp.Diff(tc.want, actionTypes(res.Actions)); diff != "" {
+				t.Errorf("actions (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tc.wantHook, hook); diff != "" {
+				t.Errorf("update hook (-want +got):\n%s", diff)
+			}
+			if a.Enrollment().File.UUID == v.UUID {
+				t.Error("the envoy did not rebootstrap")
+			}
+		})
 	}
 }
 

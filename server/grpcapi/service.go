@@ -95,8 +95,21 @@ func (v *service) Checkin(ctx context.Context, req *agentpb.CheckinRequest) (*ag
 func (s *Server) actions(id Envoy, req *agentpb.CheckinRequest, now time.Time) []*agentpb.Action {
 	var as []*agentpb.Action
 	if id.entry.flags.Rebootstrap {
-		as = append(as, &agentpb.Action{Type: agentpb.ActionType_ACTION_TYPE_REBOOTSTRAP, Reason: "rebootstrap requested by an operator"})
-		return as // a new identity makes the other actions moot
+		// A rebootstrap also brings the agent to the build served for its
+		// platform ("updates can be triggered remotely via vigocli envoys
+		// rebootstrap"): the update comes first, so that the new identity
+		// is registered by the new agent. A new identity makes renewal moot.
+		if s.cfg.AgentVersion != nil {
+			want := id.entry.flags.UpdateVersion
+			if want == "" && s.cfg.TargetVersion != nil {
+				want = s.cfg.TargetVersion()
+			}
+			if version, sum, ok := s.cfg.AgentVersion(req.GetOs(), req.GetArch()); ok && version != req.GetAgentVersion() && (want == "" || want == version) {
+				as = append(as, &agentpb.Action{Type: agentpb.ActionType_ACTION_TYPE_UPDATE, Version: version, Sha256: sum,
+					Reason: fmt.Sprintf("rebootstrap: agent %s is served for %s/%s", version, req.GetOs(), req.GetArch())})
+			}
+		}
+		return append(as, &agentpb.Action{Type: agentpb.ActionType_ACTION_TYPE_REBOOTSTRAP, Reason: "rebootstrap requested by an operator"})
 	}
 	c := id.Certificate
 	if life := c.NotAfter.Sub(c.NotBefore); !now.Before(c.NotBefore.Add(life * 2 / 3)) {

@@ -185,9 +185,24 @@ func cleanEnv() []string {
 // line, e.g. {"sh"} or {"busybox", "sh"}. A curl failure fails the test.
 func (in *Instance) Bootstrap(t testing.TB, shell []string, args ...string) Result {
 	t.Helper()
+	return in.BootstrapWith(t, BootstrapOptions{CurlArgs: []string{"-sSfk"}}, shell, args...)
+}
+
+// BootstrapOptions tune BootstrapWith.
+type BootstrapOptions struct {
+	// CurlArgs are the one-liner's curl options, e.g. -sSf --cacert F.
+	CurlArgs []string
+	// Env is added to both commands' environment.
+	Env []string
+}
+
+// BootstrapWith runs the one-liner with o's curl options and environment.
+func (in *Instance) BootstrapWith(t testing.TB, o BootstrapOptions, shell []string, args ...string) Result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), CommandTimeout)
 	defer cancel()
-	curl := exec.CommandContext(ctx, "curl", "-sSfk", in.URL+"/bootstrap")
+	curl := exec.CommandContext(ctx, "curl", append(append([]string{}, o.CurlArgs...), in.URL+"/bootstrap")...)
+	curl.Env = append(cleanEnv(), o.Env...)
 	var curlErr bytes.Buffer
 	curl.Stderr = &curlErr
 	pipe, err := curl.StdoutPipe()
@@ -196,7 +211,7 @@ func (in *Instance) Bootstrap(t testing.TB, shell []string, args ...string) Resu
 	}
 	shArgs := append(append(append([]string{}, shell[1:]...), "-s", "--"), args...)
 	sh := exec.CommandContext(ctx, shell[0], shArgs...)
-	sh.Env = cleanEnv()
+	sh.Env = append(cleanEnv(), o.Env...)
 	sh.Stdin = pipe
 	var stdout, stderr bytes.Buffer
 	sh.Stdout, sh.Stderr = &stdout, &stderr

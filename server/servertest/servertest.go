@@ -26,6 +26,7 @@ import (
 
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
 	"github.com/vigo-enroll/vigo/server"
+	"github.com/vigo-enroll/vigo/server/ca"
 	"github.com/vigo-enroll/vigo/server/store/storetest"
 )
 
@@ -41,6 +42,9 @@ type Options struct {
 	Config func(*server.Config)
 	// Verbose sends the server log to the test log.
 	Verbose bool
+	// HTTPSRoots verify the server's HTTPS certificate (default: the
+	// server's CA); for a server with an operator's certificate.
+	HTTPSRoots *x509.CertPool
 }
 
 // Instance is a running server.
@@ -113,9 +117,13 @@ func Start(t testing.TB, o Options) *Instance {
 		t.Fatal(err)
 	}
 	in.AdminToken = strings.TrimSpace(string(tok))
+	roots := o.HTTPSRoots
+	if roots == nil {
+		roots = srv.CAPool()
+	}
 	in.Client = &http.Client{Timeout: 3 * time.Minute, // bcrypt under -race on a busy machine is slow
 		Transport: &http.Transport{
-			TLSClientConfig:     &tls.Config{RootCAs: srv.CAPool(), ServerName: "127.0.0.1"},
+			TLSClientConfig:     &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"},
 			MaxIdleConnsPerHost: 64,
 		}}
 	go func() { in.done <- srv.Run(ctx) }()
@@ -304,4 +312,31 @@ func StartReplicas(t testing.TB, n int, o Options) []*Instance {
 		out = append(out, Start(t, ro))
 	}
 	return out
+}
+
+// PublicCA is a second CA standing in for a public one (Let's Encrypt) in
+// tests of a server with an operator's HTTPS certificate: it writes a CA
+// and a server certificate for localhost and 127.0.0.1 under a new folder.
+type PublicCA struct {
+	CertFile, KeyFile string // the server certificate and its key
+	CAFile            string // the CA certificate, as curl --cacert takes it
+	Pool              *x509.CertPool
+	Leaf              *x509.Certificate
+}
+
+// NewPublicCA makes a PublicCA (the same code as the server's own CA).
+func NewPublicCA(t testing.TB) PublicCA {
+	t.Helper()
+	dir := t.TempDir()
+	c, err := ca.LoadOrCreate(ca.Config{Dir: dir, Hostnames: []string{"localhost"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := c.ServerTLSCertificate()
+	leaf, err := x509.ParseCertificate(tc.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return PublicCA{CertFile: filepath.Join(dir, "tls", "cert"), KeyFile: filepath.Join(dir, "tls", "key"),
+		CAFile: filepath.Join(dir, "tls", "ca"), Pool: c.Pool(), Leaf: leaf}
 }

@@ -1,6 +1,7 @@
 package sqlitestore
 
 import (
+	"context"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -444,5 +445,60 @@ func TestListEnvoysUsesIndexes(t *testing.T) {
 				t.Errorf("plan %q sorts in a temporary b-tree", joined)
 			}
 		})
+	}
+}
+
+// TestSnapshotWhileWriting: Snapshot copies a database that another
+// connection keeps writing (a running server) into a consistent,
+// openable file with everything committed before it began, mode 0600.
+func TestSnapshotWhileWriting(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "vigo.db")
+	s := openAt(t, src)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	if err := s.CreateToken(ctx, store.Token{ID: "before0001", SecretHash: []byte("h"), Pattern: "a.example.com", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}, store.AuditEvent{Type: store.AuditTokenCreated, At: now}); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := s.AppendAudit(ctx, store.AuditEvent{Type: store.AuditTokenCreated, At: now, Reason: fmt.Sprint(i)}); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	dst := filepath.Join(dir, "copy.db")
+	v, err := Snapshot(ctx, src, dst)
+	close(stop)
+	if werr := <-done; werr != nil {
+		t.Fatalf("concurrent write: %v", werr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v != len(migrations) {
+		t.Errorf("schema version %d, want %d", v, len(migrations))
+	}
+	if fi, err := os.Stat(dst); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("snapshot file: %v %v, want mode 0600", fi, err)
+	}
+	cp := openAt(t, dst)
+	if _, err := cp.GetToken(ctx, "before0001"); err != nil {
+		t.Errorf("token committed before the snapshot: %v", err)
+	}
+	if _, err := Snapshot(ctx, src, dst); err == nil {
+		t.Error("snapshot over an existing file: no error")
+	}
+	if _, err := Snapshot(ctx, filepath.Join(dir, "missing.db"), filepath.Join(dir, "x.db")); err == nil {
+		t.Error("snapshot of a missing database: no error")
 	}
 }
