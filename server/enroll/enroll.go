@@ -129,6 +129,8 @@ func New(cfg Config) (*Enroller, error) {
 // Request is a registration with its source address.
 type Request struct {
 	apiv1.RegisterRequest
+	// SourceIP is where the request came from; the invalid Addr means
+	// unknown (no trusted_enrollment CIDR contains it).
 	SourceIP netip.Addr
 }
 
@@ -209,7 +211,7 @@ func (e *Enroller) Register(ctx context.Context, req Request) (*apiv1.RegisterRe
 	}
 	audit := store.AuditEvent{
 		At: now, Type: store.AuditRegistration, Hostname: hostname,
-		SourceIP: req.SourceIP.String(), Replica: e.cfg.Replica,
+		SourceIP: addrString(req.SourceIP), Replica: e.cfg.Replica,
 		Details: map[string]string{"os": req.OS, "arch": req.Arch},
 	}
 	if req.Force {
@@ -287,7 +289,7 @@ func (e *Enroller) Register(ctx context.Context, req Request) (*apiv1.RegisterRe
 	}
 	env := store.Envoy{
 		UUID: id, Hostname: hostname, PublicKey: pub, CertSerial: ca.SerialHex(cert), CertNotAfter: cert.NotAfter,
-		OS: req.OS, Arch: req.Arch, SourceIP: req.SourceIP.String(), Method: d.Method, Rule: d.Rule,
+		OS: req.OS, Arch: req.Arch, SourceIP: addrString(req.SourceIP), Method: d.Method, Rule: d.Rule,
 		PolicyRevision: d.Revision, CreatedAt: now,
 	}
 	tokenID := ""
@@ -331,6 +333,15 @@ func (e *Enroller) Register(ctx context.Context, req Request) (*apiv1.RegisterRe
 	e.regs.WithLabelValues(d.Method, "allowed").Inc()
 	e.log.Info("envoy enrolled", "envoy_uuid", id, "hostname", hostname, "source_ip", env.SourceIP, "method", d.Method, "rule", d.Rule, "revision", d.Revision, "token_id", tokenID)
 	return resp, nil
+}
+
+// addrString is a source address as recorded: "" for no address (a proxy
+// named no client that parses), never "invalid IP".
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }
 
 // MethodRebootstrap is the method of an enrollment admitted by a proven

@@ -270,8 +270,10 @@ func (a *API) admin(h http.HandlerFunc) http.HandlerFunc {
 }
 
 // sourceIP is the TCP peer, or the client named in X-Forwarded-For when the
-// peer is a configured trusted proxy. Trusting the header from anyone else
-// would let a client pick the address that trusted enrollment checks.
+// peer is a configured trusted proxy (see clientAddr). Trusting the header
+// from anyone else would let a client pick the address that trusted
+// enrollment checks. The invalid netip.Addr means "no source address": no
+// CIDR contains it.
 func (a *API) sourceIP(r *http.Request) netip.Addr {
 	peer, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
@@ -279,29 +281,7 @@ func (a *API) sourceIP(r *http.Request) netip.Addr {
 		addr, _ := netip.ParseAddr(host)
 		return addr.Unmap()
 	}
-	addr := peer.Addr().Unmap()
-	if !a.trusted(addr) {
-		return addr
-	}
-	xff := r.Header.Values("X-Forwarded-For")
-	hops := strings.Split(strings.Join(xff, ","), ",")
-	// Walk from the right: the nearest hop not added by a trusted proxy is the client.
-	for i := len(hops) - 1; i >= 0; i-- {
-		h := strings.TrimSpace(hops[i])
-		if h == "" {
-			continue
-		}
-		hop, err := netip.ParseAddr(h)
-		if err != nil {
-			return addr
-		}
-		hop = hop.Unmap()
-		if !a.trusted(hop) {
-			return hop
-		}
-		addr = hop
-	}
-	return addr
+	return clientAddr(peer.Addr().Unmap(), r.Header.Values("X-Forwarded-For"), a.trusted)
 }
 
 func (a *API) trusted(addr netip.Addr) bool {
