@@ -100,3 +100,43 @@ approved: []
 		})
 	}
 }
+
+// TestJSONOnly (issue 12, item 5): the open POST endpoint accepts only
+// application/json, so that a cross-site "simple" form post from a browser
+// inside a trusted network cannot register (or force-replace) a host.
+// Refused requests have no side effect.
+func TestJSONOnly(t *testing.T) {
+	in := servertest.Start(t, servertest.Options{})
+	tests := []struct {
+		name, host, ctype string
+		code              int
+	}{
+		{"text/plain", "a.trusted.test", "text/plain", 415},
+		{"form", "b.trusted.test", "application/x-www-form-urlencoded", 415},
+		{"multipart", "c.trusted.test", "multipart/form-data; boundary=x", 415},
+		{"none", "d.trusted.test", "", 415},
+		{"json suffix", "e.trusted.test", "application/vnd.evil+json", 415},
+		{"unparsable", "f.trusted.test", "application/json; =", 415},
+		{"json", "g.trusted.test", "application/json", 200},
+		{"json with charset", "h.trusted.test", "application/json; charset=utf-8", 200},
+		{"json upper case", "i.trusted.test", "Application/JSON", 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, h, body := postRaw(t, in, "/api/v1/bootstrap/register", servertest.NewIdentity(t, tt.host).Req,
+				map[string]string{"Content-Type": tt.ctype, "Origin": "https://evil.example"})
+			if code != tt.code {
+				t.Fatalf("Content-Type %q: HTTP %d %s, want %d", tt.ctype, code, servertest.ErrorOf(body), tt.code)
+			}
+			if code == 200 {
+				return
+			}
+			if ct := h.Get("Content-Type"); ct != "application/json" || servertest.ErrorOf(body) == "" {
+				t.Errorf("refusal is not a JSON error: %s %q", ct, body)
+			}
+			if _, err := in.Store().GetActiveEnvoyByHostname(t.Context(), tt.host); err == nil {
+				t.Errorf("Content-Type %q: %s was enrolled", tt.ctype, tt.host)
+			}
+		})
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
 	"net/netip"
@@ -145,7 +146,7 @@ func (a *API) routes() *http.ServeMux {
 
 	// Open to anyone, rate-limited per source address.
 	open("GET /bootstrap", a.handleBootstrap)
-	open("POST /api/v1/bootstrap/register", a.handleRegister)
+	open("POST /api/v1/bootstrap/register", jsonOnly(a.handleRegister))
 	open("GET /api/v1/agent/latest", a.dist(func(d AgentDist) http.HandlerFunc { return d.HandleLatest }))
 	open("GET /api/v1/agent/download/{os}/{arch}", a.dist(func(d AgentDist) http.HandlerFunc { return d.HandleDownload }))
 	open("GET /api/v1/agent/self", a.handleAgentSelf)
@@ -243,6 +244,23 @@ func (a *API) rateLimited(h http.HandlerFunc) http.HandlerFunc {
 			secs := int(wait/time.Second) + 1
 			w.Header().Set("Retry-After", strconv.Itoa(secs))
 			writeError(w, http.StatusTooManyRequests, fmt.Sprintf("too many requests from this address: retry in %d s", secs))
+			return
+		}
+		h(w, r)
+	}
+}
+
+// jsonOnly refuses a body that is not declared application/json with 415.
+// Why: a browser sends text/plain, application/x-www-form-urlencoded and
+// multipart/form-data cross-site without asking (a "simple" request, no
+// CORS preflight); application/json needs a preflight, which this server
+// never grants. So a web page visited by someone inside a trusted network
+// cannot make the browser register (or force-replace) a host here.
+func jsonOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		if err != nil || mt != "application/json" {
+			writeError(w, http.StatusUnsupportedMediaType, "request body must be JSON sent with Content-Type: application/json")
 			return
 		}
 		h(w, r)

@@ -168,6 +168,9 @@ func (in *Instance) Do(t testing.TB, method, path string, body any, admin bool) 
 	if err != nil {
 		t.Fatal(err)
 	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if admin {
 		req.Header.Set("Authorization", "Bearer "+in.AdminToken)
 	}

@@ -16,6 +16,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"mime"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -235,11 +236,16 @@ func SignedRequest(v Envoy, at time.Time) *agentpb.CheckinRequest {
 // rebootstrap pending, signature by its stored key over
 // apiv1.RebootstrapSigningBytes, same hostname), revoke the old uuid with
 // reason "rebootstrapped", enroll the new key with force, and tell the gRPC
-// server (EnvoyChanged) about every envoy it revoked.
+// server (EnvoyChanged) about every envoy it revoked. Like the real handler
+// it accepts only Content-Type: application/json.
 func (e *Env) Register(w http.ResponseWriter, r *http.Request) {
 	fail := func(code int, msg string) {
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(apiv1.Error{Error: msg})
+	}
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		fail(http.StatusUnsupportedMediaType, "request body must be JSON sent with Content-Type: application/json")
+		return
 	}
 	var req apiv1.RegisterRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
