@@ -5,10 +5,15 @@ package server_test
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
 	"github.com/vigo-enroll/vigo/server"
@@ -138,5 +143,110 @@ func TestJSONOnly(t *testing.T) {
 				t.Errorf("Content-Type %q: %s was enrolled", tt.ctype, tt.host)
 			}
 		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the server's concurrent log writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestBoundedInput (issue 12, item 4): every string field of a
+// registration, and everything else an anonymous caller sends to the open
+// routes, is bounded: an oversized value is refused with a short message
+// that does not repeat it, and neither the audit trail nor the log grows
+// with it.
+func TestBoundedInput(t *testing.T) {
+	var log syncBuffer
+	in := servertest.Start(t, servertest.Options{Log: &log})
+	big := strings.Repeat("Z", 60000)
+	good := func(h string) apiv1.RegisterRequest { return servertest.NewIdentity(t, h).Req }
+	with := func(h string, edit func(*apiv1.RegisterRequest)) apiv1.RegisterRequest {
+		r := good(h)
+		edit(&r)
+		return r
+	}
+	longCN := servertest.NewIdentity(t, "cn.trusted.test")
+	longCN.Req = servertest.RequestFor(t, "cn.trusted.test", longCN.Key.Public().(ed25519.PublicKey), longCN.Key, strings.Repeat("\x1b[31m", 400))
+
+	const limit = 300   // bytes of an error message, an audit field, a log value
+	echoed := big[:101] // a quote of the input longer than messages may quote
+	tests := []struct {
+		name string
+		path string
+		body any // nil: GET
+		code int
+	}{
+		{"previous_uuid", "/api/v1/bootstrap/register", with("a.approved.test", func(r *apiv1.RegisterRequest) { r.PreviousUUID = big }), 400},
+		{"previous_uuid not a uuid", "/api/v1/bootstrap/register", with("a.approved.test", func(r *apiv1.RegisterRequest) { r.PreviousUUID = "x\x1b[31m" }), 400},
+		{"previous_signature", "/api/v1/bootstrap/register", with("a.approved.test", func(r *apiv1.RegisterRequest) {
+			r.PreviousUUID, r.PreviousSignature = "1b4e28ba-2fa1-41d2-883f-0016d3cca427", big
+		}), 400},
+		{"hostname", "/api/v1/bootstrap/register", with("a.approved.test", func(r *apiv1.RegisterRequest) { r.Hostname = big }), 400},
+		{"os", "/api/v1/bootstrap/register", with("a.approved.test", func(r *apiv1.RegisterRequest) { r.OS = big }), 400},
+		{"arch", "/api/v1/bootstrap/register", with("a.approved.test", func(r *apiv1.RegisterRequest) { r.Arch = big }), 400},
+		{"public_key", "/api/v1/bootstrap/register", with("a.approved.test", func(r *apiv1.RegisterRequest) { r.PublicKey = big }), 400},
+		{"csr", "/api/v1/bootstrap/register", with("a.approved.test", func(r *apiv1.RegisterRequest) { r.CSR = big }), 400},
+		{"token", "/api/v1/bootstrap/register", with("a.example.org", func(r *apiv1.RegisterRequest) { r.Token = big }), 400},
+		{"csr common name", "/api/v1/bootstrap/register", longCN.Req, 400},
+		{"unknown field", "/api/v1/bootstrap/register", []byte(`{"` + big + `": 1}`), 400},
+		{"bootstrap os", "/bootstrap?os=" + big, nil, 400},
+		{"no route", "/" + big, nil, 404},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var code int
+			var body []byte
+			if tt.body == nil {
+				code, body = in.Do(t, "GET", tt.path, nil, false)
+			} else {
+				code, _, body = postRaw(t, in, tt.path, tt.body, nil)
+			}
+			msg := servertest.ErrorOf(body)
+			if code != tt.code || msg == "" || len(body) > limit || strings.Contains(msg, echoed) || strings.Contains(msg, "\x1b") {
+				t.Errorf("HTTP %d, %d bytes: %.200q; want %d, a short message that does not repeat the input", code, len(body), msg, tt.code)
+			}
+		})
+	}
+	// A well-formed but unknown previous_uuid is refused by name, bounded.
+	code, _, body := postRaw(t, in, "/api/v1/bootstrap/register", with("a.approved.test", func(r *apiv1.RegisterRequest) {
+		r.PreviousUUID, r.PreviousSignature = "1B4E28BA-2FA1-41D2-883F-0016D3CCA427", base64.StdEncoding.EncodeToString(make([]byte, 64))
+	}), nil)
+	if msg := servertest.ErrorOf(body); code != 403 || msg != "rebootstrap refused: no envoy 1b4e28ba-2fa1-41d2-883f-0016d3cca427" {
+		t.Errorf("unknown previous_uuid: HTTP %d %q", code, msg)
+	}
+
+	evs, err := in.Store().ListAudit(t.Context(), time.Time{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		fields := []string{e.Hostname, e.Reason, e.Rule, e.Method, e.TokenID, e.SourceIP, e.EnvoyUUID}
+		for _, v := range e.Details {
+			fields = append(fields, v)
+		}
+		for _, f := range fields {
+			if len(f) > limit || strings.Contains(f, "\x1b") {
+				t.Errorf("audit event %d (%s %s) holds %d bytes: %.100q", e.ID, e.Type, e.Result, len(f), f)
+			}
+		}
+	}
+	for line := range strings.SplitSeq(log.String(), "\n") {
+		if len(line) > 4*limit || strings.Contains(line, echoed) {
+			t.Errorf("log line of %d bytes: %.200s", len(line), line)
+		}
 	}
 }

@@ -134,9 +134,45 @@ type Request struct {
 	SourceIP netip.Addr
 }
 
-// Validate checks the request's form; it returns a KindInvalid *Error naming the field.
+// Field size limits of a registration request, in bytes. Each is several
+// times what a real agent sends; they exist so that an anonymous caller
+// cannot make the server store, log or answer with a large value (the body
+// limit alone allows 64 KiB in any one field).
+const (
+	maxPublicKey = 1 << 10 // an Ed25519 PKIX PEM is 113 bytes
+	maxCSR       = 4 << 10 // an Ed25519 CSR PEM with a 253-byte name is under 1 KiB
+	maxToken     = 128     // a token is 45 bytes
+	maxSignature = 128     // base64 of 64 bytes is 88
+)
+
+// Validate checks the request's form; it returns a KindInvalid *Error naming
+// the field. Messages never repeat an unbounded or unchecked value: at most
+// a normalised hostname, or a value of bounded length quoted with %q (so
+// control characters are escaped).
 func Validate(r *apiv1.RegisterRequest) (hostname string, pub ed25519.PublicKey, err error) {
 	bad := func(format string, a ...any) error { return &Error{Kind: KindInvalid, Msg: fmt.Sprintf(format, a...)} }
+	for _, f := range []struct {
+		name, value string
+		max         int
+	}{
+		{"public_key", r.PublicKey, maxPublicKey}, {"csr", r.CSR, maxCSR},
+		{"token", r.Token, maxToken}, {"previous_signature", r.PreviousSignature, maxSignature},
+	} {
+		if len(f.value) > f.max {
+			return "", nil, bad("%s: longer than %d bytes", f.name, f.max)
+		}
+	}
+	if r.PreviousUUID != "" && !isUUID(r.PreviousUUID) {
+		return "", nil, bad("previous_uuid: not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")
+	}
+	if r.PreviousUUID != "" || r.PreviousSignature != "" {
+		if sig, err := base64.StdEncoding.DecodeString(r.PreviousSignature); err != nil || len(sig) != ed25519.SignatureSize {
+			return "", nil, bad("previous_signature: required with previous_uuid, the base64 of a %d-byte Ed25519 signature", ed25519.SignatureSize)
+		}
+		if r.PreviousUUID == "" {
+			return "", nil, bad("previous_uuid: required with previous_signature")
+		}
+	}
 	if r.Hostname == "" {
 		return "", nil, bad("hostname: required")
 	}
@@ -183,10 +219,34 @@ func Validate(r *apiv1.RegisterRequest) (hostname string, pub ed25519.PublicKey,
 		return "", nil, bad("csr: its key is not public_key")
 	}
 	cn, cnerr := policy.NormalizeHostname(csr.Subject.CommonName)
-	if cnerr != nil || cn != hostname {
-		return "", nil, bad("csr: common name %q is not the hostname %q", csr.Subject.CommonName, hostname)
+	if cnerr != nil {
+		return "", nil, bad("csr: common name is not a valid hostname (it must be the hostname %q)", hostname)
+	}
+	if cn != hostname {
+		return "", nil, bad("csr: common name %q is not the hostname %q", cn, hostname)
 	}
 	return hostname, pub, nil
+}
+
+// isUUID reports whether s is a UUID in its textual form, either case.
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func validWord(s string) bool {
@@ -351,13 +411,16 @@ const MethodRebootstrap = "rebootstrap"
 // checkRebootstrap verifies a rebootstrap: the previous envoy exists, is
 // active, was asked to rebootstrap, has this hostname, and its key signed
 // the new public key. It returns a refusal message, or "" when proven.
+// Validate has checked that PreviousUUID is a UUID and PreviousSignature
+// decodes to 64 bytes.
 func (e *Enroller) checkRebootstrap(ctx context.Context, r *apiv1.RegisterRequest, hostname string) (store.Envoy, string, error) {
-	prev, err := e.cfg.Store.GetEnvoy(ctx, strings.ToLower(r.PreviousUUID))
+	id := strings.ToLower(r.PreviousUUID)
+	prev, err := e.cfg.Store.GetEnvoy(ctx, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return prev, fmt.Sprintf("rebootstrap refused: no envoy %s", r.PreviousUUID), nil
+		return prev, fmt.Sprintf("rebootstrap refused: no envoy %s", id), nil
 	case err != nil:
-		return prev, "", fmt.Errorf("look up envoy %s: %w", r.PreviousUUID, err)
+		return prev, "", fmt.Errorf("look up envoy %s: %w", id, err)
 	case prev.Status != store.StatusActive:
 		return prev, fmt.Sprintf("rebootstrap refused: envoy %s is revoked: %s", prev.UUID, prev.RevokedReason), nil
 	case !prev.Rebootstrap:

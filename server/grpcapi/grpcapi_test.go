@@ -472,3 +472,32 @@ func TestExpiredCertificateExplained(t *testing.T) {
 		t.Fatalf("Run = %v, want a RevokedError saying the certificate expired and what to do", err)
 	}
 }
+
+// TestBoundedInputCheckin (issue 12, item 4, gRPC side): an oversized
+// check-in field is refused with a short message that does not repeat it
+// (the refusal is also what the server logs).
+func TestBoundedInputCheckin(t *testing.T) {
+	e := grpcapitest.New(t, grpcapitest.Options{})
+	v := e.EnrollNow("bounded.example.com")
+	c := e.RawClient(v.Cert, v.Key)
+	big := strings.Repeat("Z", 60000)
+	for _, tt := range []struct {
+		name string
+		edit func(*agentpb.CheckinRequest)
+	}{
+		{"uuid", func(r *agentpb.CheckinRequest) { r.Uuid = big }},
+		{"hostname", func(r *agentpb.CheckinRequest) { r.Hostname = big }},
+		{"agent_version", func(r *agentpb.CheckinRequest) { r.AgentVersion = big }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := grpcapitest.SignedRequest(v, time.Now())
+			tt.edit(r)
+			r.Signature = ed25519.Sign(v.Key, r.SigningBytes())
+			_, err := c.Checkin(context.Background(), r)
+			st := status.Convert(err)
+			if st.Code() != codes.InvalidArgument || len(st.Message()) > 200 || strings.Contains(st.Message(), "ZZZZ") {
+				t.Errorf("got %v %.200q (%d bytes), want InvalidArgument with a short message", st.Code(), st.Message(), len(st.Message()))
+			}
+		})
+	}
+}

@@ -30,13 +30,14 @@ func (v *service) Checkin(ctx context.Context, req *agentpb.CheckinRequest) (*ag
 	if !ok {
 		return nil, status.Error(codes.Unauthenticated, "no envoy identity")
 	}
-	if req.GetUuid() != id.UUID {
-		return nil, status.Errorf(codes.Unauthenticated, "check-in for envoy %q over the connection of envoy %s", req.GetUuid(), id.UUID)
-	}
-	for _, f := range []string{req.GetHostname(), req.GetAgentVersion(), req.GetOs(), req.GetArch()} {
+	// Sizes first, so that no refusal below repeats a large value.
+	for _, f := range []string{req.GetUuid(), req.GetHostname(), req.GetAgentVersion(), req.GetOs(), req.GetArch()} {
 		if len(f) > maxField {
 			return nil, status.Errorf(codes.InvalidArgument, "check-in field longer than %d bytes", maxField)
 		}
+	}
+	if req.GetUuid() != id.UUID {
+		return nil, status.Errorf(codes.Unauthenticated, "check-in for envoy %q over the connection of envoy %s", req.GetUuid(), id.UUID)
 	}
 	if len(req.GetNonce()) != agentpb.NonceSize {
 		return nil, status.Errorf(codes.InvalidArgument, "check-in nonce must be %d bytes", agentpb.NonceSize)

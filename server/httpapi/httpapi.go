@@ -21,12 +21,14 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/vigo-enroll/vigo/policy"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/server/bootstrap"
 	"github.com/vigo-enroll/vigo/server/enroll"
 	"github.com/vigo-enroll/vigo/server/store"
 )
@@ -177,10 +179,10 @@ func (a *API) routes() *http.ServeMux {
 
 	// Anything else under /api/ is unknown: admin-only so it reveals nothing.
 	admin("/api/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", method(r), clip(r.URL.Path, 100)))
 	})
 	plain("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s; the bootstrap script is at GET /bootstrap", r.Method, r.URL.Path))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s; the bootstrap script is at GET /bootstrap", method(r), clip(r.URL.Path, 100)))
 	})
 	return m
 }
@@ -345,8 +347,12 @@ func (a *API) handleBootstrap(w http.ResponseWriter, r *http.Request) {
 	}
 	goos := r.URL.Query().Get("os")
 	script, ctype, err := a.cfg.Bootstrap(goos)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	switch {
+	case errors.Is(err, bootstrap.ErrUnsupportedOS):
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("no bootstrap script for os=%s: leave os out for Unix (sh), or use os=windows (PowerShell)", clip(goos, 16)))
+		return
+	case err != nil:
+		a.internal(w, "render bootstrap script", err)
 		return
 	}
 	w.Header().Set("Content-Type", ctype)
@@ -371,8 +377,9 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 			return fmt.Errorf("field %s: expected %s", te.Field, te.Type)
 		case errors.As(err, &se):
 			return fmt.Errorf("request body is not valid JSON: %v", err)
-		case strings.HasPrefix(err.Error(), "json: unknown field"):
-			return fmt.Errorf("request body has an %s", strings.TrimPrefix(err.Error(), "json: "))
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			name, _ := strconv.Unquote(strings.TrimPrefix(err.Error(), "json: unknown field "))
+			return fmt.Errorf("request body has an unknown field %s", clip(name, 40))
 		default:
 			return fmt.Errorf("request body is not valid JSON: %v", err)
 		}
@@ -381,6 +388,30 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 		return errors.New("request body has data after the JSON object")
 	}
 	return nil
+}
+
+// clip quotes client input for a message: at most n bytes of it (cut at a
+// character boundary, "…" marking the cut), with control and non-printable
+// characters escaped as by %q, so that a refusal never repeats an
+// unbounded value or writes raw control bytes into a terminal or a log.
+func clip(s string, n int) string {
+	if len(s) > n {
+		cut := n
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		return strconv.Quote(s[:cut]) + "…"
+	}
+	return strconv.Quote(s)
+}
+
+// method is the request method for a message: net/http admits only token
+// characters in it, so it needs a length bound, not quoting.
+func method(r *http.Request) string {
+	if len(r.Method) > 16 {
+		return r.Method[:16] + "…"
+	}
+	return r.Method
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -41,6 +41,8 @@ type Options struct {
 	Config func(*server.Config)
 	// Verbose sends the server log to the test log.
 	Verbose bool
+	// Log, when set, receives the server log as text (instead of Verbose).
+	Log io.Writer
 }
 
 // Instance is a running server.
@@ -97,7 +99,10 @@ func Start(t testing.TB, o Options) *Instance {
 		t.Fatal(err)
 	}
 	logger := slog.New(slog.DiscardHandler)
-	if o.Verbose {
+	switch {
+	case o.Log != nil:
+		logger = slog.New(slog.NewTextHandler(o.Log, nil))
+	case o.Verbose:
 		logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
