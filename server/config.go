@@ -47,6 +47,11 @@ type ServerConfig struct {
 	// them). Set it below bootstrap.checkin_interval for large fleets: memory
 	// then stays flat, each check-in pays a TLS handshake (see BENCHMARKS.md).
 	GRPCIdleTimeout Duration `yaml:"grpc_idle_timeout"`
+	// MetricsListen, when set, is a separate plain-HTTP listener for
+	// GET /metrics (and /healthz, /readyz), the Prometheus convention; the
+	// public HTTPS port then serves no metrics. Empty (default): /metrics
+	// is served on the public port, rate-limited like the open routes.
+	MetricsListen string `yaml:"metrics_listen"`
 	// ReplicaRefresh bounds how long a change made through another replica
 	// (a revocation, a renewal, a flag) takes to reach this replica's
 	// check-in cache (default 10s). Changes made here apply at once.

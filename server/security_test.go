@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
 	"github.com/vigo-enroll/vigo/server"
 	"github.com/vigo-enroll/vigo/server/servertest"
@@ -247,6 +249,94 @@ func TestBoundedInput(t *testing.T) {
 	for line := range strings.SplitSeq(log.String(), "\n") {
 		if len(line) > 4*limit || strings.Contains(line, echoed) {
 			t.Errorf("log line of %d bytes: %.200s", len(line), line)
+		}
+	}
+}
+
+// tokenCheckLines returns the vigo_token_checks_total samples of /metrics.
+func tokenCheckLines(t *testing.T, in *servertest.Instance) map[string]string {
+	t.Helper()
+	code, body := in.Do(t, "GET", "/metrics", nil, false)
+	if code != 200 {
+		t.Fatalf("/metrics: HTTP %d", code)
+	}
+	out := map[string]string{}
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if name, value, ok := strings.Cut(line, " "); ok && strings.HasPrefix(name, "vigo_token_checks_total") {
+			out[name] = value
+		}
+	}
+	return out
+}
+
+// TestMetricsAndTimingRevealNoTokens (issue 12, item 7): an anonymous
+// caller cannot tell a known token id from an unknown one: the answers are
+// the same, and /metrics, open on the public port by default, counts both
+// alike. (That both cost one bcrypt comparison is
+// TestUnknownTokenCostsABcrypt in server/enroll.)
+func TestMetricsAndTimingRevealNoTokens(t *testing.T) {
+	in := servertest.Start(t, servertest.Options{})
+	known := in.Token(t, "web1.example.com", "")
+	wrongSecret := known.Token[:len(known.Token)-32] + strings.Repeat("a", 32)
+	unknown := "vt_zzzzzzzzzz." + strings.Repeat("a", 32)
+	if strings.HasPrefix(known.Token, "vt_zzzzzzzzzz.") {
+		t.Skip("the generated token has the unknown id")
+	}
+	try := func(tok string) (int, string, map[string]string) {
+		before := tokenCheckLines(t, in)
+		req := servertest.NewIdentity(t, "web1.example.com").Req
+		req.Token = tok
+		code, body := in.Register(t, req)
+		after := tokenCheckLines(t, in)
+		delta := map[string]string{}
+		for k, v := range after {
+			if before[k] != v {
+				delta[k] = before[k] + " -> " + v
+			}
+		}
+		return code, string(body), delta
+	}
+	c1, b1, d1 := try(wrongSecret)
+	c2, b2, d2 := try(unknown)
+	if c1 != 403 || c1 != c2 || b1 != b2 {
+		t.Errorf("known id, wrong secret: HTTP %d %s\nunknown id: HTTP %d %s\nwant the same 403", c1, b1, c2, b2)
+	}
+	// The same series moved by one for both.
+	strip := func(d map[string]string) []string {
+		var names []string
+		for k := range d {
+			names = append(names, k)
+		}
+		return names
+	}
+	if n1, n2 := strip(d1), strip(d2); len(n1) != 1 || !cmp.Equal(n1, n2) {
+		t.Errorf("/metrics changed differently:\nknown id, wrong secret: %v\nunknown id: %v", d1, d2)
+	}
+}
+
+// TestMetricsListen (issue 12, item 7): with server.metrics_listen the
+// metrics move to their own plain-HTTP listener, the Prometheus
+// convention, and the public port serves none.
+func TestMetricsListen(t *testing.T) {
+	in := servertest.Start(t, servertest.Options{Config: func(c *server.Config) {
+		c.Server.MetricsListen = "127.0.0.1:0"
+	}})
+	if code, body := in.Do(t, "GET", "/metrics", nil, false); code != 404 || !strings.Contains(servertest.ErrorOf(body), "server.metrics_listen") {
+		t.Errorf("public /metrics: HTTP %d %.200s, want 404", code, body)
+	}
+	for path, want := range map[string]string{"/metrics": "vigo_grpc_connections", "/healthz": `"ok"`, "/readyz": `"ready"`, "/api/v1/tokens": "no route"} {
+		resp, err := http.Get("http://" + in.MetricsAddr().String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		wantCode := 200
+		if path == "/api/v1/tokens" {
+			wantCode = 404
+		}
+		if resp.StatusCode != wantCode || !strings.Contains(string(body), want) {
+			t.Errorf("metrics listener %s: HTTP %d %.200s, want %d with %q", path, resp.StatusCode, body, wantCode, want)
 		}
 	}
 }

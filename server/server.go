@@ -52,6 +52,8 @@ type Server struct {
 	http     *http.Server
 	apiLn    net.Listener
 	grpcLn   net.Listener
+	metrics  *http.Server // nil without server.metrics_listen
+	metLn    net.Listener // its listener
 	registry *prometheus.Registry
 	// AdminTokenFile is where the admin token was written at first start.
 	AdminTokenFile string
@@ -81,6 +83,11 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (s *Server, err 
 	}
 	if s.grpcLn, err = net.Listen("tcp", cfg.Server.GRPCListen); err != nil {
 		return nil, fmt.Errorf("listen on server.grpc_listen %s: %w", cfg.Server.GRPCListen, err)
+	}
+	if cfg.Server.MetricsListen != "" {
+		if s.metLn, err = net.Listen("tcp", cfg.Server.MetricsListen); err != nil {
+			return nil, fmt.Errorf("listen on server.metrics_listen %s: %w", cfg.Server.MetricsListen, err)
+		}
 	}
 
 	names := append([]string{cfg.Server.Hostname}, cfg.Server.TLSSANs...)
@@ -236,9 +243,23 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (s *Server, err 
 		RatePerSecond: cfg.Bootstrap.RateLimit.PerSecond, Burst: cfg.Bootstrap.RateLimit.Burst,
 		PublicURL: publicURL, Replica: cfg.Server.Replica, Ready: s.ready,
 		Registerer: s.registry, Gatherer: s.registry, Logger: logger,
+		MetricsElsewhere: s.metLn != nil,
 	})
 	if err != nil {
 		return nil, err
+	}
+	if s.metLn != nil {
+		// Plain HTTP, as Prometheus scrapes by default: the listener
+		// serves only metrics and health, which hold no secret and
+		// nothing per token; bind it to loopback or a management network.
+		s.metrics = &http.Server{
+			Handler:           api.MetricsHandler(),
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       10 * time.Second,
+			WriteTimeout:      time.Minute,
+			MaxHeaderBytes:    16 << 10,
+			ErrorLog:          slog.NewLogLogger(logger.With("component", "metrics").Handler(), slog.LevelDebug),
+		}
 	}
 	serverCert := s.ca.ServerTLSCertificate()
 	s.http = &http.Server{
@@ -258,8 +279,12 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (s *Server, err 
 			ClientCAs:  s.ca.Pool(),
 		},
 	}
-	logger.Info("server ready to start", "api", s.apiLn.Addr().String(), "grpc", s.grpcLn.Addr().String(),
-		"public_url", publicURL, "ca_fingerprint", s.ca.Fingerprint(), "replica", cfg.Server.Replica)
+	attrs := []any{"api", s.apiLn.Addr().String(), "grpc", s.grpcLn.Addr().String()}
+	if s.metLn != nil {
+		attrs = append(attrs, "metrics", s.metLn.Addr().String())
+	}
+	logger.Info("server ready to start", append(attrs,
+		"public_url", publicURL, "ca_fingerprint", s.ca.Fingerprint(), "replica", cfg.Server.Replica)...)
 	return s, nil
 }
 
@@ -346,6 +371,15 @@ func (s *Server) APIAddr() net.Addr { return s.apiLn.Addr() }
 // GRPCAddr is the address the gRPC service listens on.
 func (s *Server) GRPCAddr() net.Addr { return s.grpcLn.Addr() }
 
+// MetricsAddr is the address of the metrics listener (server.metrics_listen),
+// nil when there is none.
+func (s *Server) MetricsAddr() net.Addr {
+	if s.metLn == nil {
+		return nil
+	}
+	return s.metLn.Addr()
+}
+
 // CA returns the server's CA.
 func (s *Server) CA() *ca.CA { return s.ca }
 
@@ -382,6 +416,14 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	if s.metrics != nil {
+		g.Go(func() error {
+			if err := s.metrics.Serve(s.metLn); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("metrics: %w", err)
+			}
+			return nil
+		})
+	}
 	if s.dirSrc != nil {
 		g.Go(func() error { return s.dirSrc.Run(ctx) })
 	}
@@ -397,6 +439,9 @@ func (s *Server) Run(ctx context.Context) error {
 		sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		_ = s.http.Shutdown(sctx)
+		if s.metrics != nil {
+			_ = s.metrics.Shutdown(sctx)
+		}
 		s.grpc.GracefulStop()
 		return nil
 	})
@@ -431,7 +476,7 @@ func (s *Server) Close() {
 	if s.grpc != nil {
 		_ = s.grpc.Close() // flushes batched check-ins
 	}
-	for _, ln := range []net.Listener{s.apiLn, s.grpcLn} {
+	for _, ln := range []net.Listener{s.apiLn, s.grpcLn, s.metLn} {
 		if ln != nil {
 			_ = ln.Close()
 		}

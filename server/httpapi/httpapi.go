@@ -83,8 +83,12 @@ type Config struct {
 	// Registerer and Gatherer for metrics (nil = none / default).
 	Registerer prometheus.Registerer
 	Gatherer   prometheus.Gatherer
-	Logger     *slog.Logger
-	Now        func() time.Time
+	// MetricsElsewhere takes GET /metrics off this handler: the server
+	// serves MetricsHandler on its own listener (server.metrics_listen).
+	// False (default): /metrics is an open route, rate-limited per source.
+	MetricsElsewhere bool
+	Logger           *slog.Logger
+	Now              func() time.Time
 }
 
 // API is the HTTP handler of the server.
@@ -94,6 +98,7 @@ type API struct {
 	limit    *limiter
 	hookLim  *limiter
 	duration *prometheus.HistogramVec
+	metrics  http.Handler
 	mux      *http.ServeMux
 }
 
@@ -127,6 +132,7 @@ func New(cfg Config) (*API, error) {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"route", "code"}),
 	}
+	a.metrics = promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(a.duration); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
@@ -157,12 +163,18 @@ func (a *API) routes() *http.ServeMux {
 	// Authenticated by its HMAC, rate-limited.
 	plain("POST /api/v1/policy/webhook", a.handleWebhook)
 
-	// Health and metrics are open.
-	plain("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
+	// Health is open. Metrics are open too unless served on their own
+	// listener; they say nothing per token (see enroll.checkToken), and
+	// are rate-limited like the other open routes.
+	plain("GET /healthz", a.handleHealth)
 	plain("GET /readyz", a.handleReady)
-	m.Handle("GET /metrics", promhttp.HandlerFor(a.cfg.Gatherer, promhttp.HandlerOpts{}))
+	if a.cfg.MetricsElsewhere {
+		plain("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, http.StatusNotFound, "metrics are not served on this port (see server.metrics_listen)")
+		})
+	} else {
+		open("GET /metrics", a.handleMetrics)
+	}
 
 	// Admin API.
 	admin("POST /api/v1/tokens", a.handleTokenCreate)
@@ -330,6 +342,25 @@ func (a *API) handleAgentSelf(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, apiv1.AgentSelf{UUID: uuid, Accepted: ok, Message: msg})
+}
+
+// MetricsHandler serves GET /metrics, /healthz and /readyz, for the
+// separate metrics listener (server.metrics_listen).
+func (a *API) MetricsHandler() http.Handler {
+	m := http.NewServeMux()
+	m.HandleFunc("GET /metrics", a.handleMetrics)
+	m.HandleFunc("GET /healthz", a.handleHealth)
+	m.HandleFunc("GET /readyz", a.handleReady)
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s; this listener serves GET /metrics, /healthz and /readyz", method(r), clip(r.URL.Path, 100)))
+	})
+	return m
+}
+
+func (a *API) handleMetrics(w http.ResponseWriter, r *http.Request) { a.metrics.ServeHTTP(w, r) }
+
+func (a *API) handleHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 func (a *API) handleReady(w http.ResponseWriter, r *http.Request) {
