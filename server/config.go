@@ -125,12 +125,26 @@ type BootstrapConfig struct {
 	CheckinInterval Duration `yaml:"checkin_interval"`
 }
 
-// RateLimit is a per-source-address token bucket for the open endpoints.
+// RateLimit bounds the open endpoints with token buckets: per source
+// address, per source network, and for the whole server on the bcrypt path.
 type RateLimit struct {
-	// PerSecond is the refill rate (default 5). Negative disables the limit.
+	// PerSecond is the refill rate per source address (default 5).
+	// Negative disables the limit.
 	PerSecond float64 `yaml:"per_second"`
-	// Burst is the bucket size (default 20).
+	// Burst is the bucket size per source address (default 20).
 	Burst int `yaml:"burst"`
+	// NetworkPerSecond is the refill rate per source network, an IPv4 /24
+	// or an IPv6 /64, shared by all its addresses (default 4 × PerSecond;
+	// off when PerSecond is). Negative disables it.
+	NetworkPerSecond float64 `yaml:"network_per_second"`
+	// NetworkBurst is the bucket size per source network (default 4 × Burst).
+	NetworkBurst int `yaml:"network_burst"`
+	// TokenChecksPerSecond is the refill rate of registrations carrying a
+	// token, for the whole server: each costs a bcrypt comparison, about
+	// 50 ms of a core (default 10). Negative disables it.
+	TokenChecksPerSecond float64 `yaml:"token_checks_per_second"`
+	// TokenChecksBurst is its bucket size (default 20).
+	TokenChecksBurst int `yaml:"token_checks_burst"`
 }
 
 // AgentConfig is the `agent:` section.
@@ -178,11 +192,24 @@ func (c *Config) Defaults() {
 	def(&c.Server.Hostname, host)
 	def(&c.Server.Replica, host)
 	def(&c.Database.Driver, "sqlite")
-	if c.Bootstrap.RateLimit.PerSecond == 0 {
-		c.Bootstrap.RateLimit.PerSecond = 5
+	rl := &c.Bootstrap.RateLimit
+	if rl.PerSecond == 0 {
+		rl.PerSecond = 5
 	}
-	if c.Bootstrap.RateLimit.Burst == 0 {
-		c.Bootstrap.RateLimit.Burst = 20
+	if rl.Burst == 0 {
+		rl.Burst = 20
+	}
+	if rl.NetworkPerSecond == 0 {
+		rl.NetworkPerSecond = 4 * rl.PerSecond // negative (off) when per_second is
+	}
+	if rl.NetworkBurst == 0 {
+		rl.NetworkBurst = 4 * rl.Burst
+	}
+	if rl.TokenChecksPerSecond == 0 {
+		rl.TokenChecksPerSecond = 10
+	}
+	if rl.TokenChecksBurst == 0 {
+		rl.TokenChecksBurst = 20
 	}
 	if c.Bootstrap.CheckinInterval == 0 {
 		c.Bootstrap.CheckinInterval = Duration(time.Minute)
@@ -312,6 +339,19 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.TrustedProxyPrefixes(); err != nil {
 		errs = append(errs, err)
+	}
+	rl := c.Bootstrap.RateLimit
+	for _, b := range []struct {
+		name  string
+		rate  float64
+		burst int
+	}{
+		{"", rl.PerSecond, rl.Burst}, {"network_", rl.NetworkPerSecond, rl.NetworkBurst},
+		{"token_checks_", rl.TokenChecksPerSecond, rl.TokenChecksBurst},
+	} {
+		if b.rate > 0 && b.burst < 1 {
+			errs = append(errs, fmt.Errorf("bootstrap.rate_limit.%sburst must be at least 1 when %sper_second is on", b.name, b.name))
+		}
 	}
 	if c.Bootstrap.CheckinInterval < Duration(time.Second) {
 		errs = append(errs, errors.New("bootstrap.checkin_interval must be at least 1s"))

@@ -26,6 +26,18 @@ func TestDefaultsWithoutFile(t *testing.T) {
 	if c.Server.DataDir != "./vigo-data" || time.Duration(c.Bootstrap.CheckinInterval) != time.Minute || c.Bootstrap.RateLimit.PerSecond != 5 {
 		t.Fatalf("defaults: %+v", c)
 	}
+	want := RateLimit{PerSecond: 5, Burst: 20, NetworkPerSecond: 20, NetworkBurst: 80, TokenChecksPerSecond: 10, TokenChecksBurst: 20}
+	if c.Bootstrap.RateLimit != want {
+		t.Fatalf("rate limit defaults %+v, want %+v", c.Bootstrap.RateLimit, want)
+	}
+	// The example documents the defaults.
+	ex, err := LoadConfig("../examples/server.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex.Bootstrap.RateLimit != want {
+		t.Fatalf("examples/server.yaml rate_limit %+v, want the defaults %+v", ex.Bootstrap.RateLimit, want)
+	}
 }
 
 func TestConfigErrors(t *testing.T) {
@@ -42,6 +54,7 @@ func TestConfigErrors(t *testing.T) {
 		{"postgres without dsn", "database:\n  driver: postgres\n", "set database.dsn or database.dsn_file"},
 		{"bad proxy", "server:\n  trusted_proxies: [nope]\n", `"nope" is neither an address nor a CIDR`},
 		{"not yaml", "server: [\n", "parse YAML"},
+		{"network burst", "bootstrap:\n  rate_limit: {network_per_second: 3, network_burst: -1}\n", "bootstrap.rate_limit.network_burst must be at least 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "server.yaml")

@@ -8,7 +8,9 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -339,4 +341,100 @@ func TestMetricsListen(t *testing.T) {
 			t.Errorf("metrics listener %s: HTTP %d %.200s, want %d with %q", path, resp.StatusCode, body, wantCode, want)
 		}
 	}
+}
+
+// clientFrom returns an HTTPS client of in whose connections come from the
+// local address src (any 127.0.0.0/8 address works on loopback).
+func clientFrom(in *servertest.Instance, src string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	tr := in.Client.Transport.(*http.Transport).Clone()
+	tr.DialContext = d.DialContext
+	tr.DisableKeepAlives = true
+	return &http.Client{Transport: tr, Timeout: in.Client.Timeout}
+}
+
+// TestRateLimitAgainstAddressRotation (issue 12, item 8): the open
+// endpoints are limited per address and also per IPv4 /24 and IPv6 /64,
+// so rotating addresses within a network does not escape the limit; and
+// registrations with a token (the bcrypt path) have a ceiling for the
+// whole server. Every refusal is 429 with Retry-After.
+func TestRateLimitAgainstAddressRotation(t *testing.T) {
+	in := servertest.Start(t, servertest.Options{Config: func(c *server.Config) {
+		c.Server.TrustedProxies = []string{"127.0.0.1"}
+		c.Bootstrap.RateLimit = server.RateLimit{
+			PerSecond: 0.001, Burst: 3, // per address: plenty for one request each
+			NetworkPerSecond: 0.001, NetworkBurst: 10,
+			TokenChecksPerSecond: 0.001, TokenChecksBurst: 5,
+		}
+	}})
+	register := func(c *http.Client, header map[string]string, tok string) (int, string) {
+		req := servertest.NewIdentity(t, "nobody.example.org").Req
+		req.Token = tok
+		b, _ := json.Marshal(req)
+		hr, _ := http.NewRequest("POST", in.URL+"/api/v1/bootstrap/register", bytes.NewReader(b))
+		hr.Header.Set("Content-Type", "application/json")
+		for k, v := range header {
+			hr.Header.Set(k, v)
+		}
+		resp, err := c.Do(hr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode == 429 && (resp.Header.Get("Retry-After") == "" || servertest.ErrorOf(body) == "") {
+			t.Errorf("429 without Retry-After or JSON error: %q %s", resp.Header.Get("Retry-After"), body)
+		}
+		return resp.StatusCode, servertest.ErrorOf(body)
+	}
+	count := func(codes []int) (passed, limited int) {
+		for _, c := range codes {
+			if c == 429 {
+				limited++
+			} else {
+				passed++
+			}
+		}
+		return passed, limited
+	}
+
+	t.Run("IPv4 /24", func(t *testing.T) {
+		var codes []int
+		for i := range 20 {
+			code, _ := register(clientFrom(in, fmt.Sprintf("127.0.7.%d", 10+i)), nil, "")
+			codes = append(codes, code)
+		}
+		if p, l := count(codes); p != 10 || l != 10 {
+			t.Errorf("20 addresses of one /24: %d passed, %d limited (%v); want 10 and 10", p, l, codes)
+		}
+		// Another /24 is not affected.
+		if code, msg := register(clientFrom(in, "127.0.8.10"), nil, ""); code != 403 {
+			t.Errorf("another /24: HTTP %d %s, want 403", code, msg)
+		}
+	})
+	t.Run("IPv6 /64 behind a proxy", func(t *testing.T) {
+		var codes []int
+		for i := range 20 {
+			code, _ := register(in.Client, map[string]string{"X-Forwarded-For": fmt.Sprintf("2001:db8:1:2:%x::1", i+1)}, "")
+			codes = append(codes, code)
+		}
+		if p, l := count(codes); p != 10 || l != 10 {
+			t.Errorf("20 addresses of one /64: %d passed, %d limited (%v); want 10 and 10", p, l, codes)
+		}
+	})
+	t.Run("bcrypt ceiling", func(t *testing.T) {
+		fake := "vt_aaaaaaaaaa." + strings.Repeat("b", 32)
+		var codes []int
+		for i := range 8 {
+			code, _ := register(clientFrom(in, fmt.Sprintf("127.0.%d.1", 20+i)), nil, fake)
+			codes = append(codes, code)
+		}
+		if p, l := count(codes); p != 5 || l != 3 {
+			t.Errorf("8 token registrations from 8 networks: %d passed, %d limited (%v); want 5 and 3", p, l, codes)
+		}
+		// Registrations without a token do not pay for it.
+		if code, msg := register(clientFrom(in, "127.0.40.1"), nil, ""); code != 403 {
+			t.Errorf("no token, past the token ceiling: HTTP %d %s, want 403", code, msg)
+		}
+	})
 }

@@ -34,6 +34,7 @@ import (
 	"github.com/vigo-enroll/vigo/server/grpcapi"
 	"github.com/vigo-enroll/vigo/server/httpapi"
 	"github.com/vigo-enroll/vigo/server/policyctl"
+	"github.com/vigo-enroll/vigo/server/ratelimit"
 	"github.com/vigo-enroll/vigo/server/store"
 	"github.com/vigo-enroll/vigo/server/store/pgstore"
 	"github.com/vigo-enroll/vigo/server/store/sqlitestore"
@@ -212,6 +213,7 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (s *Server, err 
 		Store: notify, CA: s.ca, Policy: s.policy, Replica: cfg.Server.Replica,
 		GRPCAddress: grpcAddr, CheckinInterval: interval, ServerPublicKey: signKey.Public().(ed25519.PublicKey),
 		SigningKeyPEM: signingKeyPEM, Logger: logger, Registerer: s.registry,
+		TokenChecks: limit(cfg.Bootstrap.RateLimit.TokenChecksPerSecond, cfg.Bootstrap.RateLimit.TokenChecksBurst),
 	})
 	if err != nil {
 		return nil, err
@@ -240,8 +242,9 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (s *Server, err 
 		},
 		Judge:          s.grpc.Judge,
 		AdminTokenHash: adminHash, WebhookSecret: webhookSecret, TrustedProxies: proxies,
-		RatePerSecond: cfg.Bootstrap.RateLimit.PerSecond, Burst: cfg.Bootstrap.RateLimit.Burst,
-		PublicURL: publicURL, Replica: cfg.Server.Replica, Ready: s.ready,
+		PerAddress: limit(cfg.Bootstrap.RateLimit.PerSecond, cfg.Bootstrap.RateLimit.Burst),
+		PerNetwork: limit(cfg.Bootstrap.RateLimit.NetworkPerSecond, cfg.Bootstrap.RateLimit.NetworkBurst),
+		PublicURL:  publicURL, Replica: cfg.Server.Replica, Ready: s.ready,
 		Registerer: s.registry, Gatherer: s.registry, Logger: logger,
 		MetricsElsewhere: s.metLn != nil,
 	})
@@ -286,6 +289,11 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (s *Server, err 
 	logger.Info("server ready to start", append(attrs,
 		"public_url", publicURL, "ca_fingerprint", s.ca.Fingerprint(), "replica", cfg.Server.Replica)...)
 	return s, nil
+}
+
+// limit is a configured rate (negative: off) as a ratelimit.Limit.
+func limit(perSecond float64, burst int) ratelimit.Limit {
+	return ratelimit.Limit{PerSecond: perSecond, Burst: burst}
 }
 
 func (s *Server) startPolicy(ctx context.Context) error {

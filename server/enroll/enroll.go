@@ -24,6 +24,7 @@ import (
 	"github.com/vigo-enroll/vigo/policy"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
 	"github.com/vigo-enroll/vigo/server/ca"
+	"github.com/vigo-enroll/vigo/server/ratelimit"
 	"github.com/vigo-enroll/vigo/server/store"
 	"github.com/vigo-enroll/vigo/server/token"
 )
@@ -37,6 +38,7 @@ const (
 	KindDenied                   // refused by policy or token: 403
 	KindConflict                 // an active envoy has this hostname: 409
 	KindInternal                 // server fault: 500
+	KindBusy                     // over the token-check ceiling: 429, retry after RetryAfter
 )
 
 // Error is a refused registration. Msg is safe to show to the client; Err
@@ -45,6 +47,8 @@ type Error struct {
 	Kind Kind
 	Msg  string
 	Err  error
+	// RetryAfter is when to try again (KindBusy).
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {
@@ -78,6 +82,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer for metrics (nil = none).
 	Registerer prometheus.Registerer
+	// TokenChecks bounds registrations carrying a token, the bcrypt path,
+	// for this whole server (zero: no bound). A burst of them is refused
+	// with KindBusy instead of taking every core.
+	TokenChecks ratelimit.Limit
 }
 
 // Enroller registers envoys.
@@ -85,6 +93,7 @@ type Enroller struct {
 	cfg      Config
 	log      *slog.Logger
 	bcrypt   chan struct{}
+	ceiling  *ratelimit.Shared
 	regs     *prometheus.CounterVec
 	tokenChk *prometheus.CounterVec
 }
@@ -108,7 +117,8 @@ func New(cfg Config) (*Enroller, error) {
 		log: cfg.Logger.With("component", "enroll"),
 		// bcrypt is CPU-bound: at most one check per core, so a burst of
 		// token registrations cannot starve TLS handshakes and check-ins.
-		bcrypt: make(chan struct{}, runtime.GOMAXPROCS(0)),
+		bcrypt:  make(chan struct{}, runtime.GOMAXPROCS(0)),
+		ceiling: ratelimit.NewShared(cfg.TokenChecks, cfg.Now),
 		regs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigo_registrations_total", Help: "Registration attempts by method and result.",
 		}, []string{"method", "result"}),
@@ -311,6 +321,13 @@ func (e *Enroller) Register(ctx context.Context, req Request) (*apiv1.RegisterRe
 		tok, perr := token.Parse(req.Token)
 		if perr != nil {
 			return nil, deny(KindDenied, "token", "token is not valid")
+		}
+		// Before any lookup or bcrypt work, and without an audit row:
+		// the ceiling is there so that a flood costs little.
+		if ok, wait := e.ceiling.Take(); !ok {
+			e.regs.WithLabelValues("token", "busy").Inc()
+			return nil, &Error{Kind: KindBusy, RetryAfter: wait,
+				Msg: "too many registrations with a token on this server right now"}
 		}
 		audit.TokenID = tok.ID
 		tokInfo, tokProblem, err = e.checkToken(ctx, tok, now)

@@ -30,6 +30,7 @@ import (
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
 	"github.com/vigo-enroll/vigo/server/bootstrap"
 	"github.com/vigo-enroll/vigo/server/enroll"
+	"github.com/vigo-enroll/vigo/server/ratelimit"
 	"github.com/vigo-enroll/vigo/server/store"
 )
 
@@ -71,9 +72,9 @@ type Config struct {
 	WebhookSecret []byte
 	// TrustedProxies may set X-Forwarded-For.
 	TrustedProxies []netip.Prefix
-	// RatePerSecond and Burst limit the open routes per source address (rate < 0: off).
-	RatePerSecond float64
-	Burst         int
+	// PerAddress and PerNetwork limit the open routes per source address
+	// and per source network (IPv4 /24, IPv6 /64); the zero Limit is off.
+	PerAddress, PerNetwork ratelimit.Limit
 	// PublicURL is the https://host:port agents and operators use.
 	PublicURL string
 	// Ready reports readiness for /readyz ("" = ready, else the reason).
@@ -95,8 +96,9 @@ type Config struct {
 type API struct {
 	cfg      Config
 	log      *slog.Logger
-	limit    *limiter
-	hookLim  *limiter
+	perAddr  *ratelimit.Keyed[netip.Addr]
+	perNet   *ratelimit.Keyed[netip.Prefix]
+	hookLim  *ratelimit.Keyed[netip.Addr]
 	duration *prometheus.HistogramVec
 	metrics  http.Handler
 	mux      *http.ServeMux
@@ -125,8 +127,9 @@ func New(cfg Config) (*API, error) {
 	a := &API{
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "httpapi"),
-		limit:   newLimiter(cfg.RatePerSecond, cfg.Burst, cfg.Now),
-		hookLim: newLimiter(10, 50, cfg.Now), // a valid call only coalesces into one sync
+		perAddr: ratelimit.NewKeyed[netip.Addr](cfg.PerAddress, cfg.Now),
+		perNet:  ratelimit.NewKeyed[netip.Prefix](cfg.PerNetwork, cfg.Now),
+		hookLim: ratelimit.NewKeyed[netip.Addr](ratelimit.Limit{PerSecond: 10, Burst: 50}, cfg.Now), // a valid call only coalesces into one sync
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "vigo_http_request_duration_seconds", Help: "HTTP request durations by route and code.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
@@ -251,17 +254,42 @@ func (a *API) observe(route string, h http.Handler) http.Handler {
 	})
 }
 
+// rateLimited takes a token from the source address's bucket, then from
+// its network's: rotating addresses within a /24 or /64 does not escape
+// the limit, and one busy address spends only its own share of its
+// network's. Requests with no source address (see clientAddr) share one
+// bucket of each.
 func (a *API) rateLimited(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		ok, wait := a.limit.allow(a.sourceIP(r))
-		if !ok {
-			secs := int(wait/time.Second) + 1
-			w.Header().Set("Retry-After", strconv.Itoa(secs))
-			writeError(w, http.StatusTooManyRequests, fmt.Sprintf("too many requests from this address: retry in %d s", secs))
+		src := a.sourceIP(r)
+		if ok, wait := a.perAddr.Take(src); !ok {
+			tooMany(w, wait, "too many requests from this address")
+			return
+		}
+		if ok, wait := a.perNet.Take(network(src)); !ok {
+			tooMany(w, wait, "too many requests from this network")
 			return
 		}
 		h(w, r)
 	}
+}
+
+// network is the IPv4 /24 or IPv6 /64 of addr (the zero Prefix for no
+// address): the unit an attacker typically holds whole.
+func network(addr netip.Addr) netip.Prefix {
+	bits := 64
+	if addr.Is4() {
+		bits = 24
+	}
+	p, _ := addr.Prefix(bits)
+	return p
+}
+
+// tooMany answers 429 with Retry-After, in whole seconds rounded up.
+func tooMany(w http.ResponseWriter, wait time.Duration, msg string) {
+	secs := int((wait + time.Second - 1) / time.Second)
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	writeError(w, http.StatusTooManyRequests, fmt.Sprintf("%s: retry in %d s", msg, secs))
 }
 
 // jsonOnly refuses a body that is not declared application/json with 415.

@@ -90,7 +90,10 @@ func Start(t testing.TB, o Options) *Instance {
 	cfg.Server.DataDir = o.DataDir
 	cfg.Server.Replica = "test"
 	cfg.Policy.Dir = o.PolicyDir
+	// Rate limits off (tests send bursts from one address); the tests of
+	// the limits turn them on.
 	cfg.Bootstrap.RateLimit.PerSecond = -1
+	cfg.Bootstrap.RateLimit.TokenChecksPerSecond = -1
 	if o.Config != nil {
 		o.Config(cfg)
 	}
