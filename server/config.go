@@ -123,6 +123,15 @@ type BootstrapConfig struct {
 	RateLimit RateLimit `yaml:"rate_limit"`
 	// CheckinInterval is the interval given to agents (default 1m).
 	CheckinInterval Duration `yaml:"checkin_interval"`
+	// CheckinRateLimit bounds each envoy's gRPC requests (default 1 per
+	// second, burst 20); PerSecond -1 disables it (load tests).
+	CheckinRateLimit Limit `yaml:"checkin_rate_limit"`
+}
+
+// Limit is a token bucket: PerSecond refill (negative: off), Burst size.
+type Limit struct {
+	PerSecond float64 `yaml:"per_second"`
+	Burst     int     `yaml:"burst"`
 }
 
 // RateLimit bounds the open endpoints with token buckets: per source
@@ -213,6 +222,12 @@ func (c *Config) Defaults() {
 	}
 	if c.Bootstrap.CheckinInterval == 0 {
 		c.Bootstrap.CheckinInterval = Duration(time.Minute)
+	}
+	if cl := &c.Bootstrap.CheckinRateLimit; cl.PerSecond == 0 {
+		cl.PerSecond = 1
+	}
+	if cl := &c.Bootstrap.CheckinRateLimit; cl.Burst == 0 {
+		cl.Burst = 20
 	}
 	if g := c.Policy.Git; g != nil {
 		def(&g.Ref, "main")
@@ -352,6 +367,9 @@ func (c *Config) Validate() error {
 		if b.rate > 0 && b.burst < 1 {
 			errs = append(errs, fmt.Errorf("bootstrap.rate_limit.%sburst must be at least 1 when %sper_second is on", b.name, b.name))
 		}
+	}
+	if cl := c.Bootstrap.CheckinRateLimit; cl.PerSecond > 0 && cl.Burst < 1 {
+		errs = append(errs, errors.New("bootstrap.checkin_rate_limit.burst must be at least 1 when per_second is on"))
 	}
 	if c.Bootstrap.CheckinInterval < Duration(time.Second) {
 		errs = append(errs, errors.New("bootstrap.checkin_interval must be at least 1s"))

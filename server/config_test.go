@@ -38,6 +38,10 @@ func TestDefaultsWithoutFile(t *testing.T) {
 	if ex.Bootstrap.RateLimit != want {
 		t.Fatalf("examples/server.yaml rate_limit %+v, want the defaults %+v", ex.Bootstrap.RateLimit, want)
 	}
+	wantCheckin := Limit{PerSecond: 1, Burst: 20}
+	if c.Bootstrap.CheckinRateLimit != wantCheckin || ex.Bootstrap.CheckinRateLimit != wantCheckin {
+		t.Fatalf("checkin_rate_limit: default %+v, example %+v, want %+v", c.Bootstrap.CheckinRateLimit, ex.Bootstrap.CheckinRateLimit, wantCheckin)
+	}
 }
 
 func TestConfigErrors(t *testing.T) {

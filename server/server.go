@@ -187,6 +187,7 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (s *Server, err 
 		},
 		AgentVersion:  s.agentVersion,
 		TargetVersion: func() string { return cfg.Agent.Version },
+		PerEnvoy:      limit(cfg.Bootstrap.CheckinRateLimit.PerSecond, cfg.Bootstrap.CheckinRateLimit.Burst),
 		// A shared database means possibly several replicas.
 		SharedNonces: cfg.Database.Driver == "postgres",
 	})

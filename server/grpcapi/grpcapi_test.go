@@ -501,3 +501,35 @@ func TestBoundedInputCheckin(t *testing.T) {
 		})
 	}
 }
+
+// TestReplayCacheOneEnvoyCannotLockOutOthers (issue 12, item 1): an
+// enrolled envoy flooding the server with validly signed check-ins whose
+// nonces all start with the same byte, timestamped near the end of the
+// window so they are remembered longest, hurts only itself: other envoys'
+// check-ins, whatever their nonces, are still accepted.
+func TestReplayCacheOneEnvoyCannotLockOutOthers(t *testing.T) {
+	e := grpcapitest.New(t, grpcapitest.Options{})
+	ctx := context.Background()
+	flooder, victim := e.EnrollNow("flood.example.com"), e.EnrollNow("victim.example.com")
+	fc, vc := e.RawClient(flooder.Cert, flooder.Key), e.RawClient(victim.Cert, victim.Key)
+	withNonce0 := func(v grpcapitest.Envoy, at time.Time, b byte) *agentpb.CheckinRequest {
+		r := grpcapitest.SignedRequest(v, at)
+		r.Nonce[0] = b
+		r.Signature = ed25519.Sign(v.Key, r.SigningBytes())
+		return r
+	}
+	refused := 0
+	for range 100 {
+		if _, err := fc.Checkin(ctx, withNonce0(flooder, time.Now().Add(4*time.Minute+50*time.Second), 0)); err != nil {
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Error("the flooder was never refused (per-envoy rate limit)")
+	}
+	for i := range 10 {
+		if _, err := vc.Checkin(ctx, withNonce0(victim, time.Now(), byte(i%2*64))); err != nil {
+			t.Fatalf("victim check-in %d after the flood: %v", i, err)
+		}
+	}
+}

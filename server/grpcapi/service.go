@@ -58,12 +58,12 @@ func (v *service) Checkin(ctx context.Context, req *agentpb.CheckinRequest) (*ag
 		return nil, status.Errorf(codes.Unauthenticated, "check-in signature does not verify with the enrolled key of envoy %s", id.UUID)
 	}
 	// The nonce is remembered only after the signature verified, so that
-	// unsigned garbage cannot fill the cache.
-	switch s.nonces.add([16]byte(req.GetNonce()), ts.Add(s.cfg.MaxClockSkew), now) {
+	// only the envoy itself can add to its own share.
+	switch s.guard.add(id.UUID, [16]byte(req.GetNonce()), ts, ts.Add(s.cfg.MaxClockSkew), now) {
 	case nonceReplayed:
 		return nil, status.Error(codes.Unauthenticated, "check-in nonce was already used (replayed request)")
-	case nonceFull:
-		return nil, status.Error(codes.ResourceExhausted, "replay cache is full; retry later")
+	case nonceStale:
+		return nil, status.Errorf(codes.Unauthenticated, "check-in is older than the last %d accepted from envoy %s (replayed request?); send a new one", maxNoncesPerEnvoy, id.UUID)
 	}
 	if s.cfg.SharedNonces {
 		// Several replicas: the in-memory cache only sees this replica's

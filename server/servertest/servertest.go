@@ -94,6 +94,7 @@ func Start(t testing.TB, o Options) *Instance {
 	// the limits turn them on.
 	cfg.Bootstrap.RateLimit.PerSecond = -1
 	cfg.Bootstrap.RateLimit.TokenChecksPerSecond = -1
+	cfg.Bootstrap.CheckinRateLimit.PerSecond = -1
 	if o.Config != nil {
 		o.Config(cfg)
 	}

@@ -63,6 +63,8 @@ type Options struct {
 	SigningKey    ed25519.PrivateKey
 	IdleTimeout   time.Duration
 	Registerer    prometheus.Registerer
+	// Config, when set, edits the server's configuration last.
+	Config func(*grpcapi.Config)
 }
 
 // New starts the servers; t.Cleanup stops them.
@@ -83,8 +85,12 @@ func New(t testing.TB, o Options) *Env {
 	if key == nil {
 		_, key, _ = ed25519.GenerateKey(rand.Reader)
 	}
-	srv, err := grpcapi.New(grpcapi.Config{Store: st, CA: c, SigningKey: key, AgentVersion: o.AgentVersion, TargetVersion: o.TargetVersion, Interval: 30 * time.Second,
-		IdleTimeout: o.IdleTimeout, Registerer: o.Registerer})
+	cfg := grpcapi.Config{Store: st, CA: c, SigningKey: key, AgentVersion: o.AgentVersion, TargetVersion: o.TargetVersion, Interval: 30 * time.Second,
+		IdleTimeout: o.IdleTimeout, Registerer: o.Registerer}
+	if o.Config != nil {
+		o.Config(&cfg)
+	}
+	srv, err := grpcapi.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

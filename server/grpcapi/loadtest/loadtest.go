@@ -34,6 +34,7 @@ import (
 	"github.com/vigo-enroll/vigo/schemas/agentpb"
 	"github.com/vigo-enroll/vigo/server/ca"
 	"github.com/vigo-enroll/vigo/server/grpcapi"
+	"github.com/vigo-enroll/vigo/server/ratelimit"
 	"github.com/vigo-enroll/vigo/server/store"
 	"github.com/vigo-enroll/vigo/server/store/sqlitestore"
 )
@@ -150,7 +151,8 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		keys[uuid] = pub
 	}
 
-	srv, err := grpcapi.New(grpcapi.Config{Store: st, CA: authority, SigningKey: signKey})
+	// Each simulated envoy checks in as fast as it can: no per-envoy limit.
+	srv, err := grpcapi.New(grpcapi.Config{Store: st, CA: authority, SigningKey: signKey, PerEnvoy: ratelimit.Limit{PerSecond: -1}})
 	if err != nil {
 		return Report{}, fmt.Errorf("load test: %w", err)
 	}
