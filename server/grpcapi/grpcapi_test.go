@@ -533,3 +533,27 @@ func TestReplayCacheOneEnvoyCannotLockOutOthers(t *testing.T) {
 		}
 	}
 }
+
+// TestReplayAfterRestartRefused (issue 12, item 1, review L7): a check-in
+// accepted before a restart is refused after it, though the new process
+// remembers no nonce: the newest accepted check-in time of each envoy is
+// recorded with its batched check-ins, and a check-in must be newer.
+func TestReplayAfterRestartRefused(t *testing.T) {
+	e := grpcapitest.New(t, grpcapitest.Options{})
+	ctx := context.Background()
+	v := e.EnrollNow("restart.example.com")
+	saved := grpcapitest.SignedRequest(v, time.Now())
+	if _, err := e.RawClient(v.Cert, v.Key).Checkin(ctx, saved); err != nil {
+		t.Fatalf("first send: %v", err)
+	}
+	e.Restart()
+	c := e.RawClient(v.Cert, v.Key)
+	_, err := c.Checkin(ctx, saved)
+	if st := status.Convert(err); st.Code() != codes.Unauthenticated || !strings.Contains(st.Message(), "not newer than") {
+		t.Fatalf("replay after a restart: %v %q, want Unauthenticated, not newer than", st.Code(), st.Message())
+	}
+	// The envoy's next check-in is accepted.
+	if _, err := c.Checkin(ctx, grpcapitest.SignedRequest(v, time.Now().Add(time.Second))); err != nil {
+		t.Fatalf("new check-in after the restart: %v", err)
+	}
+}

@@ -57,6 +57,18 @@ func (v *service) Checkin(ctx context.Context, req *agentpb.CheckinRequest) (*ag
 	if !ed25519.Verify(id.entry.pub, req.SigningBytes(), req.GetSignature()) {
 		return nil, status.Errorf(codes.Unauthenticated, "check-in signature does not verify with the enrolled key of envoy %s", id.UUID)
 	}
+	// Replays across restarts: the nonces in memory are lost with the
+	// process, so a check-in must also be newer than the newest one
+	// recorded in the store (with the batched check-ins) when this
+	// process read the envoy. Compared in milliseconds, the store's
+	// precision. Check-ins accepted in the last FlushInterval before a
+	// crash are not recorded yet: a graceful stop writes them. An agent
+	// signs with its own clock, so only an envoy whose clock went back
+	// across a restart waits here, until its clock passes the record.
+	if ts.UnixMilli() <= id.entry.checkinFloor.UnixMilli() {
+		return nil, status.Errorf(codes.Unauthenticated, "check-in is not newer than the last one recorded for envoy %s at %s (replayed request?); send a new one",
+			id.UUID, id.entry.checkinFloor.UTC().Format(time.RFC3339Nano))
+	}
 	// The nonce is remembered only after the signature verified, so that
 	// only the envoy itself can add to its own share.
 	switch s.guard.add(id.UUID, [16]byte(req.GetNonce()), ts, ts.Add(s.cfg.MaxClockSkew), now) {
@@ -79,7 +91,7 @@ func (v *service) Checkin(ctx context.Context, req *agentpb.CheckinRequest) (*ag
 			return nil, status.Error(codes.Unauthenticated, "check-in nonce was already used (replayed request)")
 		}
 	}
-	s.batch.record(store.Checkin{UUID: id.UUID, At: now, AgentVersion: req.GetAgentVersion(), Addr: peerIP(ctx)})
+	s.batch.record(store.Checkin{UUID: id.UUID, At: now, AgentVersion: req.GetAgentVersion(), Addr: peerIP(ctx), Signed: ts})
 
 	resp := &agentpb.CheckinResponse{
 		Uuid:               id.UUID,

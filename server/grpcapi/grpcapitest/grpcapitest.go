@@ -54,6 +54,8 @@ type Env struct {
 	HTTPS  *httptest.Server
 	// Registrations counts requests that reached the register handler.
 	Registrations atomic.Int64
+
+	cfg grpcapi.Config
 }
 
 // Options configure New.
@@ -90,7 +92,21 @@ func New(t testing.TB, o Options) *Env {
 	if o.Config != nil {
 		o.Config(&cfg)
 	}
-	srv, err := grpcapi.New(cfg)
+	e := &Env{t: t, Store: st, CA: c, Key: key, cfg: cfg}
+	e.serve()
+	e.HTTPS = httptest.NewUnstartedServer(http.HandlerFunc(e.Register))
+	cert := c.ServerTLSCertificate()
+	cert.Certificate = append([][]byte{cert.Certificate[0]}, c.Certificate().Raw)
+	e.HTTPS.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	e.HTTPS.StartTLS()
+	t.Cleanup(e.HTTPS.Close)
+	return e
+}
+
+// serve starts a gRPC server with e.cfg on a new loopback listener.
+func (e *Env) serve() {
+	t := e.t
+	srv, err := grpcapi.New(e.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,14 +122,19 @@ func New(t testing.TB, o Options) *Env {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	e := &Env{t: t, Store: st, CA: c, Key: key, Server: srv, Addr: ln.Addr().String()}
-	e.HTTPS = httptest.NewUnstartedServer(http.HandlerFunc(e.Register))
-	cert := c.ServerTLSCertificate()
-	cert.Certificate = append([][]byte{cert.Certificate[0]}, c.Certificate().Raw)
-	e.HTTPS.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	e.HTTPS.StartTLS()
-	t.Cleanup(e.HTTPS.Close)
-	return e
+	e.Server, e.Addr = srv, ln.Addr().String()
+}
+
+// Restart stops the gRPC server (writing its batched check-ins, as a
+// graceful stop does) and starts a new one on the same store, CA and key,
+// as a process restart would: nothing in memory survives. Addr changes;
+// clients made before talk to the old address. The new server registers
+// no metrics.
+func (e *Env) Restart() {
+	e.t.Helper()
+	e.Server.Close()
+	e.cfg.Registerer = nil
+	e.serve()
 }
 
 // NewUUID returns a random version 4 UUID.

@@ -130,4 +130,9 @@ UPDATE envoys SET changed_at = GREATEST(created_at, revoked_at);
 ALTER TABLE envoys ALTER COLUMN changed_at SET NOT NULL;
 CREATE INDEX envoys_changed_at ON envoys (changed_at, uuid);
 `,
+	// 3: the newest signed timestamp of each envoy's recorded check-ins,
+	// so that a check-in cannot be replayed after a restart.
+	`
+ALTER TABLE envoys ADD COLUMN last_checkin_signed timestamptz;
+`,
 }

@@ -121,4 +121,9 @@ ALTER TABLE envoys ADD COLUMN changed_at INTEGER NOT NULL DEFAULT 0;
 UPDATE envoys SET changed_at = MAX(created_at, COALESCE(revoked_at, 0));
 CREATE INDEX envoys_changed_at ON envoys (changed_at, uuid);
 `,
+	// 3: the newest signed timestamp of each envoy's recorded check-ins,
+	// so that a check-in cannot be replayed after a restart.
+	`
+ALTER TABLE envoys ADD COLUMN last_checkin_signed INTEGER;
+`,
 }
