@@ -557,3 +557,38 @@ func TestReplayAfterRestartRefused(t *testing.T) {
 		t.Fatalf("new check-in after the restart: %v", err)
 	}
 }
+
+// TestCheckinHostnameMustBeEnrolled (issue 12, item 12): the hostname a
+// check-in carries (and signs) must be the envoy's enrolled hostname,
+// compared normalised (case, one trailing dot); another is refused.
+func TestCheckinHostnameMustBeEnrolled(t *testing.T) {
+	e := grpcapitest.New(t, grpcapitest.Options{})
+	v := e.EnrollNow("named.example.com")
+	c := e.RawClient(v.Cert, v.Key)
+	at := time.Now()
+	for _, tt := range []struct {
+		hostname string
+		code     codes.Code
+	}{
+		{"named.example.com", codes.OK},
+		{"Named.Example.COM.", codes.OK},
+		{"other.example.com", codes.InvalidArgument},
+		{"", codes.InvalidArgument},
+		{"named.example.com\x1b[31m", codes.InvalidArgument},
+	} {
+		t.Run(tt.hostname, func(t *testing.T) {
+			at = at.Add(time.Millisecond)
+			r := grpcapitest.SignedRequest(v, at)
+			r.Hostname = tt.hostname
+			r.Signature = ed25519.Sign(v.Key, r.SigningBytes())
+			_, err := c.Checkin(context.Background(), r)
+			st := status.Convert(err)
+			if st.Code() != tt.code {
+				t.Fatalf("hostname %q: %v %q, want %v", tt.hostname, st.Code(), st.Message(), tt.code)
+			}
+			if tt.code != codes.OK && (!strings.Contains(st.Message(), `not the enrolled hostname "named.example.com"`) || strings.Contains(st.Message(), "\x1b")) {
+				t.Errorf("message %q does not name the enrolled hostname (or repeats control bytes)", st.Message())
+			}
+		})
+	}
+}

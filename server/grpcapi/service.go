@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/vigo-enroll/vigo/policy"
 	"github.com/vigo-enroll/vigo/schemas/agentpb"
 	"github.com/vigo-enroll/vigo/server/ca"
 	"github.com/vigo-enroll/vigo/server/store"
@@ -56,6 +57,14 @@ func (v *service) Checkin(ctx context.Context, req *agentpb.CheckinRequest) (*ag
 	}
 	if !ed25519.Verify(id.entry.pub, req.SigningBytes(), req.GetSignature()) {
 		return nil, status.Errorf(codes.Unauthenticated, "check-in signature does not verify with the enrolled key of envoy %s", id.UUID)
+	}
+	// The hostname is signed: it must be the one enrolled, or the
+	// signed statement would say something the server never checked.
+	// (Comparing rather than dropping the field keeps the wire format
+	// and the signed bytes of deployed agents, which send the enrolled
+	// hostname.) Not repeated in the refusal: it is the client's.
+	if h, err := policy.NormalizeHostname(req.GetHostname()); err != nil || h != id.Hostname {
+		return nil, status.Errorf(codes.InvalidArgument, "check-in hostname is not the enrolled hostname %q of envoy %s", id.Hostname, id.UUID)
 	}
 	// Replays across restarts: the nonces in memory are lost with the
 	// process, so a check-in must also be newer than the newest one

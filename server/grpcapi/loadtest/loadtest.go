@@ -98,9 +98,10 @@ func (r Report) Ratio() float64 {
 }
 
 type simEnvoy struct {
-	uuid string
-	key  ed25519.PrivateKey
-	cert tls.Certificate
+	uuid     string
+	hostname string
+	key      ed25519.PrivateKey
+	cert     tls.Certificate
 }
 
 // Run sets up both servers and the envoys, measures, and tears down.
@@ -147,7 +148,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		}); err != nil {
 			return Report{}, fmt.Errorf("load test: %w", err)
 		}
-		envoys[i] = simEnvoy{uuid: uuid, key: key, cert: tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}}
+		envoys[i] = simEnvoy{uuid: uuid, hostname: cert.Subject.CommonName, key: key, cert: tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}}
 		keys[uuid] = pub
 	}
 
@@ -225,7 +226,7 @@ func finish(r *Result, lat []time.Duration) {
 }
 
 func signed(e simEnvoy) *agentpb.CheckinRequest {
-	req := &agentpb.CheckinRequest{Uuid: e.uuid, Hostname: "h", AgentVersion: "load", Os: "linux", Arch: "amd64",
+	req := &agentpb.CheckinRequest{Uuid: e.uuid, Hostname: e.hostname, AgentVersion: "load", Os: "linux", Arch: "amd64",
 		TimestampUnixNano: time.Now().UnixNano(), Nonce: make([]byte, agentpb.NonceSize)}
 	_, _ = rand.Read(req.Nonce)
 	req.Signature = ed25519.Sign(e.key, req.SigningBytes())
