@@ -79,6 +79,11 @@ type ServerConfig struct {
 	// them). Set it below bootstrap.checkin_interval for large fleets: memory
 	// then stays flat, each check-in pays a TLS handshake (see BENCHMARKS.md).
 	GRPCIdleTimeout Duration `yaml:"grpc_idle_timeout"`
+	// MetricsListen, when set, is a separate plain-HTTP listener for
+	// GET /metrics (and /healthz, /readyz), the Prometheus convention; the
+	// public HTTPS port then serves no metrics. Empty (default): /metrics
+	// is served on the public port, rate-limited like the open routes.
+	MetricsListen string `yaml:"metrics_listen"`
 	// ReplicaRefresh bounds how long a change made through another replica
 	// (a revocation, a renewal, a flag) takes to reach this replica's
 	// check-in cache (default 10s). Changes made here apply at once.
@@ -194,14 +199,37 @@ type BootstrapConfig struct {
 	RateLimit RateLimit `yaml:"rate_limit"`
 	// CheckinInterval is the interval given to agents (default 1m).
 	CheckinInterval Duration `yaml:"checkin_interval"`
+	// CheckinRateLimit bounds each envoy's gRPC requests (default 1 per
+	// second, burst 20); PerSecond -1 disables it (load tests).
+	CheckinRateLimit Limit `yaml:"checkin_rate_limit"`
 }
 
-// RateLimit is a per-source-address token bucket for the open endpoints.
-type RateLimit struct {
-	// PerSecond is the refill rate (default 5). Negative disables the limit.
+// Limit is a token bucket: PerSecond refill (negative: off), Burst size.
+type Limit struct {
 	PerSecond float64 `yaml:"per_second"`
-	// Burst is the bucket size (default 20).
+	Burst     int     `yaml:"burst"`
+}
+
+// RateLimit bounds the open endpoints with token buckets: per source
+// address, per source network, and for the whole server on the bcrypt path.
+type RateLimit struct {
+	// PerSecond is the refill rate per source address (default 5).
+	// Negative disables the limit.
+	PerSecond float64 `yaml:"per_second"`
+	// Burst is the bucket size per source address (default 20).
 	Burst int `yaml:"burst"`
+	// NetworkPerSecond is the refill rate per source network, an IPv4 /24
+	// or an IPv6 /64, shared by all its addresses (default 4 × PerSecond;
+	// off when PerSecond is). Negative disables it.
+	NetworkPerSecond float64 `yaml:"network_per_second"`
+	// NetworkBurst is the bucket size per source network (default 4 × Burst).
+	NetworkBurst int `yaml:"network_burst"`
+	// TokenChecksPerSecond is the refill rate of registrations carrying a
+	// token, for the whole server: each costs a bcrypt comparison, about
+	// 50 ms of a core (default 10). Negative disables it.
+	TokenChecksPerSecond float64 `yaml:"token_checks_per_second"`
+	// TokenChecksBurst is its bucket size (default 20).
+	TokenChecksBurst int `yaml:"token_checks_burst"`
 }
 
 // AgentConfig is the `agent:` section.
@@ -271,14 +299,33 @@ func (c *Config) Defaults() {
 	def(&c.Server.Hostname, host)
 	def(&c.Server.Replica, host)
 	def(&c.Database.Driver, "sqlite")
-	if c.Bootstrap.RateLimit.PerSecond == 0 {
-		c.Bootstrap.RateLimit.PerSecond = 5
+	rl := &c.Bootstrap.RateLimit
+	if rl.PerSecond == 0 {
+		rl.PerSecond = 5
 	}
-	if c.Bootstrap.RateLimit.Burst == 0 {
-		c.Bootstrap.RateLimit.Burst = 20
+	if rl.Burst == 0 {
+		rl.Burst = 20
+	}
+	if rl.NetworkPerSecond == 0 {
+		rl.NetworkPerSecond = 4 * rl.PerSecond // negative (off) when per_second is
+	}
+	if rl.NetworkBurst == 0 {
+		rl.NetworkBurst = 4 * rl.Burst
+	}
+	if rl.TokenChecksPerSecond == 0 {
+		rl.TokenChecksPerSecond = 10
+	}
+	if rl.TokenChecksBurst == 0 {
+		rl.TokenChecksBurst = 20
 	}
 	if c.Bootstrap.CheckinInterval == 0 {
 		c.Bootstrap.CheckinInterval = Duration(time.Minute)
+	}
+	if cl := &c.Bootstrap.CheckinRateLimit; cl.PerSecond == 0 {
+		cl.PerSecond = 1
+	}
+	if cl := &c.Bootstrap.CheckinRateLimit; cl.Burst == 0 {
+		cl.Burst = 20
 	}
 	if g := c.Policy.Git; g != nil {
 		def(&g.Ref, "main")
@@ -433,6 +480,22 @@ func (c *Config) Validate() error {
 	}
 	if cert, _ := c.HTTPSCertPaths(); cert != "" && (c.Server.TLS.CertFile == "" || c.Server.TLS.KeyFile == "") {
 		errs = append(errs, errors.New("server.tls: an HTTPS certificate of your own needs both cert_file and key_file"))
+	}
+	rl := c.Bootstrap.RateLimit
+	for _, b := range []struct {
+		name  string
+		rate  float64
+		burst int
+	}{
+		{"", rl.PerSecond, rl.Burst}, {"network_", rl.NetworkPerSecond, rl.NetworkBurst},
+		{"token_checks_", rl.TokenChecksPerSecond, rl.TokenChecksBurst},
+	} {
+		if b.rate > 0 && b.burst < 1 {
+			errs = append(errs, fmt.Errorf("bootstrap.rate_limit.%sburst must be at least 1 when %sper_second is on", b.name, b.name))
+		}
+	}
+	if cl := c.Bootstrap.CheckinRateLimit; cl.PerSecond > 0 && cl.Burst < 1 {
+		errs = append(errs, errors.New("bootstrap.checkin_rate_limit.burst must be at least 1 when per_second is on"))
 	}
 	if c.Bootstrap.CheckinInterval < Duration(time.Second) {
 		errs = append(errs, errors.New("bootstrap.checkin_interval must be at least 1s"))

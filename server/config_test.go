@@ -29,6 +29,22 @@ func TestDefaultsWithoutFile(t *testing.T) {
 	if c.Server.DataDir != "./vigo-data" || time.Duration(c.Bootstrap.CheckinInterval) != time.Minute || c.Bootstrap.RateLimit.PerSecond != 5 {
 		t.Fatalf("defaults: %+v", c)
 	}
+	want := RateLimit{PerSecond: 5, Burst: 20, NetworkPerSecond: 20, NetworkBurst: 80, TokenChecksPerSecond: 10, TokenChecksBurst: 20}
+	if c.Bootstrap.RateLimit != want {
+		t.Fatalf("rate limit defaults %+v, want %+v", c.Bootstrap.RateLimit, want)
+	}
+	// The example documents the defaults.
+	ex, err := LoadConfig("../examples/server.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex.Bootstrap.RateLimit != want {
+		t.Fatalf("examples/server.yaml rate_limit %+v, want the defaults %+v", ex.Bootstrap.RateLimit, want)
+	}
+	wantCheckin := Limit{PerSecond: 1, Burst: 20}
+	if c.Bootstrap.CheckinRateLimit != wantCheckin || ex.Bootstrap.CheckinRateLimit != wantCheckin {
+		t.Fatalf("checkin_rate_limit: default %+v, example %+v, want %+v", c.Bootstrap.CheckinRateLimit, ex.Bootstrap.CheckinRateLimit, wantCheckin)
+	}
 }
 
 func TestConfigErrors(t *testing.T) {
@@ -49,6 +65,7 @@ func TestConfigErrors(t *testing.T) {
 		{"eval memory too small", "policy:\n  eval_limits:\n    memory: 1MiB\n", "policy.eval_limits: memory limit 1 MiB is below the minimum of 32 MiB"},
 		{"negative eval timeout", "policy:\n  eval_limits:\n    timeout: -1s\n", "policy.eval_limits.timeout must not be negative"},
 		{"own HTTPS certificate without its key", "server:\n  tls:\n    cert_file: /etc/le/fullchain.pem\n", "needs both cert_file and key_file"},
+		{"network burst", "bootstrap:\n  rate_limit: {network_per_second: 3, network_burst: -1}\n", "bootstrap.rate_limit.network_burst must be at least 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "server.yaml")

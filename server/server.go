@@ -36,6 +36,7 @@ import (
 	"github.com/vigo-enroll/vigo/server/httpapi"
 	"github.com/vigo-enroll/vigo/server/notify"
 	"github.com/vigo-enroll/vigo/server/policyctl"
+	"github.com/vigo-enroll/vigo/server/ratelimit"
 	"github.com/vigo-enroll/vigo/server/store"
 	"github.com/vigo-enroll/vigo/server/store/pgstore"
 	"github.com/vigo-enroll/vigo/server/store/sqlitestore"
@@ -56,6 +57,8 @@ type Server struct {
 	http     *http.Server
 	apiLn    net.Listener
 	grpcLn   net.Listener
+	metrics  *http.Server // nil without server.metrics_listen
+	metLn    net.Listener // its listener
 	registry *prometheus.Registry
 	// AdminTokenFile is where the admin token was written at first start.
 	AdminTokenFile string
@@ -93,6 +96,11 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 	}
 	if s.grpcLn, err = net.Listen("tcp", cfg.Server.GRPCListen); err != nil {
 		return nil, fmt.Errorf("listen on server.grpc_listen %s: %w", cfg.Server.GRPCListen, err)
+	}
+	if cfg.Server.MetricsListen != "" {
+		if s.metLn, err = net.Listen("tcp", cfg.Server.MetricsListen); err != nil {
+			return nil, fmt.Errorf("listen on server.metrics_listen %s: %w", cfg.Server.MetricsListen, err)
+		}
 	}
 
 	names := append([]string{cfg.Server.Hostname}, cfg.Server.TLSSANs...)
@@ -190,6 +198,7 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 		},
 		AgentVersion:  s.agentVersion,
 		TargetVersion: func() string { return cfg.Agent.Version },
+		PerEnvoy:      limit(cfg.Bootstrap.CheckinRateLimit.PerSecond, cfg.Bootstrap.CheckinRateLimit.Burst),
 		// A shared database means possibly several replicas.
 		SharedNonces: cfg.Database.Driver == "postgres",
 	})
@@ -221,6 +230,7 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 				s.notifier.Refused(reason, cfg.Server.Replica)
 			}
 		},
+		TokenChecks: limit(cfg.Bootstrap.RateLimit.TokenChecksPerSecond, cfg.Bootstrap.RateLimit.TokenChecksBurst),
 	})
 	if err != nil {
 		return nil, err
@@ -252,9 +262,11 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 		},
 		Judge:          s.grpc.Judge,
 		AdminTokenHash: adminHash, WebhookSecret: webhookSecret, TrustedProxies: proxies,
-		RatePerSecond: cfg.Bootstrap.RateLimit.PerSecond, Burst: cfg.Bootstrap.RateLimit.Burst,
-		PublicURL: publicURL, Replica: cfg.Server.Replica, Ready: s.ready,
+		PerAddress: limit(cfg.Bootstrap.RateLimit.PerSecond, cfg.Bootstrap.RateLimit.Burst),
+		PerNetwork: limit(cfg.Bootstrap.RateLimit.NetworkPerSecond, cfg.Bootstrap.RateLimit.NetworkBurst),
+		PublicURL:  publicURL, Replica: cfg.Server.Replica, Ready: s.ready,
 		Registerer: s.registry, Gatherer: s.registry, Logger: logger,
+		MetricsElsewhere: s.metLn != nil,
 	})
 	if err != nil {
 		return nil, err
@@ -270,6 +282,19 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 	if s.httpsCert != nil {
 		tlsCfg.Certificates, tlsCfg.GetCertificate = nil, s.httpsCert.GetCertificate
 	}
+	if s.metLn != nil {
+		// Plain HTTP, as Prometheus scrapes by default: the listener
+		// serves only metrics and health, which hold no secret and
+		// nothing per token; bind it to loopback or a management network.
+		s.metrics = &http.Server{
+			Handler:           api.MetricsHandler(),
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       10 * time.Second,
+			WriteTimeout:      time.Minute,
+			MaxHeaderBytes:    16 << 10,
+			ErrorLog:          slog.NewLogLogger(logger.With("component", "metrics").Handler(), slog.LevelDebug),
+		}
+	}
 	s.http = &http.Server{
 		Handler:           api,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -280,10 +305,19 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 		ErrorLog:          slog.NewLogLogger(logger.With("component", "https").Handler(), slog.LevelDebug),
 		TLSConfig:         tlsCfg,
 	}
-	logger.Info("server ready to start", "api", s.apiLn.Addr().String(), "grpc", s.grpcLn.Addr().String(),
-		"public_url", publicURL, "ca_fingerprint", s.ca.Fingerprint(), "replica", cfg.Server.Replica)
+	attrs := []any{"api", s.apiLn.Addr().String(), "grpc", s.grpcLn.Addr().String()}
+	if s.metLn != nil {
+		attrs = append(attrs, "metrics", s.metLn.Addr().String())
+	}
+	logger.Info("server ready to start", append(attrs,
+		"public_url", publicURL, "ca_fingerprint", s.ca.Fingerprint(), "replica", cfg.Server.Replica)...)
 	built = true
 	return s, nil
+}
+
+// limit is a configured rate (negative: off) as a ratelimit.Limit.
+func limit(perSecond float64, burst int) ratelimit.Limit {
+	return ratelimit.Limit{PerSecond: perSecond, Burst: burst}
 }
 
 func (s *Server) startPolicy(ctx context.Context) error {
@@ -448,6 +482,15 @@ func (s *Server) APIAddr() net.Addr { return s.apiLn.Addr() }
 // GRPCAddr is the address the gRPC service listens on.
 func (s *Server) GRPCAddr() net.Addr { return s.grpcLn.Addr() }
 
+// MetricsAddr is the address of the metrics listener (server.metrics_listen),
+// nil when there is none.
+func (s *Server) MetricsAddr() net.Addr {
+	if s.metLn == nil {
+		return nil
+	}
+	return s.metLn.Addr()
+}
+
 // CA returns the server's CA.
 func (s *Server) CA() *ca.CA { return s.ca }
 
@@ -488,6 +531,14 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	if s.metrics != nil {
+		g.Go(func() error {
+			if err := s.metrics.Serve(s.metLn); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("metrics: %w", err)
+			}
+			return nil
+		})
+	}
 	if s.dirSrc != nil {
 		g.Go(func() error { return s.dirSrc.Run(ctx) })
 	}
@@ -509,6 +560,9 @@ func (s *Server) Run(ctx context.Context) error {
 		sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		_ = s.http.Shutdown(sctx)
+		if s.metrics != nil {
+			_ = s.metrics.Shutdown(sctx)
+		}
 		s.grpc.GracefulStop()
 		return nil
 	})
@@ -543,7 +597,7 @@ func (s *Server) Close() {
 	if s.grpc != nil {
 		_ = s.grpc.Close() // flushes batched check-ins
 	}
-	for _, ln := range []net.Listener{s.apiLn, s.grpcLn} {
+	for _, ln := range []net.Listener{s.apiLn, s.grpcLn, s.metLn} {
 		if ln != nil {
 			_ = ln.Close()
 		}

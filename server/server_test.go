@@ -248,6 +248,7 @@ approved: []
 	post := func(in *servertest.Instance, req apiv1.RegisterRequest) (int, string) {
 		b, _ := json.Marshal(req)
 		hr, _ := http.NewRequest("POST", in.URL+"/api/v1/bootstrap/register", strings.NewReader(string(b)))
+		hr.Header.Set("Content-Type", "application/json")
 		hr.Header.Set("X-Forwarded-For", "192.0.2.7")
 		resp, err := in.Client.Do(hr)
 		if err != nil {

@@ -30,7 +30,9 @@ Prepare the server(s):
   - a policy that trusts the bench hostnames from this machine, e.g.
         trusted_enrollment: [{name: "bench", pattern: "*.bench.test", cidrs: ["127.0.0.0/8", "::1/128"]}]
   - the registration rate limit off: bootstrap.rate_limit.per_second: -1
-    (otherwise registrations from one address are refused after the burst);
+    (otherwise registrations from one address are refused after the burst),
+    and the per-envoy check-in limit off: bootstrap.checkin_rate_limit.per_second: -1
+    (otherwise an envoy checking in more than once a second is refused);
   see examples/bench-server.yaml.
 
 Every simulated envoy has its own Ed25519 key and certificate and signs its own

@@ -82,6 +82,9 @@ func (p *proc) do(t *testing.T, method, path string, body any) (int, []byte, err
 		r = strings.NewReader(string(b))
 	}
 	req, _ := http.NewRequest(method, p.url+path, r)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if p.admin != "" {
 		req.Header.Set("Authorization", "Bearer "+p.admin)
 	}

@@ -10,7 +10,11 @@ type Error struct {
 	Error string `json:"error"`
 }
 
-// RegisterRequest is the body of POST /api/v1/bootstrap/register.
+// RegisterRequest is the body of POST /api/v1/bootstrap/register, sent
+// with Content-Type: application/json (other types are refused with 415).
+// The server bounds every field (400 beyond): hostname 253 bytes, os and
+// arch 32, public_key 1 KiB, csr 4 KiB, token 128, previous_uuid a UUID,
+// previous_signature 128.
 type RegisterRequest struct {
 	Hostname  string `json:"hostname"`
 	OS        string `json:"os"`

@@ -24,6 +24,7 @@ import (
 	"github.com/vigo-enroll/vigo/policy"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
 	"github.com/vigo-enroll/vigo/server/ca"
+	"github.com/vigo-enroll/vigo/server/ratelimit"
 	"github.com/vigo-enroll/vigo/server/store"
 	"github.com/vigo-enroll/vigo/server/token"
 )
@@ -37,6 +38,7 @@ const (
 	KindDenied                   // refused by policy or token: 403
 	KindConflict                 // an active envoy has this hostname: 409
 	KindInternal                 // server fault: 500
+	KindBusy                     // over the token-check ceiling: 429, retry after RetryAfter
 )
 
 // Error is a refused registration. Msg is safe to show to the client; Err
@@ -45,6 +47,8 @@ type Error struct {
 	Kind Kind
 	Msg  string
 	Err  error
+	// RetryAfter is when to try again (KindBusy).
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {
@@ -81,6 +85,10 @@ type Config struct {
 	// OnDenied, when set, is told of every refused registration with its
 	// reason (for notifications); it must not block.
 	OnDenied func(reason string)
+	// TokenChecks bounds registrations carrying a token, the bcrypt path,
+	// for this whole server (zero: no bound). A burst of them is refused
+	// with KindBusy instead of taking every core.
+	TokenChecks ratelimit.Limit
 }
 
 // Enroller registers envoys.
@@ -88,6 +96,7 @@ type Enroller struct {
 	cfg      Config
 	log      *slog.Logger
 	bcrypt   chan struct{}
+	ceiling  *ratelimit.Shared
 	regs     *prometheus.CounterVec
 	tokenChk *prometheus.CounterVec
 }
@@ -111,12 +120,13 @@ func New(cfg Config) (*Enroller, error) {
 		log: cfg.Logger.With("component", "enroll"),
 		// bcrypt is CPU-bound: at most one check per core, so a burst of
 		// token registrations cannot starve TLS handshakes and check-ins.
-		bcrypt: make(chan struct{}, runtime.GOMAXPROCS(0)),
+		bcrypt:  make(chan struct{}, runtime.GOMAXPROCS(0)),
+		ceiling: ratelimit.NewShared(cfg.TokenChecks, cfg.Now),
 		regs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigo_registrations_total", Help: "Registration attempts by method and result.",
 		}, []string{"method", "result"}),
 		tokenChk: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "vigo_token_checks_total", Help: "Token checks by result.",
+			Name: "vigo_token_checks_total", Help: "Token checks by result: ok, invalid (unknown id or wrong secret, alike), used, expired, revoked.",
 		}, []string{"result"}),
 	}
 	if cfg.Registerer != nil {
@@ -132,12 +142,50 @@ func New(cfg Config) (*Enroller, error) {
 // Request is a registration with its source address.
 type Request struct {
 	apiv1.RegisterRequest
+	// SourceIP is where the request came from; the invalid Addr means
+	// unknown (no trusted_enrollment CIDR contains it).
 	SourceIP netip.Addr
 }
 
-// Validate checks the request's form; it returns a KindInvalid *Error naming the field.
+// Field size limits of a registration request, in bytes. Each is several
+// times what a real agent sends; they exist so that an anonymous caller
+// cannot make the server store, log or answer with a large value (the body
+// limit alone allows 64 KiB in any one field).
+const (
+	maxPublicKey = 1 << 10 // an Ed25519 PKIX PEM is 113 bytes
+	maxCSR       = 4 << 10 // an Ed25519 CSR PEM with a 253-byte name is under 1 KiB
+	maxToken     = 128     // a token is 45 bytes
+	maxSignature = 128     // base64 of 64 bytes is 88
+)
+
+// Validate checks the request's form; it returns a KindInvalid *Error naming
+// the field. Messages never repeat an unbounded or unchecked value: at most
+// a normalised hostname, or a value of bounded length quoted with %q (so
+// control characters are escaped).
 func Validate(r *apiv1.RegisterRequest) (hostname string, pub ed25519.PublicKey, err error) {
 	bad := func(format string, a ...any) error { return &Error{Kind: KindInvalid, Msg: fmt.Sprintf(format, a...)} }
+	for _, f := range []struct {
+		name, value string
+		max         int
+	}{
+		{"public_key", r.PublicKey, maxPublicKey}, {"csr", r.CSR, maxCSR},
+		{"token", r.Token, maxToken}, {"previous_signature", r.PreviousSignature, maxSignature},
+	} {
+		if len(f.value) > f.max {
+			return "", nil, bad("%s: longer than %d bytes", f.name, f.max)
+		}
+	}
+	if r.PreviousUUID != "" && !isUUID(r.PreviousUUID) {
+		return "", nil, bad("previous_uuid: not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")
+	}
+	if r.PreviousUUID != "" || r.PreviousSignature != "" {
+		if sig, err := base64.StdEncoding.DecodeString(r.PreviousSignature); err != nil || len(sig) != ed25519.SignatureSize {
+			return "", nil, bad("previous_signature: required with previous_uuid, the base64 of a %d-byte Ed25519 signature", ed25519.SignatureSize)
+		}
+		if r.PreviousUUID == "" {
+			return "", nil, bad("previous_uuid: required with previous_signature")
+		}
+	}
 	if r.Hostname == "" {
 		return "", nil, bad("hostname: required")
 	}
@@ -184,10 +232,34 @@ func Validate(r *apiv1.RegisterRequest) (hostname string, pub ed25519.PublicKey,
 		return "", nil, bad("csr: its key is not public_key")
 	}
 	cn, cnerr := policy.NormalizeHostname(csr.Subject.CommonName)
-	if cnerr != nil || cn != hostname {
-		return "", nil, bad("csr: common name %q is not the hostname %q", csr.Subject.CommonName, hostname)
+	if cnerr != nil {
+		return "", nil, bad("csr: common name is not a valid hostname (it must be the hostname %q)", hostname)
+	}
+	if cn != hostname {
+		return "", nil, bad("csr: common name %q is not the hostname %q", cn, hostname)
 	}
 	return hostname, pub, nil
+}
+
+// isUUID reports whether s is a UUID in its textual form, either case.
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func validWord(s string) bool {
@@ -212,7 +284,7 @@ func (e *Enroller) Register(ctx context.Context, req Request) (*apiv1.RegisterRe
 	}
 	audit := store.AuditEvent{
 		At: now, Type: store.AuditRegistration, Hostname: hostname,
-		SourceIP: req.SourceIP.String(), Replica: e.cfg.Replica,
+		SourceIP: addrString(req.SourceIP), Replica: e.cfg.Replica,
 		Details: map[string]string{"os": req.OS, "arch": req.Arch},
 	}
 	if req.Force {
@@ -256,6 +328,13 @@ func (e *Enroller) Register(ctx context.Context, req Request) (*apiv1.RegisterRe
 		if perr != nil {
 			return nil, deny(KindDenied, "token", "token is not valid")
 		}
+		// Before any lookup or bcrypt work, and without an audit row:
+		// the ceiling is there so that a flood costs little.
+		if ok, wait := e.ceiling.Take(); !ok {
+			e.regs.WithLabelValues("token", "busy").Inc()
+			return nil, &Error{Kind: KindBusy, RetryAfter: wait,
+				Msg: "too many registrations with a token on this server right now"}
+		}
 		audit.TokenID = tok.ID
 		tokInfo, tokProblem, err = e.checkToken(ctx, tok, now)
 		if err != nil {
@@ -293,7 +372,7 @@ func (e *Enroller) Register(ctx context.Context, req Request) (*apiv1.RegisterRe
 	}
 	env := store.Envoy{
 		UUID: id, Hostname: hostname, PublicKey: pub, CertSerial: ca.SerialHex(cert), CertNotAfter: cert.NotAfter,
-		OS: req.OS, Arch: req.Arch, SourceIP: req.SourceIP.String(), Method: d.Method, Rule: d.Rule,
+		OS: req.OS, Arch: req.Arch, SourceIP: addrString(req.SourceIP), Method: d.Method, Rule: d.Rule,
 		PolicyRevision: d.Revision, CreatedAt: now,
 	}
 	tokenID := ""
@@ -339,6 +418,15 @@ func (e *Enroller) Register(ctx context.Context, req Request) (*apiv1.RegisterRe
 	return resp, nil
 }
 
+// addrString is a source address as recorded: "" for no address (a proxy
+// named no client that parses), never "invalid IP".
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
 // MethodRebootstrap is the method of an enrollment admitted by a proven
 // rebootstrap rather than by a policy rule or a token.
 const MethodRebootstrap = "rebootstrap"
@@ -346,13 +434,16 @@ const MethodRebootstrap = "rebootstrap"
 // checkRebootstrap verifies a rebootstrap: the previous envoy exists, is
 // active, was asked to rebootstrap, has this hostname, and its key signed
 // the new public key. It returns a refusal message, or "" when proven.
+// Validate has checked that PreviousUUID is a UUID and PreviousSignature
+// decodes to 64 bytes.
 func (e *Enroller) checkRebootstrap(ctx context.Context, r *apiv1.RegisterRequest, hostname string) (store.Envoy, string, error) {
-	prev, err := e.cfg.Store.GetEnvoy(ctx, strings.ToLower(r.PreviousUUID))
+	id := strings.ToLower(r.PreviousUUID)
+	prev, err := e.cfg.Store.GetEnvoy(ctx, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return prev, fmt.Sprintf("rebootstrap refused: no envoy %s", r.PreviousUUID), nil
+		return prev, fmt.Sprintf("rebootstrap refused: no envoy %s", id), nil
 	case err != nil:
-		return prev, "", fmt.Errorf("look up envoy %s: %w", r.PreviousUUID, err)
+		return prev, "", fmt.Errorf("look up envoy %s: %w", id, err)
 	case prev.Status != store.StatusActive:
 		return prev, fmt.Sprintf("rebootstrap refused: envoy %s is revoked: %s", prev.UUID, prev.RevokedReason), nil
 	case !prev.Rebootstrap:
@@ -370,16 +461,14 @@ func (e *Enroller) checkRebootstrap(ctx context.Context, r *apiv1.RegisterReques
 
 // checkToken looks the token up by id and checks its secret and state. It
 // returns the token for Decide when usable, or a refusal reason. Unknown ids
-// and wrong secrets get the same answer, so a caller learns nothing about
-// which tokens exist; a caller holding the secret learns why it is refused.
+// and wrong secrets get the same answer, the same metric and the same work,
+// so a caller learns nothing about which tokens exist; a caller holding the
+// secret learns why it is refused.
 func (e *Enroller) checkToken(ctx context.Context, tok token.Token, now time.Time) (*policy.TokenInfo, string, error) {
 	const invalid = "token is not valid"
 	t, err := e.cfg.Store.GetToken(ctx, tok.ID)
-	if errors.Is(err, store.ErrNotFound) {
-		e.tokenChk.WithLabelValues("unknown").Inc()
-		return nil, invalid, nil // no bcrypt work for unknown ids
-	}
-	if err != nil {
+	unknown := errors.Is(err, store.ErrNotFound)
+	if err != nil && !unknown {
 		return nil, "", fmt.Errorf("look up token %s: %w", tok.ID, err)
 	}
 	select {
@@ -387,11 +476,21 @@ func (e *Enroller) checkToken(ctx context.Context, tok token.Token, now time.Tim
 	case <-ctx.Done():
 		return nil, "", ctx.Err()
 	}
-	ok := token.Compare(t.SecretHash, tok)
+	var ok bool
+	if unknown {
+		// A bcrypt comparison all the same, in the same concurrency
+		// limit: skipping it made an unknown id answer tens of
+		// milliseconds sooner than a known one (review L1).
+		ok = token.CompareUnknown(tok)
+	} else {
+		ok = token.Compare(t.SecretHash, tok)
+	}
 	<-e.bcrypt
 	switch {
 	case !ok:
-		e.tokenChk.WithLabelValues("bad_secret").Inc()
+		// One label for unknown ids and wrong secrets: /metrics may be
+		// open to anyone.
+		e.tokenChk.WithLabelValues("invalid").Inc()
 		return nil, invalid, nil
 	case !t.RevokedAt.IsZero():
 		e.tokenChk.WithLabelValues("revoked").Inc()

@@ -56,9 +56,10 @@ func BenchmarkNewConnectionCheckin(b *testing.B) {
 	roots := x509.NewCertPool()
 	roots.AddCert(authority.Certificate())
 	type envoy struct {
-		uuid string
-		key  ed25519.PrivateKey
-		conf *tls.Config
+		uuid     string
+		hostname string
+		key      ed25519.PrivateKey
+		conf     *tls.Config
 	}
 	fleet := make([]envoy, envoys)
 	now := time.Now()
@@ -75,7 +76,7 @@ func BenchmarkNewConnectionCheckin(b *testing.B) {
 		}); err != nil {
 			b.Fatal(err)
 		}
-		fleet[i] = envoy{uuid: uuid, key: key, conf: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots, ServerName: "127.0.0.1",
+		fleet[i] = envoy{uuid: uuid, hostname: cert.Subject.CommonName, key: key, conf: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots, ServerName: "127.0.0.1",
 			Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}}}}
 	}
 	st.Close()
@@ -86,7 +87,7 @@ func BenchmarkNewConnectionCheckin(b *testing.B) {
 			return err
 		}
 		defer conn.Close()
-		_, err = agentpb.NewAgentServiceClient(conn).Checkin(ctx, signedCheckin(e.uuid, e.key, time.Now()))
+		_, err = agentpb.NewAgentServiceClient(conn).Checkin(ctx, signedCheckin(testEnvoy{uuid: e.uuid, hostname: e.hostname, key: e.key}, time.Now()))
 		return err
 	}
 	for _, mode := range []string{"cache", "nocache"} {

@@ -104,9 +104,10 @@ func (e *certEnv) verifications() (int, error) {
 }
 
 type testEnvoy struct {
-	uuid string
-	key  ed25519.PrivateKey
-	cert *x509.Certificate
+	uuid     string
+	hostname string
+	key      ed25519.PrivateKey
+	cert     *x509.Certificate
 }
 
 // enroll records an envoy in the store whose current certificate is made
@@ -131,7 +132,7 @@ func (e *certEnv) enroll(hostname string, sign func(ca.EnvoyParams) (*x509.Certi
 	}); err != nil {
 		e.t.Fatal(err)
 	}
-	return testEnvoy{uuid: uuid, key: key, cert: cert}
+	return testEnvoy{uuid: uuid, hostname: hostname, key: key, cert: cert}
 }
 
 func (e *certEnv) clientTLS(v testEnvoy, chain ...*x509.Certificate) *tls.Config {
@@ -166,15 +167,15 @@ func (e *certEnv) checkin(v testEnvoy) error {
 		return err
 	}
 	defer conn.Close()
-	_, err = agentpb.NewAgentServiceClient(conn).Checkin(context.Background(), signedCheckin(v.uuid, v.key, e.now()))
+	_, err = agentpb.NewAgentServiceClient(conn).Checkin(context.Background(), signedCheckin(v, e.now()))
 	return err
 }
 
-func signedCheckin(uuid string, key ed25519.PrivateKey, at time.Time) *agentpb.CheckinRequest {
-	r := &agentpb.CheckinRequest{Uuid: uuid, Hostname: "h", AgentVersion: "test", Os: "linux", Arch: "amd64",
+func signedCheckin(v testEnvoy, at time.Time) *agentpb.CheckinRequest {
+	r := &agentpb.CheckinRequest{Uuid: v.uuid, Hostname: v.hostname, AgentVersion: "test", Os: "linux", Arch: "amd64",
 		TimestampUnixNano: at.UnixNano(), Nonce: make([]byte, agentpb.NonceSize)}
 	_, _ = rand.Read(r.Nonce)
-	r.Signature = ed25519.Sign(key, r.SigningBytes())
+	r.Signature = ed25519.Sign(v.key, r.SigningBytes())
 	return r
 }
 
@@ -265,7 +266,7 @@ func TestClientChainForeignCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	forged := testEnvoy{uuid: v.uuid, key: v.key, cert: cert}
+	forged := testEnvoy{uuid: v.uuid, hostname: v.hostname, key: v.key, cert: cert}
 	for i := 1; i <= 2; i++ {
 		if got := e.alert(forged); got != "bad certificate" {
 			t.Fatalf("attempt %d: alert %q, want bad certificate", i, got)

@@ -22,8 +22,13 @@ type checkinBatcher struct {
 	pending map[string]store.Checkin
 }
 
+// record keeps c as the envoy's pending check-in, with the newest signed
+// timestamp of those it replaces (check-ins may arrive out of order).
 func (b *checkinBatcher) record(c store.Checkin) {
 	b.mu.Lock()
+	if old, ok := b.pending[c.UUID]; ok && old.Signed.After(c.Signed) {
+		c.Signed = old.Signed
+	}
 	b.pending[c.UUID] = c
 	b.mu.Unlock()
 }
@@ -49,8 +54,11 @@ func (b *checkinBatcher) flush(ctx context.Context) {
 		b.logger.Error("record check-ins", "count", len(cs), "err", err)
 		b.mu.Lock()
 		for uuid, c := range batch {
-			if _, newer := b.pending[uuid]; !newer {
+			if newer, ok := b.pending[uuid]; !ok {
 				b.pending[uuid] = c
+			} else if c.Signed.After(newer.Signed) {
+				newer.Signed = c.Signed
+				b.pending[uuid] = newer
 			}
 		}
 		b.mu.Unlock()

@@ -27,14 +27,17 @@ type entry struct {
 	reason          string
 	revokedRevision string
 	replacedBy      string
-	loadedAt        time.Time
+	// checkinFloor is the newest signed check-in time recorded in the
+	// store when the entry was read: check-ins must be newer.
+	checkinFloor time.Time
+	loadedAt     time.Time
 }
 
 func newEntry(e store.Envoy, now time.Time) *entry {
 	en := &entry{
 		uuid: e.UUID, hostname: e.Hostname, known: true, status: e.Status, serial: e.CertSerial,
 		flags: e.EnvoyFlags, reason: e.RevokedReason, revokedRevision: e.RevokedRevision,
-		replacedBy: e.ReplacedBy, loadedAt: now,
+		replacedBy: e.ReplacedBy, checkinFloor: e.LastCheckinSigned, loadedAt: now,
 	}
 	if len(e.PublicKey) == ed25519.PublicKeySize {
 		en.pub = ed25519.PublicKey(e.PublicKey)

@@ -524,3 +524,123 @@ func TestExpiredCertificateExplained(t *testing.T) {
 		t.Fatalf("Run = %v, want a RevokedError saying the certificate expired and what to do", err)
 	}
 }
+
+// TestBoundedInputCheckin (issue 12, item 4, gRPC side): an oversized
+// check-in field is refused with a short message that does not repeat it
+// (the refusal is also what the server logs).
+func TestBoundedInputCheckin(t *testing.T) {
+	e := grpcapitest.New(t, grpcapitest.Options{})
+	v := e.EnrollNow("bounded.example.com")
+	c := e.RawClient(v.Cert, v.Key)
+	big := strings.Repeat("Z", 60000)
+	for _, tt := range []struct {
+		name string
+		edit func(*agentpb.CheckinRequest)
+	}{
+		{"uuid", func(r *agentpb.CheckinRequest) { r.Uuid = big }},
+		{"hostname", func(r *agentpb.CheckinRequest) { r.Hostname = big }},
+		{"agent_version", func(r *agentpb.CheckinRequest) { r.AgentVersion = big }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := grpcapitest.SignedRequest(v, time.Now())
+			tt.edit(r)
+			r.Signature = ed25519.Sign(v.Key, r.SigningBytes())
+			_, err := c.Checkin(context.Background(), r)
+			st := status.Convert(err)
+			if st.Code() != codes.InvalidArgument || len(st.Message()) > 200 || strings.Contains(st.Message(), "ZZZZ") {
+				t.Errorf("got %v %.200q (%d bytes), want InvalidArgument with a short message", st.Code(), st.Message(), len(st.Message()))
+			}
+		})
+	}
+}
+
+// TestReplayCacheOneEnvoyCannotLockOutOthers (issue 12, item 1): an
+// enrolled envoy flooding the server with validly signed check-ins whose
+// nonces all start with the same byte, timestamped near the end of the
+// window so they are remembered longest, hurts only itself: other envoys'
+// check-ins, whatever their nonces, are still accepted.
+func TestReplayCacheOneEnvoyCannotLockOutOthers(t *testing.T) {
+	e := grpcapitest.New(t, grpcapitest.Options{})
+	ctx := context.Background()
+	flooder, victim := e.EnrollNow("flood.example.com"), e.EnrollNow("victim.example.com")
+	fc, vc := e.RawClient(flooder.Cert, flooder.Key), e.RawClient(victim.Cert, victim.Key)
+	withNonce0 := func(v grpcapitest.Envoy, at time.Time, b byte) *agentpb.CheckinRequest {
+		r := grpcapitest.SignedRequest(v, at)
+		r.Nonce[0] = b
+		r.Signature = ed25519.Sign(v.Key, r.SigningBytes())
+		return r
+	}
+	refused := 0
+	for range 100 {
+		if _, err := fc.Checkin(ctx, withNonce0(flooder, time.Now().Add(4*time.Minute+50*time.Second), 0)); err != nil {
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Error("the flooder was never refused (per-envoy rate limit)")
+	}
+	for i := range 10 {
+		if _, err := vc.Checkin(ctx, withNonce0(victim, time.Now(), byte(i%2*64))); err != nil {
+			t.Fatalf("victim check-in %d after the flood: %v", i, err)
+		}
+	}
+}
+
+// TestReplayAfterRestartRefused (issue 12, item 1, review L7): a check-in
+// accepted before a restart is refused after it, though the new process
+// remembers no nonce: the newest accepted check-in time of each envoy is
+// recorded with its batched check-ins, and a check-in must be newer.
+func TestReplayAfterRestartRefused(t *testing.T) {
+	e := grpcapitest.New(t, grpcapitest.Options{})
+	ctx := context.Background()
+	v := e.EnrollNow("restart.example.com")
+	saved := grpcapitest.SignedRequest(v, time.Now())
+	if _, err := e.RawClient(v.Cert, v.Key).Checkin(ctx, saved); err != nil {
+		t.Fatalf("first send: %v", err)
+	}
+	e.Restart()
+	c := e.RawClient(v.Cert, v.Key)
+	_, err := c.Checkin(ctx, saved)
+	if st := status.Convert(err); st.Code() != codes.Unauthenticated || !strings.Contains(st.Message(), "not newer than") {
+		t.Fatalf("replay after a restart: %v %q, want Unauthenticated, not newer than", st.Code(), st.Message())
+	}
+	// The envoy's next check-in is accepted.
+	if _, err := c.Checkin(ctx, grpcapitest.SignedRequest(v, time.Now().Add(time.Second))); err != nil {
+		t.Fatalf("new check-in after the restart: %v", err)
+	}
+}
+
+// TestCheckinHostnameMustBeEnrolled (issue 12, item 12): the hostname a
+// check-in carries (and signs) must be the envoy's enrolled hostname,
+// compared normalised (case, one trailing dot); another is refused.
+func TestCheckinHostnameMustBeEnrolled(t *testing.T) {
+	e := grpcapitest.New(t, grpcapitest.Options{})
+	v := e.EnrollNow("named.example.com")
+	c := e.RawClient(v.Cert, v.Key)
+	at := time.Now()
+	for _, tt := range []struct {
+		hostname string
+		code     codes.Code
+	}{
+		{"named.example.com", codes.OK},
+		{"Named.Example.COM.", codes.OK},
+		{"other.example.com", codes.InvalidArgument},
+		{"", codes.InvalidArgument},
+		{"named.example.com\x1b[31m", codes.InvalidArgument},
+	} {
+		t.Run(tt.hostname, func(t *testing.T) {
+			at = at.Add(time.Millisecond)
+			r := grpcapitest.SignedRequest(v, at)
+			r.Hostname = tt.hostname
+			r.Signature = ed25519.Sign(v.Key, r.SigningBytes())
+			_, err := c.Checkin(context.Background(), r)
+			st := status.Convert(err)
+			if st.Code() != tt.code {
+				t.Fatalf("hostname %q: %v %q, want %v", tt.hostname, st.Code(), st.Message(), tt.code)
+			}
+			if tt.code != codes.OK && (!strings.Contains(st.Message(), `not the enrolled hostname "named.example.com"`) || strings.Contains(st.Message(), "\x1b")) {
+				t.Errorf("message %q does not name the enrolled hostname (or repeats control bytes)", st.Message())
+			}
+		})
+	}
+}

@@ -81,6 +81,11 @@ func (s *Server) authInterceptor(ctx context.Context, req any, info *grpc.UnaryS
 	if err != nil {
 		return nil, err
 	}
+	// Per envoy, after authentication: only the envoy itself spends its
+	// bucket, and a flooding envoy is refused before any signature work.
+	if ok, wait := s.guard.take(e.UUID, s.now()); !ok {
+		return nil, status.Errorf(codes.ResourceExhausted, "envoy %s sends too many requests; retry in %s", e.UUID, wait.Round(time.Second)+time.Second)
+	}
 	return h(withEnvoy(ctx, e), req)
 }
 

@@ -17,7 +17,7 @@ type metrics struct {
 	connections       prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer, nonces *nonceCache) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, g *guard) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigo_grpc_requests_total",
@@ -51,8 +51,8 @@ func newMetrics(reg prometheus.Registerer, nonces *nonceCache) (*metrics, error)
 	cs := []prometheus.Collector{m.requests, m.duration, m.handshakeRefusals, m.flushed, m.flushErrors, m.connections,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "vigo_grpc_nonce_cache_entries",
-			Help: "Check-in nonces remembered against replay.",
-		}, func() float64 { return float64(nonces.len()) }),
+			Help: "Check-in nonces remembered against replay (at most 16 per envoy).",
+		}, func() float64 { return float64(g.nonces()) }),
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

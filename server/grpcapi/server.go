@@ -33,6 +33,7 @@ import (
 
 	"github.com/vigo-enroll/vigo/schemas/agentpb"
 	"github.com/vigo-enroll/vigo/server/ca"
+	"github.com/vigo-enroll/vigo/server/ratelimit"
 	"github.com/vigo-enroll/vigo/server/store"
 )
 
@@ -64,10 +65,11 @@ type Config struct {
 	// MaxClockSkew is how far a check-in timestamp may be from the server's
 	// clock (default 5m).
 	MaxClockSkew time.Duration
-	// MaxNonces bounds the replay cache (default 1,048,576 nonces, about
-	// 50 MB). When full, check-ins are refused with RESOURCE_EXHAUSTED
-	// until old nonces expire.
-	MaxNonces int
+	// PerEnvoy bounds the requests of each envoy (a token bucket; default
+	// 1 per second, burst 20: an agent checks in once per Interval).
+	// Over it the envoy is refused with RESOURCE_EXHAUSTED; other envoys
+	// are not affected. A negative PerSecond disables the bound.
+	PerEnvoy ratelimit.Limit
 	// CertValidity returns the lifetime of a renewed certificate (the
 	// active policy's cert_validity); nil keeps the lifetime of the
 	// certificate being renewed.
@@ -101,7 +103,7 @@ type Server struct {
 	now     func() time.Time
 	grpc    *grpc.Server
 	dir     *directory
-	nonces  *nonceCache
+	guard   *guard
 	batch   *checkinBatcher
 	m       *metrics
 	tls     *tls.Config
@@ -149,18 +151,18 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxClockSkew <= 0 {
 		cfg.MaxClockSkew = 5 * time.Minute
 	}
-	if cfg.MaxNonces <= 0 {
-		cfg.MaxNonces = 1 << 20
+	if cfg.PerEnvoy == (ratelimit.Limit{}) {
+		cfg.PerEnvoy = ratelimit.Limit{PerSecond: 1, Burst: 20}
 	}
 	s := &Server{
 		cfg:    cfg,
 		logger: cfg.Logger.With("component", "grpcapi"),
 		now:    cfg.Now,
 		dir:    newDirectory(cfg.Store, cfg.Now),
-		nonces: newNonceCache(cfg.MaxNonces),
+		guard:  newGuard(cfg.PerEnvoy),
 		pubKey: cfg.SigningKey.Public().(ed25519.PublicKey),
 	}
-	m, err := newMetrics(cfg.Registerer, s.nonces)
+	m, err := newMetrics(cfg.Registerer, s.guard)
 	if err != nil {
 		return nil, fmt.Errorf("new grpc server: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/vigo-enroll/vigo/policy"
 	"github.com/vigo-enroll/vigo/schemas/agentpb"
 	"github.com/vigo-enroll/vigo/server/ca"
 	"github.com/vigo-enroll/vigo/server/store"
@@ -30,13 +31,14 @@ func (v *service) Checkin(ctx context.Context, req *agentpb.CheckinRequest) (*ag
 	if !ok {
 		return nil, status.Error(codes.Unauthenticated, "no envoy identity")
 	}
-	if req.GetUuid() != id.UUID {
-		return nil, status.Errorf(codes.Unauthenticated, "check-in for envoy %q over the connection of envoy %s", req.GetUuid(), id.UUID)
-	}
-	for _, f := range []string{req.GetHostname(), req.GetAgentVersion(), req.GetOs(), req.GetArch()} {
+	// Sizes first, so that no refusal below repeats a large value.
+	for _, f := range []string{req.GetUuid(), req.GetHostname(), req.GetAgentVersion(), req.GetOs(), req.GetArch()} {
 		if len(f) > maxField {
 			return nil, status.Errorf(codes.InvalidArgument, "check-in field longer than %d bytes", maxField)
 		}
+	}
+	if req.GetUuid() != id.UUID {
+		return nil, status.Errorf(codes.Unauthenticated, "check-in for envoy %q over the connection of envoy %s", req.GetUuid(), id.UUID)
 	}
 	if len(req.GetNonce()) != agentpb.NonceSize {
 		return nil, status.Errorf(codes.InvalidArgument, "check-in nonce must be %d bytes", agentpb.NonceSize)
@@ -56,13 +58,33 @@ func (v *service) Checkin(ctx context.Context, req *agentpb.CheckinRequest) (*ag
 	if !ed25519.Verify(id.entry.pub, req.SigningBytes(), req.GetSignature()) {
 		return nil, status.Errorf(codes.Unauthenticated, "check-in signature does not verify with the enrolled key of envoy %s", id.UUID)
 	}
+	// The hostname is signed: it must be the one enrolled, or the
+	// signed statement would say something the server never checked.
+	// (Comparing rather than dropping the field keeps the wire format
+	// and the signed bytes of deployed agents, which send the enrolled
+	// hostname.) Not repeated in the refusal: it is the client's.
+	if h, err := policy.NormalizeHostname(req.GetHostname()); err != nil || h != id.Hostname {
+		return nil, status.Errorf(codes.InvalidArgument, "check-in hostname is not the enrolled hostname %q of envoy %s", id.Hostname, id.UUID)
+	}
+	// Replays across restarts: the nonces in memory are lost with the
+	// process, so a check-in must also be newer than the newest one
+	// recorded in the store (with the batched check-ins) when this
+	// process read the envoy. Compared in milliseconds, the store's
+	// precision. Check-ins accepted in the last FlushInterval before a
+	// crash are not recorded yet: a graceful stop writes them. An agent
+	// signs with its own clock, so only an envoy whose clock went back
+	// across a restart waits here, until its clock passes the record.
+	if ts.UnixMilli() <= id.entry.checkinFloor.UnixMilli() {
+		return nil, status.Errorf(codes.Unauthenticated, "check-in is not newer than the last one recorded for envoy %s at %s (replayed request?); send a new one",
+			id.UUID, id.entry.checkinFloor.UTC().Format(time.RFC3339Nano))
+	}
 	// The nonce is remembered only after the signature verified, so that
-	// unsigned garbage cannot fill the cache.
-	switch s.nonces.add([16]byte(req.GetNonce()), ts.Add(s.cfg.MaxClockSkew), now) {
+	// only the envoy itself can add to its own share.
+	switch s.guard.add(id.UUID, [16]byte(req.GetNonce()), ts, ts.Add(s.cfg.MaxClockSkew), now) {
 	case nonceReplayed:
 		return nil, status.Error(codes.Unauthenticated, "check-in nonce was already used (replayed request)")
-	case nonceFull:
-		return nil, status.Error(codes.ResourceExhausted, "replay cache is full; retry later")
+	case nonceStale:
+		return nil, status.Errorf(codes.Unauthenticated, "check-in is older than the last %d accepted from envoy %s (replayed request?); send a new one", maxNoncesPerEnvoy, id.UUID)
 	}
 	if s.cfg.SharedNonces {
 		// Several replicas: the in-memory cache only sees this replica's
@@ -78,7 +100,7 @@ func (v *service) Checkin(ctx context.Context, req *agentpb.CheckinRequest) (*ag
 			return nil, status.Error(codes.Unauthenticated, "check-in nonce was already used (replayed request)")
 		}
 	}
-	s.batch.record(store.Checkin{UUID: id.UUID, At: now, AgentVersion: req.GetAgentVersion(), Addr: peerIP(ctx)})
+	s.batch.record(store.Checkin{UUID: id.UUID, At: now, AgentVersion: req.GetAgentVersion(), Addr: peerIP(ctx), Signed: ts})
 
 	resp := &agentpb.CheckinResponse{
 		Uuid:               id.UUID,

@@ -7,9 +7,10 @@ import "sync"
 // check-ins and handshakes rarely contend.
 const shardCount = 64
 
-// shardedMap is a map bounded per shard and split into shardCount locked
-// shards. Its keys are random (nonces, hashes), so their first byte picks
-// the shard. What happens when a shard is full is the owner's rule.
+// shardedMap is a map split into shardCount locked shards, the shard
+// picked by a byte of the key that is random or a keyed hash of it (chain
+// hashes; envoy UUIDs through maphash). An owner that bounds the map reads
+// maxPerShard; what happens when a shard is full is the owner's rule.
 type shardedMap[K comparable, V any] struct {
 	maxPerShard int
 	shards      [shardCount]shard[K, V]

@@ -14,19 +14,23 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/vigo-enroll/vigo/policy"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/server/bootstrap"
 	"github.com/vigo-enroll/vigo/server/enroll"
+	"github.com/vigo-enroll/vigo/server/ratelimit"
 	"github.com/vigo-enroll/vigo/server/store"
 )
 
@@ -76,9 +80,9 @@ type Config struct {
 	WebhookSecret []byte
 	// TrustedProxies may set X-Forwarded-For.
 	TrustedProxies []netip.Prefix
-	// RatePerSecond and Burst limit the open routes per source address (rate < 0: off).
-	RatePerSecond float64
-	Burst         int
+	// PerAddress and PerNetwork limit the open routes per source address
+	// and per source network (IPv4 /24, IPv6 /64); the zero Limit is off.
+	PerAddress, PerNetwork ratelimit.Limit
 	// PublicURL is the https://host:port agents and operators use.
 	PublicURL string
 	// Ready reports readiness for /readyz ("" = ready, else the reason).
@@ -88,17 +92,23 @@ type Config struct {
 	// Registerer and Gatherer for metrics (nil = none / default).
 	Registerer prometheus.Registerer
 	Gatherer   prometheus.Gatherer
-	Logger     *slog.Logger
-	Now        func() time.Time
+	// MetricsElsewhere takes GET /metrics off this handler: the server
+	// serves MetricsHandler on its own listener (server.metrics_listen).
+	// False (default): /metrics is an open route, rate-limited per source.
+	MetricsElsewhere bool
+	Logger           *slog.Logger
+	Now              func() time.Time
 }
 
 // API is the HTTP handler of the server.
 type API struct {
 	cfg      Config
 	log      *slog.Logger
-	limit    *limiter
-	hookLim  *limiter
+	perAddr  *ratelimit.Keyed[netip.Addr]
+	perNet   *ratelimit.Keyed[netip.Prefix]
+	hookLim  *ratelimit.Keyed[netip.Addr]
 	duration *prometheus.HistogramVec
+	metrics  http.Handler
 	mux      *http.ServeMux
 }
 
@@ -125,13 +135,15 @@ func New(cfg Config) (*API, error) {
 	a := &API{
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "httpapi"),
-		limit:   newLimiter(cfg.RatePerSecond, cfg.Burst, cfg.Now),
-		hookLim: newLimiter(10, 50, cfg.Now), // a valid call only coalesces into one sync
+		perAddr: ratelimit.NewKeyed[netip.Addr](cfg.PerAddress, cfg.Now),
+		perNet:  ratelimit.NewKeyed[netip.Prefix](cfg.PerNetwork, cfg.Now),
+		hookLim: ratelimit.NewKeyed[netip.Addr](ratelimit.Limit{PerSecond: 10, Burst: 50}, cfg.Now), // a valid call only coalesces into one sync
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "vigo_http_request_duration_seconds", Help: "HTTP request durations by route and code.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"route", "code"}),
 	}
+	a.metrics = promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(a.duration); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
@@ -153,7 +165,7 @@ func (a *API) routes() *http.ServeMux {
 
 	// Open to anyone, rate-limited per source address.
 	open("GET /bootstrap", a.handleBootstrap)
-	open("POST /api/v1/bootstrap/register", a.handleRegister)
+	open("POST /api/v1/bootstrap/register", jsonOnly(a.handleRegister))
 	open("GET /api/v1/agent/latest", a.dist(func(d AgentDist) http.HandlerFunc { return d.HandleLatest }))
 	open("GET /api/v1/agent/download/{os}/{arch}", a.dist(func(d AgentDist) http.HandlerFunc { return d.HandleDownload }))
 	open("GET /api/v1/agent/self", a.handleAgentSelf)
@@ -162,12 +174,18 @@ func (a *API) routes() *http.ServeMux {
 	// Authenticated by its HMAC, rate-limited.
 	plain("POST /api/v1/policy/webhook", a.handleWebhook)
 
-	// Health and metrics are open.
-	plain("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
+	// Health is open. Metrics are open too unless served on their own
+	// listener; they say nothing per token (see enroll.checkToken), and
+	// are rate-limited like the other open routes.
+	plain("GET /healthz", a.handleHealth)
 	plain("GET /readyz", a.handleReady)
-	m.Handle("GET /metrics", promhttp.HandlerFor(a.cfg.Gatherer, promhttp.HandlerOpts{}))
+	if a.cfg.MetricsElsewhere {
+		plain("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, http.StatusNotFound, "metrics are not served on this port (see server.metrics_listen)")
+		})
+	} else {
+		open("GET /metrics", a.handleMetrics)
+	}
 
 	// Admin API.
 	admin("POST /api/v1/tokens", a.handleTokenCreate)
@@ -189,10 +207,10 @@ func (a *API) routes() *http.ServeMux {
 
 	// Anything else under /api/ is unknown: admin-only so it reveals nothing.
 	admin("/api/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", method(r), clip(r.URL.Path, 100)))
 	})
 	plain("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s; the bootstrap script is at GET /bootstrap", r.Method, r.URL.Path))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s; the bootstrap script is at GET /bootstrap", method(r), clip(r.URL.Path, 100)))
 	})
 	return m
 }
@@ -249,13 +267,55 @@ func (a *API) observe(route string, h http.Handler) http.Handler {
 	})
 }
 
+// rateLimited takes a token from the source address's bucket, then from
+// its network's: rotating addresses within a /24 or /64 does not escape
+// the limit, and one busy address spends only its own share of its
+// network's. Requests with no source address (see clientAddr) share one
+// bucket of each.
 func (a *API) rateLimited(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		ok, wait := a.limit.allow(a.sourceIP(r))
-		if !ok {
-			secs := int(wait/time.Second) + 1
-			w.Header().Set("Retry-After", strconv.Itoa(secs))
-			writeError(w, http.StatusTooManyRequests, fmt.Sprintf("too many requests from this address: retry in %d s", secs))
+		src := a.sourceIP(r)
+		if ok, wait := a.perAddr.Take(src); !ok {
+			tooMany(w, wait, "too many requests from this address")
+			return
+		}
+		if ok, wait := a.perNet.Take(network(src)); !ok {
+			tooMany(w, wait, "too many requests from this network")
+			return
+		}
+		h(w, r)
+	}
+}
+
+// network is the IPv4 /24 or IPv6 /64 of addr (the zero Prefix for no
+// address): the unit an attacker typically holds whole.
+func network(addr netip.Addr) netip.Prefix {
+	bits := 64
+	if addr.Is4() {
+		bits = 24
+	}
+	p, _ := addr.Prefix(bits)
+	return p
+}
+
+// tooMany answers 429 with Retry-After, in whole seconds rounded up.
+func tooMany(w http.ResponseWriter, wait time.Duration, msg string) {
+	secs := int((wait + time.Second - 1) / time.Second)
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	writeError(w, http.StatusTooManyRequests, fmt.Sprintf("%s: retry in %d s", msg, secs))
+}
+
+// jsonOnly refuses a body that is not declared application/json with 415.
+// Why: a browser sends text/plain, application/x-www-form-urlencoded and
+// multipart/form-data cross-site without asking (a "simple" request, no
+// CORS preflight); application/json needs a preflight, which this server
+// never grants. So a web page visited by someone inside a trusted network
+// cannot make the browser register (or force-replace) a host here.
+func jsonOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		if err != nil || mt != "application/json" {
+			writeError(w, http.StatusUnsupportedMediaType, "request body must be JSON sent with Content-Type: application/json")
 			return
 		}
 		h(w, r)
@@ -283,8 +343,10 @@ func (a *API) admin(h http.HandlerFunc) http.HandlerFunc {
 }
 
 // sourceIP is the TCP peer, or the client named in X-Forwarded-For when the
-// peer is a configured trusted proxy. Trusting the header from anyone else
-// would let a client pick the address that trusted enrollment checks.
+// peer is a configured trusted proxy (see clientAddr). Trusting the header
+// from anyone else would let a client pick the address that trusted
+// enrollment checks. The invalid netip.Addr means "no source address": no
+// CIDR contains it.
 func (a *API) sourceIP(r *http.Request) netip.Addr {
 	peer, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
@@ -292,29 +354,7 @@ func (a *API) sourceIP(r *http.Request) netip.Addr {
 		addr, _ := netip.ParseAddr(host)
 		return addr.Unmap()
 	}
-	addr := peer.Addr().Unmap()
-	if !a.trusted(addr) {
-		return addr
-	}
-	xff := r.Header.Values("X-Forwarded-For")
-	hops := strings.Split(strings.Join(xff, ","), ",")
-	// Walk from the right: the nearest hop not added by a trusted proxy is the client.
-	for i := len(hops) - 1; i >= 0; i-- {
-		h := strings.TrimSpace(hops[i])
-		if h == "" {
-			continue
-		}
-		hop, err := netip.ParseAddr(h)
-		if err != nil {
-			return addr
-		}
-		hop = hop.Unmap()
-		if !a.trusted(hop) {
-			return hop
-		}
-		addr = hop
-	}
-	return addr
+	return clientAddr(peer.Addr().Unmap(), r.Header.Values("X-Forwarded-For"), a.trusted)
 }
 
 func (a *API) trusted(addr netip.Addr) bool {
@@ -345,6 +385,25 @@ func (a *API) handleAgentSelf(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, apiv1.AgentSelf{UUID: uuid, Accepted: ok, Message: msg})
 }
 
+// MetricsHandler serves GET /metrics, /healthz and /readyz, for the
+// separate metrics listener (server.metrics_listen).
+func (a *API) MetricsHandler() http.Handler {
+	m := http.NewServeMux()
+	m.HandleFunc("GET /metrics", a.handleMetrics)
+	m.HandleFunc("GET /healthz", a.handleHealth)
+	m.HandleFunc("GET /readyz", a.handleReady)
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s; this listener serves GET /metrics, /healthz and /readyz", method(r), clip(r.URL.Path, 100)))
+	})
+	return m
+}
+
+func (a *API) handleMetrics(w http.ResponseWriter, r *http.Request) { a.metrics.ServeHTTP(w, r) }
+
+func (a *API) handleHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
 func (a *API) handleReady(w http.ResponseWriter, r *http.Request) {
 	if reason := a.cfg.Ready(); reason != "" {
 		writeError(w, http.StatusServiceUnavailable, reason)
@@ -360,8 +419,12 @@ func (a *API) handleBootstrap(w http.ResponseWriter, r *http.Request) {
 	}
 	goos := r.URL.Query().Get("os")
 	script, ctype, err := a.cfg.Bootstrap(goos)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	switch {
+	case errors.Is(err, bootstrap.ErrUnsupportedOS):
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("no bootstrap script for os=%s: leave os out for Unix (sh), or use os=windows (PowerShell)", clip(goos, 16)))
+		return
+	case err != nil:
+		a.internal(w, "render bootstrap script", err)
 		return
 	}
 	w.Header().Set("Content-Type", ctype)
@@ -386,8 +449,9 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 			return fmt.Errorf("field %s: expected %s", te.Field, te.Type)
 		case errors.As(err, &se):
 			return fmt.Errorf("request body is not valid JSON: %v", err)
-		case strings.HasPrefix(err.Error(), "json: unknown field"):
-			return fmt.Errorf("request body has an %s", strings.TrimPrefix(err.Error(), "json: "))
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			name, _ := strconv.Unquote(strings.TrimPrefix(err.Error(), "json: unknown field "))
+			return fmt.Errorf("request body has an unknown field %s", clip(name, 40))
 		default:
 			return fmt.Errorf("request body is not valid JSON: %v", err)
 		}
@@ -396,6 +460,30 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 		return errors.New("request body has data after the JSON object")
 	}
 	return nil
+}
+
+// clip quotes client input for a message: at most n bytes of it (cut at a
+// character boundary, "…" marking the cut), with control and non-printable
+// characters escaped as by %q, so that a refusal never repeats an
+// unbounded value or writes raw control bytes into a terminal or a log.
+func clip(s string, n int) string {
+	if len(s) > n {
+		cut := n
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		return strconv.Quote(s[:cut]) + "…"
+	}
+	return strconv.Quote(s)
+}
+
+// method is the request method for a message: net/http admits only token
+// characters in it, so it needs a length bound, not quoting.
+func method(r *http.Request) string {
+	if len(r.Method) > 16 {
+		return r.Method[:16] + "…"
+	}
+	return r.Method
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

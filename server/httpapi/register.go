@@ -36,6 +36,8 @@ func (a *API) handleRegister(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusForbidden, e.Msg)
 		case enroll.KindConflict:
 			writeError(w, http.StatusConflict, e.Msg)
+		case enroll.KindBusy:
+			tooMany(w, e.RetryAfter, e.Msg)
 		default:
 			a.log.Error("register", "hostname", req.Hostname, "err", err)
 			writeError(w, http.StatusInternalServerError, "internal error: see the server log")

@@ -21,9 +21,8 @@ const maxWebhookBody = 1 << 20
 // notifications. The body is never trusted for a commit id: a valid call
 // only triggers a poll of the remote.
 func (a *API) handleWebhook(w http.ResponseWriter, r *http.Request) {
-	if ok, wait := a.hookLim.allow(a.sourceIP(r)); !ok {
-		w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
-		writeError(w, http.StatusTooManyRequests, "too many webhook calls")
+	if ok, wait := a.hookLim.Take(a.sourceIP(r)); !ok {
+		tooMany(w, wait, "too many webhook calls")
 		return
 	}
 	if len(a.cfg.WebhookSecret) == 0 || a.cfg.PolicyCtl == nil {

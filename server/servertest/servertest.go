@@ -45,6 +45,8 @@ type Options struct {
 	// HTTPSRoots verify the server's HTTPS certificate (default: the
 	// server's CA); for a server with an operator's certificate.
 	HTTPSRoots *x509.CertPool
+	// Log, when set, receives the server log as text (instead of Verbose).
+	Log io.Writer
 }
 
 // Instance is a running server.
@@ -92,7 +94,11 @@ func Start(t testing.TB, o Options) *Instance {
 	cfg.Server.DataDir = o.DataDir
 	cfg.Server.Replica = "test"
 	cfg.Policy.Dir = o.PolicyDir
+	// Rate limits off (tests send bursts from one address); the tests of
+	// the limits turn them on.
 	cfg.Bootstrap.RateLimit.PerSecond = -1
+	cfg.Bootstrap.RateLimit.TokenChecksPerSecond = -1
+	cfg.Bootstrap.CheckinRateLimit.PerSecond = -1
 	if o.Config != nil {
 		o.Config(cfg)
 	}
@@ -101,7 +107,10 @@ func Start(t testing.TB, o Options) *Instance {
 		t.Fatal(err)
 	}
 	logger := slog.New(slog.DiscardHandler)
-	if o.Verbose {
+	switch {
+	case o.Log != nil:
+		logger = slog.New(slog.NewTextHandler(o.Log, nil))
+	case o.Verbose:
 		logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -175,6 +184,9 @@ func (in *Instance) Do(t testing.TB, method, path string, body any, admin bool) 
 	req, err := http.NewRequest(method, in.URL+path, r)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	if admin {
 		req.Header.Set("Authorization", "Bearer "+in.AdminToken)

@@ -58,7 +58,9 @@ type Store interface {
 	// (ErrConflict otherwise, ErrEnvoyRevoked when revoked), and appends audit.
 	RenewCertificate(ctx context.Context, p RenewParams) error
 	// RecordCheckins stores last_seen, agent version and peer address for a
-	// batch of envoys. A later LastSeen never goes backwards.
+	// batch of envoys. A later LastSeen never goes backwards, nor does
+	// LastCheckinSigned (the newest Checkin.Signed recorded, whatever the
+	// order of the batch or of the calls).
 	RecordCheckins(ctx context.Context, cs []Checkin) error
 	// SeenNonce records a check-in nonce of an envoy until expires and
 	// reports whether that nonce was already recorded and not yet expired
@@ -157,6 +159,11 @@ type Envoy struct {
 	LastSeen     time.Time
 	AgentVersion string
 	LastAddr     string
+	// LastCheckinSigned is the newest signed timestamp of the envoy's
+	// recorded check-ins (millisecond precision): after a restart, the
+	// check-in service refuses check-ins not newer than it, so that a
+	// check-in accepted before cannot be replayed.
+	LastCheckinSigned time.Time
 
 	EnvoyFlags
 }
@@ -215,9 +222,12 @@ type RenewParams struct {
 // Checkin is one envoy's latest check-in, batched by the gRPC server.
 type Checkin struct {
 	UUID         string
-	At           time.Time
+	At           time.Time // the server's time
 	AgentVersion string
 	Addr         string
+	// Signed is the timestamp the envoy signed (its clock); zero leaves
+	// LastCheckinSigned as it is.
+	Signed time.Time
 }
 
 // AuditEvent is one entry of the audit trail. Secrets never go here: a

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -89,3 +90,22 @@ func Hash(t Token) ([]byte, error) {
 func Compare(hash []byte, t Token) bool {
 	return bcrypt.CompareHashAndPassword(hash, []byte(t.Secret)) == nil
 }
+
+// CompareUnknown spends the time of one Compare and reports false: it is
+// what a caller presenting an unknown token id gets, so that the response
+// time does not tell which ids exist. It compares against the hash, at
+// Cost, of a random secret that is never kept.
+func CompareUnknown(t Token) bool {
+	_ = bcrypt.CompareHashAndPassword(dummyHash(), []byte(t.Secret))
+	return false
+}
+
+// dummyHash is made at first use rather than at start, so that a program
+// that never checks a token pays nothing.
+var dummyHash = sync.OnceValue(func() []byte {
+	h, err := Hash(Generate())
+	if err != nil {
+		panic(err) // bcrypt fails only for a secret over 72 bytes or a bad cost, both constants here
+	}
+	return h
+})

@@ -3,6 +3,8 @@ package token
 import (
 	"errors"
 	"testing"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -54,4 +56,15 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse(%q) not stable: %+v, %v", s, again, err)
 		}
 	})
+}
+
+func TestCompareUnknown(t *testing.T) {
+	tok := Generate()
+	if CompareUnknown(tok) {
+		t.Fatal("CompareUnknown accepted a token")
+	}
+	// The comparison costs what a real one costs: same bcrypt cost.
+	if c, err := bcrypt.Cost(dummyHash()); err != nil || c != Cost {
+		t.Fatalf("dummy hash cost %d (%v), want %d", c, err, Cost)
+	}
 }

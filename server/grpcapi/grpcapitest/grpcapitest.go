@@ -16,6 +16,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"mime"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -53,6 +54,8 @@ type Env struct {
 	HTTPS  *httptest.Server
 	// Registrations counts requests that reached the register handler.
 	Registrations atomic.Int64
+
+	cfg grpcapi.Config
 }
 
 // Options configure New.
@@ -62,6 +65,8 @@ type Options struct {
 	SigningKey    ed25519.PrivateKey
 	IdleTimeout   time.Duration
 	Registerer    prometheus.Registerer
+	// Config, when set, edits the server's configuration last.
+	Config func(*grpcapi.Config)
 }
 
 // New starts the servers; t.Cleanup stops them.
@@ -82,8 +87,26 @@ func New(t testing.TB, o Options) *Env {
 	if key == nil {
 		_, key, _ = ed25519.GenerateKey(rand.Reader)
 	}
-	srv, err := grpcapi.New(grpcapi.Config{Store: st, CA: c, SigningKey: key, AgentVersion: o.AgentVersion, TargetVersion: o.TargetVersion, Interval: 30 * time.Second,
-		IdleTimeout: o.IdleTimeout, Registerer: o.Registerer})
+	cfg := grpcapi.Config{Store: st, CA: c, SigningKey: key, AgentVersion: o.AgentVersion, TargetVersion: o.TargetVersion, Interval: 30 * time.Second,
+		IdleTimeout: o.IdleTimeout, Registerer: o.Registerer}
+	if o.Config != nil {
+		o.Config(&cfg)
+	}
+	e := &Env{t: t, Store: st, CA: c, Key: key, cfg: cfg}
+	e.serve()
+	e.HTTPS = httptest.NewUnstartedServer(http.HandlerFunc(e.Register))
+	cert := c.ServerTLSCertificate()
+	cert.Certificate = append([][]byte{cert.Certificate[0]}, c.Certificate().Raw)
+	e.HTTPS.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	e.HTTPS.StartTLS()
+	t.Cleanup(e.HTTPS.Close)
+	return e
+}
+
+// serve starts a gRPC server with e.cfg on a new loopback listener.
+func (e *Env) serve() {
+	t := e.t
+	srv, err := grpcapi.New(e.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,14 +122,19 @@ func New(t testing.TB, o Options) *Env {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	e := &Env{t: t, Store: st, CA: c, Key: key, Server: srv, Addr: ln.Addr().String()}
-	e.HTTPS = httptest.NewUnstartedServer(http.HandlerFunc(e.Register))
-	cert := c.ServerTLSCertificate()
-	cert.Certificate = append([][]byte{cert.Certificate[0]}, c.Certificate().Raw)
-	e.HTTPS.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	e.HTTPS.StartTLS()
-	t.Cleanup(e.HTTPS.Close)
-	return e
+	e.Server, e.Addr = srv, ln.Addr().String()
+}
+
+// Restart stops the gRPC server (writing its batched check-ins, as a
+// graceful stop does) and starts a new one on the same store, CA and key,
+// as a process restart would: nothing in memory survives. Addr changes;
+// clients made before talk to the old address. The new server registers
+// no metrics.
+func (e *Env) Restart() {
+	e.t.Helper()
+	e.Server.Close()
+	e.cfg.Registerer = nil
+	e.serve()
 }
 
 // NewUUID returns a random version 4 UUID.
@@ -235,11 +263,16 @@ func SignedRequest(v Envoy, at time.Time) *agentpb.CheckinRequest {
 // rebootstrap pending, signature by its stored key over
 // apiv1.RebootstrapSigningBytes, same hostname), revoke the old uuid with
 // reason "rebootstrapped", enroll the new key with force, and tell the gRPC
-// server (EnvoyChanged) about every envoy it revoked.
+// server (EnvoyChanged) about every envoy it revoked. Like the real handler
+// it accepts only Content-Type: application/json.
 func (e *Env) Register(w http.ResponseWriter, r *http.Request) {
 	fail := func(code int, msg string) {
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(apiv1.Error{Error: msg})
+	}
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		fail(http.StatusUnsupportedMediaType, "request body must be JSON sent with Content-Type: application/json")
+		return
 	}
 	var req apiv1.RegisterRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {

@@ -34,6 +34,7 @@ import (
 	"github.com/vigo-enroll/vigo/schemas/agentpb"
 	"github.com/vigo-enroll/vigo/server/ca"
 	"github.com/vigo-enroll/vigo/server/grpcapi"
+	"github.com/vigo-enroll/vigo/server/ratelimit"
 	"github.com/vigo-enroll/vigo/server/store"
 	"github.com/vigo-enroll/vigo/server/store/sqlitestore"
 )
@@ -97,9 +98,10 @@ func (r Report) Ratio() float64 {
 }
 
 type simEnvoy struct {
-	uuid string
-	key  ed25519.PrivateKey
-	cert tls.Certificate
+	uuid     string
+	hostname string
+	key      ed25519.PrivateKey
+	cert     tls.Certificate
 }
 
 // Run sets up both servers and the envoys, measures, and tears down.
@@ -146,11 +148,12 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		}); err != nil {
 			return Report{}, fmt.Errorf("load test: %w", err)
 		}
-		envoys[i] = simEnvoy{uuid: uuid, key: key, cert: tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}}
+		envoys[i] = simEnvoy{uuid: uuid, hostname: cert.Subject.CommonName, key: key, cert: tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}}
 		keys[uuid] = pub
 	}
 
-	srv, err := grpcapi.New(grpcapi.Config{Store: st, CA: authority, SigningKey: signKey})
+	// Each simulated envoy checks in as fast as it can: no per-envoy limit.
+	srv, err := grpcapi.New(grpcapi.Config{Store: st, CA: authority, SigningKey: signKey, PerEnvoy: ratelimit.Limit{PerSecond: -1}})
 	if err != nil {
 		return Report{}, fmt.Errorf("load test: %w", err)
 	}
@@ -223,7 +226,7 @@ func finish(r *Result, lat []time.Duration) {
 }
 
 func signed(e simEnvoy) *agentpb.CheckinRequest {
-	req := &agentpb.CheckinRequest{Uuid: e.uuid, Hostname: "h", AgentVersion: "load", Os: "linux", Arch: "amd64",
+	req := &agentpb.CheckinRequest{Uuid: e.uuid, Hostname: e.hostname, AgentVersion: "load", Os: "linux", Arch: "amd64",
 		TimestampUnixNano: time.Now().UnixNano(), Nonce: make([]byte, agentpb.NonceSize)}
 	_, _ = rand.Read(req.Nonce)
 	req.Signature = ed25519.Sign(e.key, req.SigningBytes())

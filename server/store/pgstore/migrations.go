@@ -172,4 +172,9 @@ CREATE TABLE policy_control (
 	pinned_at      timestamptz
 );
 `,
+	// 5: the newest signed timestamp of each envoy's recorded check-ins,
+	// so that a check-in cannot be replayed after a restart.
+	`
+ALTER TABLE envoys ADD COLUMN last_checkin_signed timestamptz;
+`,
 }

@@ -118,19 +118,20 @@ func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time, audit 
 
 const envoyCols = `uuid, hostname, public_key, cert_serial, cert_not_after, os, arch, source_ip, method, rule,
 	policy_revision, token_id, created_at, status, revoked_at, revoked_reason, revoked_revision, replaced_by,
-	last_seen, agent_version, last_addr, rebootstrap, update_version`
+	last_seen, agent_version, last_addr, rebootstrap, update_version, last_checkin_signed`
 
 func scanEnvoy(row pgx.Row) (store.Envoy, error) {
 	var e store.Envoy
 	var created time.Time
-	var notAfter, revoked, lastSeen *time.Time
+	var notAfter, revoked, lastSeen, signed *time.Time
 	err := row.Scan(&e.UUID, &e.Hostname, &e.PublicKey, &e.CertSerial, &notAfter, &e.OS, &e.Arch, &e.SourceIP,
 		&e.Method, &e.Rule, &e.PolicyRevision, &e.TokenID, &created, &e.Status, &revoked, &e.RevokedReason,
-		&e.RevokedRevision, &e.ReplacedBy, &lastSeen, &e.AgentVersion, &e.LastAddr, &e.Rebootstrap, &e.UpdateVersion)
+		&e.RevokedRevision, &e.ReplacedBy, &lastSeen, &e.AgentVersion, &e.LastAddr, &e.Rebootstrap, &e.UpdateVersion, &signed)
 	if err != nil {
 		return store.Envoy{}, err
 	}
 	e.CertNotAfter, e.CreatedAt, e.RevokedAt, e.LastSeen = fromTS(notAfter), created.UTC(), fromTS(revoked), fromTS(lastSeen)
+	e.LastCheckinSigned = fromTS(signed)
 	return e, nil
 }
 
@@ -207,11 +208,11 @@ func (s *Store) Enroll(ctx context.Context, p store.EnrollParams) ([]store.Envoy
 			}
 		}
 		_, err := tx.Exec(ctx, `INSERT INTO envoys (`+envoyCols+`, changed_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)`,
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)`,
 			e.UUID, e.Hostname, e.PublicKey, e.CertSerial, ts(e.CertNotAfter), e.OS, e.Arch, e.SourceIP, e.Method, e.Rule,
 			e.PolicyRevision, e.TokenID, e.CreatedAt, e.Status, ts(e.RevokedAt), e.RevokedReason,
 			e.RevokedRevision, e.ReplacedBy, ts(e.LastSeen), e.AgentVersion, e.LastAddr, e.Rebootstrap, e.UpdateVersion,
-			s.now())
+			ts(e.LastCheckinSigned), s.now())
 		if err != nil {
 			var pe *pgconn.PgError
 			if errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "envoys_active_hostname" {
@@ -403,31 +404,48 @@ func (s *Store) RenewCertificate(ctx context.Context, p store.RenewParams) error
 
 // RecordCheckins stores the latest check-in of each envoy with one
 // UPDATE over arrays of the batch; an older check-in than the stored one
-// changes nothing.
+// changes nothing but a newer signed timestamp.
 func (s *Store) RecordCheckins(ctx context.Context, cs []store.Checkin) error {
 	if len(cs) == 0 {
 		return nil
 	}
 	// UPDATE ... FROM applies one arbitrary source row per target row, so
-	// keep only the latest check-in of each envoy.
+	// keep only the latest check-in of each envoy, with the newest signed
+	// timestamp of any of its check-ins.
 	latest := make(map[string]int, len(cs))
+	signed := make(map[string]time.Time, len(cs))
 	for i, c := range cs {
 		if j, ok := latest[c.UUID]; !ok || c.At.After(cs[j].At) {
 			latest[c.UUID] = i
+		}
+		if c.Signed.After(signed[c.UUID]) {
+			signed[c.UUID] = c.Signed
 		}
 	}
 	uuids := make([]string, 0, len(latest))
 	ats := make([]time.Time, 0, len(latest))
 	versions := make([]string, 0, len(latest))
 	addrs := make([]string, 0, len(latest))
+	signeds := make([]*time.Time, 0, len(latest))
 	for _, i := range latest {
 		c := cs[i]
 		uuids, ats, versions, addrs = append(uuids, c.UUID), append(ats, c.At), append(versions, c.AgentVersion), append(addrs, c.Addr)
+		var sp *time.Time
+		if t := signed[c.UUID]; !t.IsZero() {
+			sp = &t
+		}
+		signeds = append(signeds, sp)
 	}
-	_, err := s.pool.Exec(ctx, `UPDATE envoys AS e SET last_seen = c.at, agent_version = c.version, last_addr = c.addr
-		FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[]) AS c (uuid, at, version, addr)
-		WHERE e.uuid = c.uuid AND (e.last_seen IS NULL OR e.last_seen < c.at)`,
-		uuids, ats, versions, addrs)
+	// SET expressions all read the row as it was; GREATEST skips NULLs.
+	_, err := s.pool.Exec(ctx, `UPDATE envoys AS e SET
+		agent_version = CASE WHEN e.last_seen IS NULL OR e.last_seen < c.at THEN c.version ELSE e.agent_version END,
+		last_addr = CASE WHEN e.last_seen IS NULL OR e.last_seen < c.at THEN c.addr ELSE e.last_addr END,
+		last_seen = GREATEST(e.last_seen, c.at),
+		last_checkin_signed = GREATEST(e.last_checkin_signed, c.signed)
+		FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::timestamptz[]) AS c (uuid, at, version, addr, signed)
+		WHERE e.uuid = c.uuid AND (e.last_seen IS NULL OR e.last_seen < c.at
+			OR c.signed IS NOT NULL AND (e.last_checkin_signed IS NULL OR e.last_checkin_signed < c.signed))`,
+		uuids, ats, versions, addrs, signeds)
 	if err != nil {
 		return fmt.Errorf("record %d check-ins: %w", len(cs), err)
 	}

@@ -121,18 +121,19 @@ func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time, audit 
 
 const envoyCols = `uuid, hostname, public_key, cert_serial, cert_not_after, os, arch, source_ip, method, rule,
 	policy_revision, token_id, created_at, status, revoked_at, revoked_reason, revoked_revision, replaced_by,
-	last_seen, agent_version, last_addr, rebootstrap, update_version`
+	last_seen, agent_version, last_addr, rebootstrap, update_version, last_checkin_signed`
 
 func scanEnvoy(sc interface{ Scan(...any) error }) (store.Envoy, error) {
 	var e store.Envoy
-	var notAfter, created, revoked, lastSeen sql.NullInt64
+	var notAfter, created, revoked, lastSeen, signed sql.NullInt64
 	err := sc.Scan(&e.UUID, &e.Hostname, &e.PublicKey, &e.CertSerial, &notAfter, &e.OS, &e.Arch, &e.SourceIP,
 		&e.Method, &e.Rule, &e.PolicyRevision, &e.TokenID, &created, &e.Status, &revoked, &e.RevokedReason,
-		&e.RevokedRevision, &e.ReplacedBy, &lastSeen, &e.AgentVersion, &e.LastAddr, &e.Rebootstrap, &e.UpdateVersion)
+		&e.RevokedRevision, &e.ReplacedBy, &lastSeen, &e.AgentVersion, &e.LastAddr, &e.Rebootstrap, &e.UpdateVersion, &signed)
 	if err != nil {
 		return store.Envoy{}, err
 	}
 	e.CertNotAfter, e.CreatedAt, e.RevokedAt, e.LastSeen = fromMS(notAfter), fromMS(created), fromMS(revoked), fromMS(lastSeen)
+	e.LastCheckinSigned = fromMS(signed)
 	return e, nil
 }
 
@@ -197,11 +198,11 @@ func (s *Store) Enroll(ctx context.Context, p store.EnrollParams) ([]store.Envoy
 			}
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO envoys (`+envoyCols+`, changed_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			e.UUID, e.Hostname, e.PublicKey, e.CertSerial, ms(e.CertNotAfter), e.OS, e.Arch, e.SourceIP, e.Method, e.Rule,
 			e.PolicyRevision, e.TokenID, e.CreatedAt.UnixMilli(), e.Status, ms(e.RevokedAt), e.RevokedReason,
 			e.RevokedRevision, e.ReplacedBy, ms(e.LastSeen), e.AgentVersion, e.LastAddr, e.Rebootstrap, e.UpdateVersion,
-			s.now().UnixMilli())
+			ms(e.LastCheckinSigned), s.now().UnixMilli())
 		if err != nil {
 			switch sqliteCode(err) {
 			case sqlite3.SQLITE_CONSTRAINT_UNIQUE:
@@ -390,20 +391,28 @@ func (s *Store) RenewCertificate(ctx context.Context, p store.RenewParams) error
 }
 
 // RecordCheckins stores the latest check-in of each envoy in one
-// transaction; an older check-in than the stored one changes nothing.
+// transaction; an older check-in than the stored one changes nothing but
+// a newer signed timestamp.
 func (s *Store) RecordCheckins(ctx context.Context, cs []store.Checkin) error {
 	if len(cs) == 0 {
 		return nil
 	}
 	err := s.write(ctx, func(ctx context.Context, tx *wtx) error {
-		stmt, err := tx.PrepareContext(ctx, `UPDATE envoys SET last_seen = ?1, agent_version = ?2, last_addr = ?3
-			WHERE uuid = ?4 AND (last_seen IS NULL OR last_seen < ?1)`)
+		// SET expressions all read the row as it was. max() of SQLite is
+		// NULL when an argument is, hence the COALESCE and NULLIF.
+		stmt, err := tx.PrepareContext(ctx, `UPDATE envoys SET
+			agent_version = CASE WHEN last_seen IS NULL OR last_seen < ?1 THEN ?2 ELSE agent_version END,
+			last_addr = CASE WHEN last_seen IS NULL OR last_seen < ?1 THEN ?3 ELSE last_addr END,
+			last_seen = CASE WHEN last_seen IS NULL OR last_seen < ?1 THEN ?1 ELSE last_seen END,
+			last_checkin_signed = NULLIF(max(COALESCE(last_checkin_signed, 0), COALESCE(?5, 0)), 0)
+			WHERE uuid = ?4 AND (last_seen IS NULL OR last_seen < ?1
+				OR ?5 IS NOT NULL AND (last_checkin_signed IS NULL OR last_checkin_signed < ?5))`)
 		if err != nil {
 			return err
 		}
 		defer stmt.Close()
 		for _, c := range cs {
-			if _, err := stmt.ExecContext(ctx, c.At.UnixMilli(), c.AgentVersion, c.Addr, c.UUID); err != nil {
+			if _, err := stmt.ExecContext(ctx, c.At.UnixMilli(), c.AgentVersion, c.Addr, c.UUID, ms(c.Signed)); err != nil {
 				return err
 			}
 		}

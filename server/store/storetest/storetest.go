@@ -785,30 +785,50 @@ func testRecordCheckins(t *testing.T, s store.Store) {
 		t.Fatalf("RecordCheckins(nil): %v", err)
 	}
 	t1 := t0.Add(time.Minute).In(berlin)
+	// The envoys' clocks (signed timestamps) differ from the server's.
+	sig := t1.Add(-30 * time.Second).In(berlin)
 	err := s.RecordCheckins(ctx, []store.Checkin{
-		{UUID: a.UUID, At: t1, AgentVersion: "1.0.0", Addr: "192.0.2.1:1000"},
-		{UUID: b.UUID, At: t1, AgentVersion: "1.0.1", Addr: "192.0.2.2:1000"},
-		{UUID: uuidN(99), At: t1, AgentVersion: "9", Addr: "192.0.2.9:1"}, // unknown: ignored
+		{UUID: a.UUID, At: t1, AgentVersion: "1.0.0", Addr: "192.0.2.1:1000", Signed: sig},
+		{UUID: b.UUID, At: t1, AgentVersion: "1.0.1", Addr: "192.0.2.2:1000", Signed: sig},
+		{UUID: uuidN(99), At: t1, AgentVersion: "9", Addr: "192.0.2.9:1", Signed: sig}, // unknown: ignored
 	})
 	if err != nil {
 		t.Fatalf("RecordCheckins: %v", err)
 	}
-	// An older check-in of a changes nothing; a newer one of b wins; within
-	// one batch the latest wins whatever the order.
+	// An older check-in of a changes nothing but its newer signed
+	// timestamp; a newer one of b wins; within one batch the latest wins
+	// whatever the order, and the newest signed timestamp of any.
 	err = s.RecordCheckins(ctx, []store.Checkin{
-		{UUID: a.UUID, At: t1.Add(-time.Second), AgentVersion: "0.9.0", Addr: "192.0.2.1:999"},
-		{UUID: b.UUID, At: t1.Add(2 * time.Second), AgentVersion: "1.1.0", Addr: "192.0.2.2:2000"},
-		{UUID: b.UUID, At: t1.Add(time.Second), AgentVersion: "1.0.9", Addr: "192.0.2.2:1500"},
+		{UUID: a.UUID, At: t1.Add(-time.Second), AgentVersion: "0.9.0", Addr: "192.0.2.1:999", Signed: sig.Add(5 * time.Second)},
+		{UUID: b.UUID, At: t1.Add(2 * time.Second), AgentVersion: "1.1.0", Addr: "192.0.2.2:2000", Signed: sig.Add(time.Second)},
+		{UUID: b.UUID, At: t1.Add(time.Second), AgentVersion: "1.0.9", Addr: "192.0.2.2:1500", Signed: sig.Add(3 * time.Second)},
 	})
 	if err != nil {
 		t.Fatalf("RecordCheckins: %v", err)
 	}
 	wantA, wantB := a, b
 	wantA.LastSeen, wantA.AgentVersion, wantA.LastAddr = t1.UTC(), "1.0.0", "192.0.2.1:1000"
+	wantA.LastCheckinSigned = sig.Add(5 * time.Second).UTC()
 	wantB.LastSeen, wantB.AgentVersion, wantB.LastAddr = t1.Add(2*time.Second).UTC(), "1.1.0", "192.0.2.2:2000"
+	wantB.LastCheckinSigned = sig.Add(3 * time.Second).UTC()
 	for _, want := range []store.Envoy{wantA, wantB} {
 		if diff := cmp.Diff(want, getEnvoy(t, s, want.UUID), cmpOpts...); diff != "" {
 			t.Errorf("envoy %s (-want +got):\n%s", want.UUID, diff)
+		}
+	}
+	// An older or no signed timestamp leaves it; a newer check-in
+	// without one still records the rest.
+	err = s.RecordCheckins(ctx, []store.Checkin{
+		{UUID: a.UUID, At: t1.Add(3 * time.Second), AgentVersion: "1.2.0", Addr: "192.0.2.1:3000"},
+		{UUID: b.UUID, At: t1.Add(-time.Minute), AgentVersion: "0.1.0", Addr: "192.0.2.2:1", Signed: sig},
+	})
+	if err != nil {
+		t.Fatalf("RecordCheckins: %v", err)
+	}
+	wantA.LastSeen, wantA.AgentVersion, wantA.LastAddr = t1.Add(3*time.Second).UTC(), "1.2.0", "192.0.2.1:3000"
+	for _, want := range []store.Envoy{wantA, wantB} {
+		if diff := cmp.Diff(want, getEnvoy(t, s, want.UUID), cmpOpts...); diff != "" {
+			t.Errorf("envoy %s after older signed timestamps (-want +got):\n%s", want.UUID, diff)
 		}
 	}
 
