@@ -7,13 +7,16 @@ BIN := bin
 DATA ?= vigo-data
 IMAGE ?= vigo-enroll
 
-.PHONY: help build run test test-short test-postgres test-image image lint proto proto-check dist dist-sign-agent fuzz bench clean
+.PHONY: help build vigoload run test test-short test-postgres test-image image lint proto proto-check dist dist-sign-agent fuzz bench clean
 
 help: ## Show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## Build bin/vigosrv, bin/vigo and bin/vigocli
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/vigosrv ./cmd/vigo ./cmd/vigocli
+
+vigoload: ## Build bin/vigoload, the fleet simulator (load tool; see BENCHMARKS.md)
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/vigoload
 
 run: build ## Build, then start the server on the example config (data in ./vigo-data)
 	@mkdir -p $(DATA)/dist

@@ -159,7 +159,7 @@ token enrollment). examples/server.yaml documents every setting.`,
 			return nil
 		},
 	}
-	root.AddCommand(serve, check, newBenchCmd(stdout, stderr), newBackupCmd(o, stdout, stderr), newRestoreCmd(o, stdout), newHealthcheckCmd(o, stdout))
+	root.AddCommand(serve, check, newBackupCmd(o, stdout, stderr), newRestoreCmd(o, stdout), newHealthcheckCmd(o, stdout))
 	return root
 }
 

@@ -18,14 +18,14 @@ const benchPolicy = `package policy
 trusted_enrollment: [{name: "bench", pattern: "*.bench.test", cidrs: ["127.0.0.0/8", "::1/128"]}]
 `
 
-// runBench runs `vigosrv bench args…` and decodes its JSON report.
+// runBench runs `vigoload args…` and decodes its JSON report.
 func runBench(t *testing.T, args ...string) (*fleetsim.Report, string) {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
 	root := newRootCmd(&stdout, &stderr)
-	root.SetArgs(append([]string{"bench", "--json"}, args...))
+	root.SetArgs(append([]string{"--json"}, args...))
 	if err := root.Execute(); err != nil {
-		t.Fatalf("vigosrv bench: %v\nstderr:\n%s", err, stderr.String())
+		t.Fatalf("vigoload: %v\nstderr:\n%s", err, stderr.String())
 	}
 	var rep fleetsim.Report
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
@@ -95,9 +95,9 @@ func TestBenchText(t *testing.T) {
 	in := servertest.Start(t, servertest.Options{Policy: benchPolicy})
 	var stdout, stderr bytes.Buffer
 	root := newRootCmd(&stdout, &stderr)
-	root.SetArgs([]string{"bench", "--server", in.URL, "--insecure", "--envoys", "5", "--duration", "500ms", "--quiet"})
+	root.SetArgs([]string{"--server", in.URL, "--insecure", "--envoys", "5", "--duration", "500ms", "--quiet"})
 	if err := root.Execute(); err != nil {
-		t.Fatalf("vigosrv bench: %v\n%s", err, stderr.String())
+		t.Fatalf("vigoload: %v\n%s", err, stderr.String())
 	}
 	for _, want := range []string{"registration   5 ok, 0 errors", "checkin ", "p50 ", "p99 ", "server rss ", "persistent connections"} {
 		if !strings.Contains(stdout.String(), want) {

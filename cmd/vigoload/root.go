@@ -19,7 +19,9 @@ import (
 	"github.com/vigo-enroll/vigo/agent/fleetsim"
 )
 
-const benchLong = `bench simulates a fleet of envoys against running servers and measures them.
+const benchLong = `vigoload simulates a fleet of envoys against running servers and measures them.
+
+It is the project's load tool, a binary of its own: the server does not link agent code.
 
 It registers --envoys envoys over HTTPS (the trusted path: parallel, over keep-alive
 connections), then sends signed check-ins over mutual-TLS gRPC for --duration at --rate
@@ -70,16 +72,18 @@ type benchOpts struct {
 	quiet       bool
 }
 
-// newBenchCmd is the fleet simulator.
-func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
+// newRootCmd is the fleet simulator.
+func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	o := &benchOpts{}
 	cmd := &cobra.Command{
-		Use:   "bench",
+		Use:   "vigoload",
 		Short: "Fleet simulator: register N envoys, run check-ins, report throughput, latency and server RSS",
 		Long:  benchLong,
-		Example: `  vigosrv bench --server https://127.0.0.1:8443 --insecure --envoys 100000 --rate 1667/s --duration 60s --state /tmp/fleet.json
-  vigosrv bench --server https://10.0.0.1:8443,https://10.0.0.2:8443 --ca-file ca.pem --envoys 1000 --rate 0`,
-		Args: cobra.NoArgs,
+		Example: `  vigoload --server https://127.0.0.1:8443 --insecure --envoys 100000 --rate 1667/s --duration 60s --state /tmp/fleet.json
+  vigoload --server https://10.0.0.1:8443,https://10.0.0.2:8443 --ca-file ca.pem --envoys 1000 --rate 0`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := o.config(stderr)
 			if err != nil {
@@ -92,7 +96,7 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 				if err := rep.State.Save(o.stateFile); err != nil {
 					return err
 				}
-				fmt.Fprintf(stderr, "bench: saved %d envoys to %s\n", len(rep.State.Envoys), o.stateFile)
+				fmt.Fprintf(stderr, "vigoload: saved %d envoys to %s\n", len(rep.State.Envoys), o.stateFile)
 			}
 			if runErr != nil {
 				return runErr
@@ -119,6 +123,11 @@ func newBenchCmd(stdout, stderr io.Writer) *cobra.Command {
 	f.IntVar(&o.workers, "workers", 64, "registrations in flight")
 	f.BoolVar(&o.jsonOut, "json", false, "print the report as JSON")
 	f.BoolVar(&o.quiet, "quiet", false, "no progress lines")
+	cmd.SetOut(stdout)
+	cmd.SetErr(stderr)
+	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return &codeError{code: 2, err: fmt.Errorf("%w (see 'vigoload --help')", err)}
+	})
 	return cmd
 }
 
