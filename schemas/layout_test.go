@@ -91,7 +91,9 @@ var rules = []rule{
 		why: "policy may import only schemas of this module"},
 	{who: in("gitsync"), forbid: prefix("cuelang.org", module+"/policy", module+"/server"),
 		why: "gitsync knows nothing of CUE, policy or the server"},
-	{who: func(p pkg) bool { return strings.HasPrefix(p.ImportPath, module+"/server/") && !strings.HasSuffix(p.ImportPath, "test") },
+	{who: func(p pkg) bool {
+		return strings.HasPrefix(p.ImportPath, module+"/server/") && !strings.HasSuffix(p.ImportPath, "test")
+	},
 		forbid: func(imp string) bool { return imp == module+"/server" }, why: "no package under server/ imports the server root"},
 	{who: func(p pkg) bool { return !under(p.ImportPath, "cmd") }, forbid: prefix("github.com/spf13/cobra"),
 		why: "cobra appears only under cmd/"},
@@ -103,8 +105,8 @@ var rules = []rule{
 			"github.com/go-git", "github.com/jackc/pgx", "github.com/prometheus", "github.com/fsnotify"),
 		why: "the agent must stay small and free of server code"},
 	{who: func(p pkg) bool { return p.ImportPath == module+"/cmd/vigosrv" }, deps: true,
-		forbid: prefix(module+"/agent"),
-		why: "the server links no agent code (the fleet simulator is cmd/vigoload)"},
+		forbid: prefix(module + "/agent"),
+		why:    "the server links no agent code (the fleet simulator is cmd/vigoload)"},
 	{who: func(p pkg) bool { return p.ImportPath == module+"/cmd/vigocli" }, deps: true,
 		forbid: func(d string) bool {
 			return prefix(module+"/agent", "modernc.org/sqlite", "github.com/jackc/pgx", "google.golang.org/grpc")(d) ||
