@@ -1,7 +1,7 @@
 package main
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -46,23 +46,21 @@ func buildServer(t *testing.T) string {
 func startProc(t *testing.T, bin, config string) *proc {
 	t.Helper()
 	cmd := exec.Command(bin, "serve", "--config", config)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A writer, not StderrPipe: os/exec forbids reading a pipe while Wait
+	// (here in Cleanup) may close it.
+	addr := make(chan string, 1)
+	cmd.Stderr = &lineWatcher{match: func(line string) {
+		if m := listenLine.FindStringSubmatch(line); m != nil {
+			select {
+			case addr <- m[1]:
+			default:
+			}
+		}
+	}}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := listenLine.FindStringSubmatch(sc.Text()); m != nil {
-				addr <- m[1]
-			}
-		}
-	}()
 	var a string
 	select {
 	case a = <-addr:
@@ -190,8 +188,10 @@ bootstrap:
 		}()
 	}
 	// Kill once part of the burst has been answered.
-	for ok.Load() < 60 {
-		time.Sleep(5 * time.Millisecond)
+	for deadline := time.Now().Add(3 * time.Minute); ok.Load() < 60; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d registrations answered within 3 minutes", ok.Load())
+		}
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -238,4 +238,26 @@ bootstrap:
 			t.Errorf("envoy %s enrolled with token %s, which is not consumed", byToken[tk.ID], tk.ID)
 		}
 	}
+}
+
+// lineWatcher is an io.Writer that calls match with each complete line.
+type lineWatcher struct {
+	mu    sync.Mutex
+	buf   []byte
+	match func(line string)
+}
+
+func (w *lineWatcher) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			break
+		}
+		w.match(string(w.buf[:i]))
+		w.buf = w.buf[i+1:]
+	}
+	return len(p), nil
 }

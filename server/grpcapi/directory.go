@@ -83,7 +83,7 @@ type directory struct {
 const refreshOverlap = 5*time.Minute + 10*time.Second
 
 func newDirectory(st store.Store, now func() time.Time) *directory {
-	return &directory{store: st, now: now, made: time.Now()}
+	return &directory{store: st, now: now, made: now()}
 }
 
 // get returns the envoy's entry, loading it from the store on a miss.
@@ -152,7 +152,7 @@ func (d *directory) invalidate(uuid string) {
 func (d *directory) refresh(ctx context.Context) error {
 	// The store stamps changes with its own clock, the wall clock (d.now
 	// can be a test clock for certificate times).
-	start := time.Now()
+	start := d.now()
 	since := d.since
 	if since.IsZero() {
 		since = d.made.Add(-refreshOverlap)

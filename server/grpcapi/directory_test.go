@@ -9,6 +9,7 @@ import (
 
 	"github.com/vigo-enroll/vigo/server/store"
 	"github.com/vigo-enroll/vigo/server/store/sqlitestore"
+	"github.com/vigo-enroll/vigo/server/store/storetest"
 )
 
 // TestDirectory checks the cache against a real store: changes made behind
@@ -118,7 +119,13 @@ func (c *countingStore) ListEnvoys(ctx context.Context, f store.EnvoyFilter) ([]
 
 func enrolledStore(t *testing.T, n int) *countingStore {
 	t.Helper()
-	st, err := sqlitestore.Open(t.Context(), filepath.Join(t.TempDir(), "db"), sqlitestore.Options{})
+	return enrolledStoreAt(t, n, nil)
+}
+
+// enrolledStoreAt is enrolledStore with the store's clock.
+func enrolledStoreAt(t *testing.T, n int, now func() time.Time) *countingStore {
+	t.Helper()
+	st, err := sqlitestore.Open(t.Context(), filepath.Join(t.TempDir(), "db"), sqlitestore.Options{Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,8 +143,9 @@ func enrolledStore(t *testing.T, n int) *countingStore {
 // previous one, not every envoy, and leaves unchanged entries alone.
 func TestDirectoryRefreshReadsChanges(t *testing.T) {
 	ctx := t.Context()
-	st := enrolledStore(t, 50)
-	d := newDirectory(st, time.Now)
+	clock := storetest.NewClock(time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC))
+	st := enrolledStoreAt(t, 50, clock.Now)
+	d := newDirectory(st, clock.Now)
 	for i := range 50 {
 		if _, err := d.get(ctx, fmt.Sprintf("u%d", i)); err != nil {
 			t.Fatal(err)
@@ -146,13 +154,13 @@ func TestDirectoryRefreshReadsChanges(t *testing.T) {
 	if err := d.refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if f := st.filters[0]; f.ChangedSince.IsZero() || time.Since(f.ChangedSince) < refreshOverlap {
+	if f := st.filters[0]; f.ChangedSince.IsZero() || clock.Now().Sub(f.ChangedSince) < refreshOverlap {
 		t.Fatalf("first refresh filter %+v, want changes since the directory was made, less the overlap", f)
 	}
 	// As if the previous refresh had been long after these enrollments.
-	time.Sleep(2 * time.Millisecond)
-	d.since = time.Now()
-	time.Sleep(2 * time.Millisecond)
+	clock.Advance(time.Second)
+	d.since = clock.Now()
+	clock.Advance(time.Second)
 	before, _ := d.m.Load("u7")
 	if _, err := st.RevokeEnvoys(ctx, []store.Revocation{{UUID: "u3", Reason: "gone"}}); err != nil {
 		t.Fatal(err)
@@ -170,7 +178,7 @@ func TestDirectoryRefreshReadsChanges(t *testing.T) {
 	if after, _ := d.m.Load("u7"); after != before {
 		t.Error("an unchanged entry was replaced")
 	}
-	if want := time.Now().Add(-refreshOverlap); d.since.After(want) {
+	if want := clock.Now().Add(-refreshOverlap); d.since.After(want) {
 		t.Errorf("next refresh starts at %v, want at least the overlap back (%v)", d.since, want)
 	}
 }

@@ -30,7 +30,14 @@ func openFresh(t testing.TB) *Store {
 
 func TestConformance(t *testing.T) {
 	testDSN(t)
-	storetest.Run(t, func(t *testing.T) store.Store { return openFresh(t) })
+	storetest.Run(t, func(t *testing.T, now func() time.Time) store.Store {
+		s, err := Open(t.Context(), freshSchema(t), Options{MaxConns: 8, Now: now})
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
 }
 
 func TestMigrationsIdempotent(t *testing.T) {

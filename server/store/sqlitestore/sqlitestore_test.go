@@ -34,7 +34,14 @@ func openTemp(t testing.TB) *Store {
 }
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store { return openTemp(t) })
+	storetest.Run(t, func(t *testing.T, now func() time.Time) store.Store {
+		s, err := Open(t.Context(), filepath.Join(t.TempDir(), "vigo.db"), Options{Now: now})
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
 }
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)

@@ -34,9 +34,48 @@ import (
 	"github.com/vigo-enroll/vigo/server/store"
 )
 
-// Run runs the whole suite. open must return a new, empty store for each
-// call and arrange for it to be closed when t ends.
-func Run(t *testing.T, open func(t *testing.T) store.Store) {
+// Opener returns a new, empty store for each call, whose clock is now (nil:
+// time.Now), and arranges for it to be closed when t ends.
+type Opener func(t *testing.T, now func() time.Time) store.Store
+
+// NewClock returns a manual clock at t.
+func NewClock(t time.Time) *Clock { return &Clock{t: t} }
+
+// Clock is a manual clock for the tests that step time.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Advance moves the clock forward.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// Run runs the whole suite.
+func Run(t *testing.T, open Opener) {
+	clocked := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store, c *Clock)
+	}{
+		{"ListEnvoysChangedSince", testChangedSince},
+	}
+	for _, tt := range clocked {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := NewClock(t0.Add(24 * time.Hour))
+			tt.fn(t, open(t, c.Now), c)
+		})
+	}
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, s store.Store)
@@ -58,7 +97,6 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RenewCertificate", testRenewCertificate},
 		{"RecordCheckins", testRecordCheckins},
 		{"ListEnvoys", testListEnvoys},
-		{"ListEnvoysChangedSince", testChangedSince},
 		{"Audit", testAudit},
 		{"PolicyRevision", testPolicyRevision},
 		{"PolicyRefusals", testPolicyRefusals},
@@ -71,7 +109,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel() // each subtest has its own store
-			tc.fn(t, open(t))
+			tc.fn(t, open(t, nil))
 		})
 	}
 }
@@ -854,9 +892,9 @@ func testRecordCheckins(t *testing.T, s store.Store) {
 
 // testChangedSince: every change a replica's cache depends on (enrolled,
 // revoked, replaced, renewed, flags) makes the envoy match ChangedSince
-// from then on; a check-in does not. The store's clock is the real one
-// here, so the test steps past a millisecond between phases.
-func testChangedSince(t *testing.T, s store.Store) {
+// from then on; a check-in does not. Changes are stamped with the store's
+// clock, a manual one here.
+func testChangedSince(t *testing.T, s store.Store, clock *Clock) {
 	ctx := t.Context()
 	var es []store.Envoy
 	for i := range 6 {
@@ -875,12 +913,12 @@ func testChangedSince(t *testing.T, s store.Store) {
 		slices.Sort(hosts)
 		return hosts
 	}
-	if got := changed(time.Now().Add(-time.Hour)); len(got) != 6 {
+	if got := changed(clock.Now().Add(-time.Hour)); len(got) != 6 {
 		t.Errorf("changed in the last hour = %v, want the 6 enrolled", got)
 	}
-	time.Sleep(3 * time.Millisecond)
-	since := time.Now()
-	time.Sleep(3 * time.Millisecond)
+	clock.Advance(time.Second)
+	since := clock.Now()
+	clock.Advance(time.Second)
 	if got := changed(since); len(got) != 0 {
 		t.Errorf("changed since before any change = %v, want none", got)
 	}
