@@ -74,6 +74,12 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	// A configuration made in code gets the same defaults and checks as
+	// one read from server.yaml (both are idempotent).
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	s := &Server{cfg: cfg, log: logger, registry: prometheus.NewRegistry()}
 	built := false
 	defer func() {
@@ -162,13 +168,6 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 	notify := &notifyingStore{Store: st}
 	s.store = notify
 
-	if err := s.startFeedback(); err != nil {
-		return nil, err
-	}
-	if err := s.startPolicy(ctx); err != nil {
-		return nil, err
-	}
-
 	distDir := cfg.Agent.DistDir
 	if distDir == "" {
 		distDir = filepath.Join(data, "dist")
@@ -205,7 +204,16 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 	if err != nil {
 		return nil, err
 	}
+	// Wired before anything can change an envoy (the policy controller's
+	// restore below included).
 	notify.changed = s.grpc.EnvoyChanged
+
+	if err := s.startFeedback(); err != nil {
+		return nil, err
+	}
+	if err := s.startPolicy(ctx); err != nil {
+		return nil, err
+	}
 
 	// Without agent.signing_key_file, the key is the distribution's (its
 	// manifest's signing_key, as written by "vigocli dist sign"), read at
@@ -526,7 +534,8 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("https: %w", err)
 	})
 	g.Go(func() error {
-		if err := s.grpc.Serve(s.grpcLn); err != nil {
+		// Run drains check-ins in flight for a bounded time at shutdown.
+		if err := s.grpc.Run(ctx, s.grpcLn); err != nil {
 			return fmt.Errorf("grpc: %w", err)
 		}
 		return nil
@@ -555,15 +564,22 @@ func (s *Server) Run(ctx context.Context) error {
 		g.Go(func() error { s.prune(ctx, r); return nil })
 	}
 	g.Go(func() error {
+		// At shutdown the HTTPS requests in flight get a bounded time to
+		// finish (the gRPC server drains in its own Run, concurrently);
+		// what remains is then closed.
 		<-ctx.Done()
 		s.log.Info("shutting down")
 		sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		_ = s.http.Shutdown(sctx)
-		if s.metrics != nil {
-			_ = s.metrics.Shutdown(sctx)
+		for _, hs := range []*http.Server{s.http, s.metrics} {
+			if hs == nil {
+				continue
+			}
+			if err := hs.Shutdown(sctx); err != nil {
+				s.log.Warn("HTTP requests still in flight at the shutdown timeout: closing them", "err", err)
+				_ = hs.Close()
+			}
 		}
-		s.grpc.GracefulStop()
 		return nil
 	})
 	err := g.Wait()

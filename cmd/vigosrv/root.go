@@ -119,11 +119,21 @@ token enrollment). examples/server.yaml documents every setting.`,
 			defer srv.Close()
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
-			defer signal.Stop(hup)
+			hupDone := make(chan struct{})
+			defer func() {
+				// Stop listening before Close: no reload after it.
+				signal.Stop(hup)
+				close(hupDone)
+			}()
 			go func() {
-				for range hup {
-					logger.Info("SIGHUP: reloading the policy and the agent distribution")
-					srv.Reload()
+				for {
+					select {
+					case <-hup:
+						logger.Info("SIGHUP: reloading the policy and the agent distribution")
+						srv.Reload()
+					case <-hupDone:
+						return
+					}
 				}
 			}()
 			if o.logFormat == "json" {

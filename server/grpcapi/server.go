@@ -79,6 +79,9 @@ type Config struct {
 	// AgentVersion returns the agent version served for os/arch and its
 	// SHA-256; nil means updates are never offered.
 	AgentVersion func(os, arch string) (version, sha256 string, ok bool)
+	// DrainTimeout bounds how long Run waits, at shutdown, for check-ins in
+	// flight before it closes the remaining connections (default 10s).
+	DrainTimeout time.Duration
 	// IdleTimeout closes connections idle for longer (0 keeps them until
 	// MaxConnectionAge). Below the check-in interval, every check-in opens
 	// a new connection: server memory stays flat however large the fleet,
@@ -108,8 +111,9 @@ type Server struct {
 	m       *metrics
 	tls     *tls.Config
 	pubKey  ed25519.PublicKey
-	cancel  context.CancelFunc
+	cancel  context.CancelFunc // stops the background loops, once started
 	wg      sync.WaitGroup
+	startMu sync.Once
 	closeMu sync.Once
 
 	// roots are the only roots client chains may end at: a private copy
@@ -141,6 +145,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 10 * time.Second
 	}
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = time.Second
@@ -229,13 +236,20 @@ func New(cfg Config) (*Server, error) {
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: time.Hour, MaxConnectionAgeGrace: time.Minute, MaxConnectionIdle: cfg.IdleTimeout}),
 	)
 	agentpb.RegisterAgentServiceServer(s.grpc, &service{s: s})
-
-	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	s.wg.Add(2)
-	go func() { defer s.wg.Done(); s.batch.run(ctx, cfg.FlushInterval) }()
-	go func() { defer s.wg.Done(); s.refreshLoop(ctx) }()
+	s.cancel = func() {}
 	return s, nil
+}
+
+// start starts the background loops (batched check-in writes, directory
+// refresh) once: New starts nothing.
+func (s *Server) start() {
+	s.startMu.Do(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.cancel = cancel
+		s.wg.Add(2)
+		go func() { defer s.wg.Done(); s.batch.run(ctx, s.cfg.FlushInterval) }()
+		go func() { defer s.wg.Done(); s.refreshLoop(ctx) }()
+	})
 }
 
 func (s *Server) refreshLoop(ctx context.Context) {
@@ -268,17 +282,19 @@ func (s *Server) TLSConfig() *tls.Config { return s.tls }
 // PublicKey returns the public half of the response signing key.
 func (s *Server) PublicKey() ed25519.PublicKey { return s.pubKey }
 
-// Serve serves gRPC on ln until GracefulStop or Close. It returns nil
-// after a stop.
+// Serve starts the background loops and serves gRPC on ln until
+// GracefulStop or Close. It returns nil after a stop.
 func (s *Server) Serve(ln net.Listener) error {
+	s.start()
 	if err := s.grpc.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("serve grpc: %w", err)
 	}
 	return nil
 }
 
-// Run serves on ln until ctx is done, then stops gracefully (waiting at
-// most 10 seconds for calls in flight) and closes the server.
+// Run serves on ln until ctx is done, then stops gracefully — waiting at
+// most Config.DrainTimeout for calls in flight, then closing what remains
+// — writes the pending check-ins and returns.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.Serve(ln) }()
@@ -290,9 +306,12 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}
 	done := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(done) }()
+	t := time.NewTimer(s.cfg.DrainTimeout)
+	defer t.Stop()
 	select {
 	case <-done:
-	case <-time.After(10 * time.Second):
+	case <-t.C:
+		s.logger.Warn("check-ins still in flight after the drain timeout: closing their connections", "drain_timeout", s.cfg.DrainTimeout)
 	}
 	s.Close()
 	return <-errc
@@ -306,7 +325,8 @@ func (s *Server) GracefulStop() {
 }
 
 // Close stops the server at once, stops the background loops and writes
-// the pending check-ins. It is safe to call more than once.
+// the pending check-ins. It is safe to call more than once, and after New
+// alone.
 func (s *Server) Close() error {
 	s.closeMu.Do(func() {
 		s.grpc.Stop()

@@ -164,6 +164,10 @@ type Envoy struct {
 	Cert                *x509.Certificate
 }
 
+// Config calls fn with the configuration the server was made with (its
+// store, CA and keys), for tests that build a server of their own.
+func (e *Env) Config(fn func(grpcapi.Config)) { fn(e.cfg) }
+
 // Enroll creates an envoy with store.Enroll + ca.SignEnvoy and writes its
 // agent folder. The certificate runs from notBefore to notAfter.
 func (e *Env) Enroll(hostname string, notBefore, notAfter time.Time) Envoy {
