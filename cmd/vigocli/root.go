@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -127,6 +128,12 @@ func (g *globals) client() (*client, error) {
 	case "table", "json":
 	default:
 		return nil, &codeError{code: 2, err: fmt.Errorf("-o %s: must be table or json", g.output)}
+	}
+	// Every request carries the admin token: never over plain HTTP, where
+	// anyone on the path reads it (and never to a URL whose scheme would
+	// make net/http guess).
+	if u, err := url.Parse(g.server); err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, &codeError{code: 2, err: fmt.Errorf("--server %q must be an https:// URL: vigocli sends the admin token with every request and never over plain http", g.server)}
 	}
 	tok := g.adminToken
 	if tok == "" {
