@@ -3,7 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
-	"text/tabwriter"
+	"strconv"
 
 	"github.com/spf13/cobra"
 
@@ -136,14 +136,13 @@ func newDistVerifyCmd(g *globals) *cobra.Command {
 }
 
 func printBuilds(g *globals, m *agentdist.Manifest) error {
-	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "OS/ARCH\tVERSION\tSIZE\tSHA256\tSIGNED\tFILE")
+	t := newTable(g.stdout, "OS/ARCH", "VERSION", "SIZE", "SHA256", "SIGNED", "FILE")
 	for _, f := range m.Files {
 		signed := "no"
 		if f.Signature != "" {
 			signed = "yes"
 		}
-		fmt.Fprintf(tw, "%s/%s\t%s\t%d\t%s\t%s\t%s\n", f.OS, f.Arch, f.Version, f.Size, f.SHA256, signed, f.File)
+		t.row(f.OS+"/"+f.Arch, f.Version, strconv.FormatInt(f.Size, 10), f.SHA256, signed, f.File)
 	}
-	return tw.Flush()
+	return t.flush()
 }

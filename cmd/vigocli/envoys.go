@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -42,12 +41,11 @@ func newEnvoysCmd(g *globals) *cobra.Command {
 			if g.output == "json" {
 				return g.printJSON(out)
 			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "UUID\tHOSTNAME\tSTATUS\tMETHOD\tRULE\tPOLICY\tSOURCE\tLAST SEEN")
+			t := newTable(g.stdout, "UUID", "HOSTNAME", "STATUS", "METHOD", "RULE", "POLICY", "SOURCE", "LAST SEEN")
 			for _, e := range out {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.UUID, e.Hostname, e.Status, e.Method, e.Rule, short(e.PolicyRevision), e.SourceIP, fmtTime(e.LastSeen))
+				t.row(e.UUID, e.Hostname, e.Status, e.Method, e.Rule, short(e.PolicyRevision), e.SourceIP, fmtTime(e.LastSeen))
 			}
-			return tw.Flush()
+			return t.flush()
 		},
 	}
 	list.Flags().StringVar(&status, "status", "", "only envoys with this status (active or revoked)")
@@ -128,15 +126,15 @@ func envoyAction(cmd *cobra.Command, g *globals, id, action string, body any, do
 	if g.output == "json" {
 		return g.printJSON(e)
 	}
-	fmt.Fprintf(g.stdout, "envoy %s (%s) %s\n", e.UUID, e.Hostname, done)
+	fmt.Fprintf(g.stdout, "envoy %s (%s) %s\n", oneLine(e.UUID), oneLine(e.Hostname), oneLine(done))
 	return nil
 }
 
 func printEnvoy(g *globals, e apiv1.Envoy) {
-	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	t := newTable(g.stdout)
 	row := func(k, v string) {
 		if v != "" {
-			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+			t.row(k+":", v)
 		}
 	}
 	row("UUID", e.UUID)
@@ -163,7 +161,7 @@ func printEnvoy(g *globals, e apiv1.Envoy) {
 	if e.UpdateVersion != "" {
 		row("Pending", "update to "+e.UpdateVersion)
 	}
-	_ = tw.Flush()
+	_ = t.flush()
 }
 
 func fmtTimeIf(t *time.Time) string {

@@ -58,6 +58,11 @@ func Main() int {
 }
 
 func run(g *globals, args []string) int {
+	// Every byte printed goes through escapeControls (see termsafe.go).
+	stdout, stderr := &safeWriter{w: g.stdout}, &safeWriter{w: g.stderr}
+	g.stdout, g.stderr = stdout, stderr
+	defer stderr.Flush()
+	defer stdout.Flush()
 	root := newRootCmd(g)
 	root.SetArgs(args)
 	root.SetOut(g.stdout)
@@ -222,9 +227,13 @@ func (c *client) do(ctx context.Context, method, path string, in, out any) error
 	if resp.StatusCode/100 != 2 {
 		var e apiv1.Error
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return fmt.Errorf("server: %s (HTTP %d)", e.Error, resp.StatusCode)
+			return fmt.Errorf("server: %s (HTTP %d)", oneLine(e.Error), resp.StatusCode)
 		}
-		return fmt.Errorf("server answered HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
+		body := strings.TrimSpace(string(data))
+		if len(body) > 512 {
+			body = body[:512] + "…"
+		}
+		return fmt.Errorf("server answered HTTP %d: %s", resp.StatusCode, oneLine(body))
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
