@@ -92,8 +92,8 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 	var err error
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	data := cfg.Server.DataDir
-	if err := os.MkdirAll(data, 0o700); err != nil {
-		return nil, fmt.Errorf("create data folder: %w", err)
+	if err := prepareDataDir(data, logger); err != nil {
+		return nil, err
 	}
 
 	// Listeners first: a port in use is the most common start-up failure.
