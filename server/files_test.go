@@ -1,12 +1,17 @@
 package server_test
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vigo-enroll/vigo/server"
 	"github.com/vigo-enroll/vigo/server/servertest"
@@ -110,5 +115,89 @@ func TestIssue12Item6DataFolderWritableByOthersRefused(t *testing.T) {
 		if entries, _ := os.ReadDir(data); len(entries) != 0 {
 			t.Errorf("mode %v: files written before the refusal: %v", mode, entries)
 		}
+	}
+}
+
+// TestIssue12Item6TLS12OnlyAEADSuites: with TLS 1.2 the HTTPS listener
+// negotiates only ECDHE key exchange with an AEAD cipher (forward secrecy,
+// no CBC-SHA1); a client offering only ECDHE-ECDSA-AES128-SHA (security
+// review L6) is refused at the handshake. TLS 1.3 is unchanged.
+func TestIssue12Item6TLS12OnlyAEADSuites(t *testing.T) {
+	in := servertest.Start(t, servertest.Options{})
+	addr := strings.TrimPrefix(in.URL, "https://")
+	handshake := func(conf *tls.Config) (tls.ConnectionState, error) {
+		conf.InsecureSkipVerify = true // the handshake is what is tested
+		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 30 * time.Second}, Config: conf}
+		c, err := d.DialContext(t.Context(), "tcp", addr)
+		if err != nil {
+			return tls.ConnectionState{}, err
+		}
+		defer c.Close()
+		return c.(*tls.Conn).ConnectionState(), nil
+	}
+	// The server certificate is ECDSA: these are all the TLS 1.2 suites
+	// Go knows with an ECDSA or no signature.
+	tests := []struct {
+		name   string
+		suite  uint16
+		accept bool
+	}{
+		{"ECDHE-ECDSA-AES128-GCM-SHA256", tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, true},
+		{"ECDHE-ECDSA-AES256-GCM-SHA384", tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, true},
+		{"ECDHE-ECDSA-CHACHA20-POLY1305", tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, true},
+		{"ECDHE-ECDSA-AES128-SHA (the review's)", tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, false},
+		{"ECDHE-ECDSA-AES256-SHA", tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA, false},
+		{"ECDHE-ECDSA-AES128-SHA256", tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256, false},
+		{"ECDHE-ECDSA-RC4-SHA", tls.TLS_ECDHE_ECDSA_WITH_RC4_128_SHA, false},
+		{"AES128-GCM-SHA256 (no forward secrecy)", tls.TLS_RSA_WITH_AES_128_GCM_SHA256, false},
+		{"AES256-SHA", tls.TLS_RSA_WITH_AES_256_CBC_SHA, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st, err := handshake(&tls.Config{MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tt.suite}})
+			switch {
+			case tt.accept && err != nil:
+				t.Errorf("refused: %v", err)
+			case tt.accept && st.CipherSuite != tt.suite:
+				t.Errorf("negotiated %s", tls.CipherSuiteName(st.CipherSuite))
+			case !tt.accept && err == nil:
+				t.Errorf("accepted: negotiated %s", tls.CipherSuiteName(st.CipherSuite))
+			}
+		})
+	}
+	t.Run("TLS 1.3", func(t *testing.T) {
+		if st, err := handshake(&tls.Config{MinVersion: tls.VersionTLS13}); err != nil || st.Version != tls.VersionTLS13 {
+			t.Errorf("TLS 1.3: %v (version %x)", err, st.Version)
+		}
+	})
+	t.Run("TLS 1.1", func(t *testing.T) {
+		if _, err := handshake(&tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}); err == nil {
+			t.Error("TLS 1.1 accepted")
+		}
+	})
+
+	// The review's own client: OpenSSL offering one TLS 1.2 suite.
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Log("openssl is not installed: the OpenSSL client is not tried")
+		return
+	}
+	for _, c := range []struct {
+		cipher string
+		accept bool
+	}{
+		{"ECDHE-ECDSA-AES128-SHA", false},
+		{"AES256-SHA", false},
+		{"ECDHE-ECDSA-AES128-GCM-SHA256", true},
+	} {
+		t.Run("openssl "+c.cipher, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, "openssl", "s_client", "-connect", addr, "-tls1_2", "-cipher", c.cipher, "-brief")
+			cmd.Stdin = strings.NewReader("")
+			out, err := cmd.CombinedOutput()
+			if got := err == nil && strings.Contains(string(out), "Ciphersuite: "+c.cipher); got != c.accept {
+				t.Errorf("openssl s_client -tls1_2 -cipher %s: accepted %v, want %v (err %v)\n%s", c.cipher, got, c.accept, err, out)
+			}
+		})
 	}
 }

@@ -280,7 +280,15 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 		return nil, err
 	}
 	tlsCfg := &tls.Config{
-		MinVersion:   tls.VersionTLS12, // PowerShell 5.1 and older curl speak TLS 1.2
+		MinVersion: tls.VersionTLS12, // PowerShell 5.1 and older curl speak TLS 1.2
+		// With TLS 1.2, only ECDHE key exchange (forward secrecy: a key
+		// stolen later does not decrypt recorded sessions, which carry
+		// tokens and the admin token) and AEAD ciphers (no CBC-SHA1 with
+		// its padding-oracle history). Go's defaults still include the
+		// CBC suites; every TLS 1.2 client of the last decade, PowerShell
+		// 5.1 on Windows 10 included, offers one of these. TLS 1.3 suites
+		// are all AEAD with forward secrecy and are not configurable.
+		CipherSuites: tls12Suites,
 		Certificates: []tls.Certificate{s.ca.ServerTLSCertificate()},
 		// Envoys may present their certificate (self-update downloads
 		// over mTLS); nobody has to, since bootstrap routes are open.
@@ -326,6 +334,18 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 // limit is a configured rate (negative: off) as a ratelimit.Limit.
 func limit(perSecond float64, burst int) ratelimit.Limit {
 	return ratelimit.Limit{PerSecond: perSecond, Burst: burst}
+}
+
+// tls12Suites are the TLS 1.2 cipher suites of the HTTPS listener: ECDHE
+// with an AEAD, for ECDSA (the generated server certificate) and RSA
+// (an operator's certificate) keys.
+var tls12Suites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 }
 
 func (s *Server) startPolicy(ctx context.Context) error {
