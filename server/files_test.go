@@ -201,3 +201,55 @@ func TestIssue12Item6TLS12OnlyAEADSuites(t *testing.T) {
 		})
 	}
 }
+
+// TestIssue12Item6AdminTokenNeverOverwritten: a missing admin.token.sha256
+// beside an existing admin.token is recomputed from it (security review
+// L9: the server used to generate a new token over the old one, locking
+// the operators out), and a token file that holds no admin token stops
+// the server rather than being replaced.
+func TestIssue12Item6AdminTokenNeverOverwritten(t *testing.T) {
+	data := t.TempDir()
+	in := servertest.Start(t, servertest.Options{DataDir: data})
+	tok := in.AdminToken
+	tokenFile := in.AdminTokenFile
+	in.Stop()
+	if err := os.Remove(tokenFile + ".sha256"); err != nil {
+		t.Fatal(err)
+	}
+
+	in2 := servertest.Start(t, servertest.Options{DataDir: data})
+	if in2.AdminToken != tok {
+		t.Fatalf("admin token changed from %.6s… to %.6s…", tok, in2.AdminToken)
+	}
+	if code, body := in2.Do(t, "GET", "/api/v1/tokens", nil, true); code != 200 {
+		t.Fatalf("admin API with the kept token: HTTP %d %s", code, body)
+	}
+	if got := perm(t, tokenFile+".sha256"); got != 0o600 && runtime.GOOS != "windows" {
+		t.Errorf("recomputed hash file mode %v", got)
+	}
+	in2.Stop()
+
+	// A file that is not an admin token is not silently replaced.
+	if err := os.Remove(tokenFile + ".sha256"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tokenFile, []byte("not a token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &server.Config{}
+	cfg.Server.APIListen, cfg.Server.GRPCListen, cfg.Server.Hostname = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1"
+	cfg.Server.DataDir = data
+	cfg.Policy.Dir = in.PolicyDir
+	cfg.Defaults()
+	s, err := server.New(t.Context(), cfg, nil)
+	if err == nil {
+		s.Close()
+		t.Fatal("the server started with an admin token file that holds no token")
+	}
+	if !strings.Contains(err.Error(), tokenFile) {
+		t.Errorf("error %q does not name the file", err)
+	}
+	if b, _ := os.ReadFile(tokenFile); string(b) != "not a token\n" {
+		t.Errorf("the token file was overwritten: %q", b)
+	}
+}

@@ -136,13 +136,18 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 	}
 
 	tokenFile := paths.AdminToken
-	adminHash, created, err := adminToken(tokenFile)
+	adminHash, created, recomputed, saveErr, err := adminToken(tokenFile)
 	if err != nil {
 		return nil, err
 	}
 	s.AdminTokenFile = tokenFile
-	if created {
+	switch {
+	case created:
 		logger.Info("generated the admin token; vigocli on this host reads it from there", "file", tokenFile)
+	case recomputed && saveErr != nil:
+		logger.Warn("admin token hash file missing: using the hash of the existing token, but it could not be saved", "file", tokenFile+".sha256", "err", saveErr)
+	case recomputed:
+		logger.Info("admin token hash file missing: recomputed it from the existing token", "file", tokenFile+".sha256")
 	}
 
 	var st store.Store

@@ -502,6 +502,43 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	return nil
 }
 
+// WriteFileExclusive writes data to path like WriteFileAtomic, but fails
+// with an error matching fs.ErrExist when path already exists: the file
+// is linked into place, so that it never exists half-written and two
+// writers racing for it never replace each other.
+func WriteFileExclusive(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(f.Name())
+	err = f.Chmod(perm)
+	if err == nil {
+		_, err = f.Write(data)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Link(f.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync() // make the new name durable where the OS supports it
+		d.Close()
+	}
+	return nil
+}
+
 func randomSerial() *big.Int {
 	// 127 random bits (positive), as the CA/B baseline asks for at least 64.
 	// crypto/rand.Read never returns an error since Go 1.24.
