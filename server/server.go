@@ -264,6 +264,18 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 	if s.ctl != nil {
 		ctl = s.ctl
 	}
+	// The one-liner printed with a new token. When the HTTPS certificate
+	// is issued by this server's own CA, which clients do not trust, it
+	// pins the server's key for curl and the CA for vigo register (see
+	// bootstrap.OneLiner); with an operator's certificate (s.httpsCert)
+	// curl verifies the chain itself: only the CA is pinned.
+	oneLiner := bootstrap.OneLinerParams{ServerURL: publicURL, CAFingerprint: s.ca.Fingerprint()}
+	if s.httpsCert == nil {
+		serverCert := s.ca.ServerTLSCertificate()
+		if leaf, err := x509.ParseCertificate(serverCert.Certificate[0]); err == nil && leaf.CheckSignatureFrom(s.ca.Certificate()) == nil {
+			oneLiner.ServerKeyPin = bootstrap.ServerKeyPin(leaf)
+		}
+	}
 	api, err := httpapi.New(httpapi.Config{
 		Enroller: enr, Store: notify, Policy: s.policy, PolicyCtl: ctl, Dist: s.dist,
 		Bootstrap: func(goos string) ([]byte, string, error) {
@@ -278,6 +290,11 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 		PerAddress: limit(cfg.Bootstrap.RateLimit.PerSecond, cfg.Bootstrap.RateLimit.Burst),
 		PerNetwork: limit(cfg.Bootstrap.RateLimit.NetworkPerSecond, cfg.Bootstrap.RateLimit.NetworkBurst),
 		PublicURL:  publicURL, Replica: cfg.Server.Replica, Ready: s.ready,
+		OneLiner: func(token string) (string, error) {
+			p := oneLiner
+			p.Token = token
+			return bootstrap.OneLiner(p)
+		},
 		Registerer: s.registry, Gatherer: s.registry, Logger: logger,
 		MetricsElsewhere: s.metLn != nil,
 	})

@@ -71,10 +71,14 @@ func (a *API) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("token created", "token_id", tok.ID, "pattern", pattern)
-	writeJSON(w, http.StatusCreated, apiv1.TokenCreated{
-		ID: tok.ID, Token: tok.String(), Pattern: pattern, Note: req.Note, ExpiresAt: t.ExpiresAt,
-		Command: fmt.Sprintf("curl -sSfk %s/bootstrap | sudo sh -s -- --token %s", a.cfg.PublicURL, tok.String()),
-	})
+	out := apiv1.TokenCreated{ID: tok.ID, Token: tok.String(), Pattern: pattern, Note: req.Note, ExpiresAt: t.ExpiresAt}
+	if a.cfg.OneLiner != nil {
+		if out.Command, err = a.cfg.OneLiner(tok.String()); err != nil {
+			// The token exists: answer with it rather than lose it.
+			a.log.Error("render the bootstrap one-liner", "token_id", tok.ID, "err", err)
+		}
+	}
+	writeJSON(w, http.StatusCreated, out)
 }
 
 func (a *API) handleTokenList(w http.ResponseWriter, r *http.Request) {
