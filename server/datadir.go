@@ -37,10 +37,10 @@ func prepareDataDir(dir string, log *slog.Logger) error {
 	mode := fi.Mode()
 	switch {
 	case mode.Perm()&0o022 != 0 || mode&fs.ModeSticky != 0:
-		return fmt.Errorf("server.data_dir %s is writable by other users (mode %s): give the server a folder of its own, e.g. mkdir -m 0700 %s", dir, mode, dir)
+		return fmt.Errorf("server.data_dir %s is writable by other users (mode %s): give the server a folder of its own, e.g. mkdir -m 0700 %s, or name a folder that does not exist yet (a subfolder of a mounted volume, say), which the server creates 0700", dir, mode, dir)
 	case mode.Perm()&0o077 != 0:
 		if err := os.Chmod(dir, 0o700); err != nil {
-			return fmt.Errorf("server.data_dir %s is readable by other users (mode %s) and cannot be made private: %w", dir, mode, err)
+			return fmt.Errorf("server.data_dir %s is readable by other users (mode %s) and cannot be made private: %w (name a folder that does not exist yet, which the server creates 0700)", dir, mode, err)
 		}
 		log.Warn("data folder was readable by other users: made it private (0700)", "dir", dir, "old_mode", mode.String())
 	}
