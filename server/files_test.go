@@ -17,15 +17,6 @@ import (
 	"github.com/vigo-enroll/vigo/server/servertest"
 )
 
-func perm(t *testing.T, path string) os.FileMode {
-	t.Helper()
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fi.Mode().Perm()
-}
-
 // TestIssue12Item6DatabaseFilesPrivate: the SQLite files (vigo.db, -wal,
 // -shm) are 0600 and the data folder 0700 even when the folder already
 // existed with the usual 0755 (made by a package, by `make run`'s
@@ -44,11 +35,11 @@ func TestIssue12Item6DatabaseFilesPrivate(t *testing.T) {
 	}
 	check := func(when string) {
 		t.Helper()
-		if got := perm(t, data); got != 0o700 {
+		if got := mode(t, data); got != 0o700 {
 			t.Errorf("%s: data folder mode %v, want 0700", when, got)
 		}
 		for _, name := range []string{"vigo.db", "vigo.db-wal", "vigo.db-shm"} {
-			if got := perm(t, filepath.Join(data, name)); got != 0o600 {
+			if got := mode(t, filepath.Join(data, name)); got != 0o600 {
 				t.Errorf("%s: %s mode %v, want 0600", when, name, got)
 			}
 		}
@@ -224,7 +215,7 @@ func TestIssue12Item6AdminTokenNeverOverwritten(t *testing.T) {
 	if code, body := in2.Do(t, "GET", "/api/v1/tokens", nil, true); code != 200 {
 		t.Fatalf("admin API with the kept token: HTTP %d %s", code, body)
 	}
-	if got := perm(t, tokenFile+".sha256"); got != 0o600 && runtime.GOOS != "windows" {
+	if got := mode(t, tokenFile+".sha256"); got != 0o600 && runtime.GOOS != "windows" {
 		t.Errorf("recomputed hash file mode %v", got)
 	}
 	in2.Stop()

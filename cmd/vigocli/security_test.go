@@ -33,14 +33,7 @@ func TestIssue12Item9RefusesPlainHTTP(t *testing.T) {
 		w.Write([]byte("[]"))
 	}))
 	defer srv.Close()
-	tokenFile := filepath.Join(t.TempDir(), "admin.token")
-	if err := os.WriteFile(tokenFile, []byte("va_not_a_real_token\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	policyDir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(policyDir, "policy.cue"), []byte("package policy\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	tokenFile, policyDir := clientFiles(t)
 	commands := []struct {
 		name string
 		args []string
@@ -89,6 +82,21 @@ func TestIssue12Item9RefusesPlainHTTP(t *testing.T) {
 	if n := hits.Load(); n != 0 || sawToken.Load() {
 		t.Fatalf("the plain-HTTP server got %d requests (admin token seen: %v)", n, sawToken.Load())
 	}
+}
+
+// clientFiles writes an admin token file (not a token any server knows)
+// and a minimal policy folder for policy diff.
+func clientFiles(t *testing.T) (tokenFile, policyDir string) {
+	t.Helper()
+	tokenFile = filepath.Join(t.TempDir(), "admin.token")
+	if err := os.WriteFile(tokenFile, []byte("va_not_a_real_token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	policyDir = t.TempDir()
+	if err := os.WriteFile(filepath.Join(policyDir, "policy.cue"), []byte("package policy\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return tokenFile, policyDir
 }
 
 // evil holds what a terminal must never receive raw: ESC sequences (colour,
@@ -172,14 +180,7 @@ func evilServer(t *testing.T) *httptest.Server {
 // most of these characters at its edge; the client must not rely on that.
 func TestIssue12Item4TerminalControlsEscaped(t *testing.T) {
 	srv := evilServer(t)
-	tokenFile := filepath.Join(t.TempDir(), "admin.token")
-	if err := os.WriteFile(tokenFile, []byte("va_test\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	policyDir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(policyDir, "policy.cue"), []byte("package policy\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	tokenFile, policyDir := clientFiles(t)
 	commands := []struct {
 		name string
 		args []string
