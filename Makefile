@@ -71,6 +71,8 @@ fuzz: ## Run each fuzz target for a short while
 	$(GO) test ./server/token -run '^$$' -fuzz FuzzParse -fuzztime 10s
 	$(GO) test ./server/httpapi -run '^$$' -fuzz FuzzDecodeRegister -fuzztime 10s
 	$(GO) test ./server/httpapi -run '^$$' -fuzz '^FuzzForwardedFor$$' -fuzztime 10s
+	$(GO) test ./schemas/agentbuild -run '^$$' -fuzz '^FuzzStatement$$' -fuzztime 10s
+	$(GO) test ./server/agentdist -run '^$$' -fuzz '^FuzzParseManifest$$' -fuzztime 10s
 
 bench: ## Run the Go benchmarks that BENCHMARKS.md reports (see it for the fleet simulator)
 	$(GO) test -run '^$$' -bench 'Decide|Load' -benchtime 2s ./policy

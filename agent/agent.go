@@ -44,8 +44,8 @@ type Config struct {
 	Version string
 	// Update is called when the server asks for another agent version;
 	// nil logs the request and ignores it. It is implemented by
-	// agent/update.
-	Update func(ctx context.Context, version, sha256 string) error
+	// agent/update (Updater.Update).
+	Update func(ctx context.Context, want update.Want) error
 	// Now returns the current time (default time.Now).
 	Now func() time.Time
 	// MaxBackoff caps the wait between failed check-ins (default 5m).
@@ -279,7 +279,8 @@ func (a *Agent) CheckinOnce(ctx context.Context) (*CheckinResult, error) {
 				a.logger.Info("server offers another agent version; self-update is not enabled", "version", act.GetVersion())
 				continue
 			}
-			if err := a.cfg.Update(ctx, act.GetVersion(), act.GetSha256()); err != nil {
+			want := update.Want{Version: act.GetVersion(), SHA256: act.GetSha256(), AllowDowngrade: act.GetAllowDowngrade()}
+			if err := a.cfg.Update(ctx, want); err != nil {
 				if rebootstrap {
 					// A failed update must not keep the envoy on an
 					// identity an operator wants replaced.

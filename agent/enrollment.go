@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"time"
+
+	"github.com/vigo-enroll/vigo/schemas/agentbuild"
 )
 
 // Enrollment is this envoy's identity as saved by Register: the config
@@ -116,6 +118,30 @@ func (e *Enrollment) HTTPSTLSConfig() *tls.Config {
 		c.RootCAs = pool
 	}
 	return c
+}
+
+// PinAgentSigningKey saves key as the agent signing key of this
+// enrollment (File.AgentSigningKey in DIR/config), when none was pinned at
+// registration; from then on every agent build must be signed by it. A
+// different key already pinned is an error: a pin is never replaced.
+func (e *Enrollment) PinAgentSigningKey(key ed25519.PublicKey) error {
+	pemKey, err := agentbuild.MarshalPublicKey(key)
+	if err != nil {
+		return err
+	}
+	switch cur := e.File.AgentSigningKey; {
+	case cur == string(pemKey):
+		return nil
+	case cur != "":
+		return fmt.Errorf("pin agent signing key in %s: another key is pinned", e.Dir)
+	}
+	f := e.File
+	f.AgentSigningKey = string(pemKey)
+	if err := writeJSON(filepath.Join(e.Dir, ConfigName), f, 0o644); err != nil {
+		return fmt.Errorf("pin agent signing key: %w", err)
+	}
+	e.File.AgentSigningKey = f.AgentSigningKey
+	return nil
 }
 
 // saveCert writes a renewed certificate and makes it current.

@@ -511,3 +511,65 @@ func BenchmarkBootstrapOneLiner(b *testing.B) {
 	slices.Sort(times)
 	b.ReportMetric(times[len(times)/2].Seconds(), "median-s")
 }
+
+// TestIssue12Item3E2ESignedUpdates runs the real agent against a real
+// server through the signed-update rules of issue 12 item 3:
+//   - enrolled while the server signed nothing (no key pinned), the agent
+//     meets a signed build: it fetches the server's key over mTLS,
+//     verifies the build's signed statement with it, pins the key and
+//     installs the build;
+//   - a rollback to the older signed build is refused by the server
+//     without --allow-downgrade (the agent would refuse it too), and
+//     installed with it: the consent travels in the signed check-in
+//     answer to the agent.
+func TestIssue12Item3E2ESignedUpdates(t *testing.T) {
+	needTool(t, "curl")
+	keyA, pubA := signingKey(t)
+	e := newE2E(t, nil, nil) // v1.0.0, unsigned
+	v110 := servertest.AgentBinary(t, "v1.1.0")
+
+	h := newHost(t)
+	if r := e.bootstrap(t, []string{"sh"}, h, "--hostname", "pin.trusted.test"); r.Code != 0 {
+		t.Fatalf("bootstrap: %s", r)
+	}
+	if f := h.file(t); f.AgentSigningKey != "" {
+		t.Fatalf("a signing key was pinned although the server had none: %q", f.AgentSigningKey)
+	}
+	uuid := h.file(t).UUID
+	update := func(version string, allow bool) (int, []byte) {
+		t.Helper()
+		return e.Do(t, http.MethodPost, "/api/v1/envoys/"+uuid+"/update", apiv1.EnvoyUpdateRequest{Version: version, AllowDowngrade: allow}, true)
+	}
+
+	// Signed v1.1.0: verified with the served key, which is then pinned.
+	servertest.WriteDist(t, e.distDir, v110, "v1.1.0", keyA)
+	if code, body := update("v1.1.0", false); code != http.StatusOK {
+		t.Fatalf("update v1.1.0: HTTP %d %s", code, body)
+	}
+	if r := h.runOnce(t); r.Code != 0 || !strings.Contains(r.Stdout, "(agent v1.1.0)") {
+		t.Fatalf("run --once with a signed update: %s", r)
+	}
+	if !sameFile(t, h.bin, v110) {
+		t.Fatal("the binary was not replaced by v1.1.0")
+	}
+	if f := h.file(t); f.AgentSigningKey != string(pubA) {
+		t.Fatalf("pinned signing key %q, want the served key A", f.AgentSigningKey)
+	}
+	e.WaitEnvoy(t, uuid, func(e apiv1.Envoy) bool { return e.AgentVersion == "v1.1.0" })
+
+	// Back to v1.0.0, signed by the pinned key: a downgrade.
+	servertest.WriteDist(t, e.distDir, e.build, "v1.0.0", keyA)
+	code, body := update("v1.0.0", false)
+	if code != http.StatusConflict || !strings.Contains(string(body), "newer than v1.0.0") || !strings.Contains(string(body), "--allow-downgrade") {
+		t.Fatalf("downgrade without consent: HTTP %d %s", code, body)
+	}
+	if code, body := update("v1.0.0", true); code != http.StatusOK || !decode[apiv1.Envoy](t, body).UpdateAllowDowngrade {
+		t.Fatalf("downgrade with consent: HTTP %d %s", code, body)
+	}
+	if r := h.runOnce(t); r.Code != 0 || !strings.Contains(r.Stdout, "(agent v1.0.0)") {
+		t.Fatalf("run --once with an allowed downgrade: %s", r)
+	}
+	if r := servertest.Exec(t, nil, h.bin, "version"); strings.TrimSpace(r.Stdout) != "vigo v1.0.0" {
+		t.Errorf("vigo version after the rollback: %s", r)
+	}
+}

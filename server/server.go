@@ -92,8 +92,8 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 	var err error
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	data := cfg.Server.DataDir
-	if err := os.MkdirAll(data, 0o700); err != nil {
-		return nil, fmt.Errorf("create data folder: %w", err)
+	if err := prepareDataDir(data, logger); err != nil {
+		return nil, err
 	}
 
 	// Listeners first: a port in use is the most common start-up failure.
@@ -136,13 +136,18 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 	}
 
 	tokenFile := paths.AdminToken
-	adminHash, created, err := adminToken(tokenFile)
+	adminHash, created, recomputed, saveErr, err := adminToken(tokenFile)
 	if err != nil {
 		return nil, err
 	}
 	s.AdminTokenFile = tokenFile
-	if created {
+	switch {
+	case created:
 		logger.Info("generated the admin token; vigocli on this host reads it from there", "file", tokenFile)
+	case recomputed && saveErr != nil:
+		logger.Warn("admin token hash file missing: using the hash of the existing token, but it could not be saved", "file", tokenFile+".sha256", "err", saveErr)
+	case recomputed:
+		logger.Info("admin token hash file missing: recomputed it from the existing token", "file", tokenFile+".sha256")
 	}
 
 	var st store.Store
@@ -259,6 +264,18 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 	if s.ctl != nil {
 		ctl = s.ctl
 	}
+	// The one-liner printed with a new token. When the HTTPS certificate
+	// is issued by this server's own CA, which clients do not trust, it
+	// pins the server's key for curl and the CA for vigo register (see
+	// bootstrap.OneLiner); with an operator's certificate (s.httpsCert)
+	// curl verifies the chain itself: only the CA is pinned.
+	oneLiner := bootstrap.OneLinerParams{ServerURL: publicURL, CAFingerprint: s.ca.Fingerprint()}
+	if s.httpsCert == nil {
+		serverCert := s.ca.ServerTLSCertificate()
+		if leaf, err := x509.ParseCertificate(serverCert.Certificate[0]); err == nil && leaf.CheckSignatureFrom(s.ca.Certificate()) == nil {
+			oneLiner.ServerKeyPin = bootstrap.ServerKeyPin(leaf)
+		}
+	}
 	api, err := httpapi.New(httpapi.Config{
 		Enroller: enr, Store: notify, Policy: s.policy, PolicyCtl: ctl, Dist: s.dist,
 		Bootstrap: func(goos string) ([]byte, string, error) {
@@ -273,6 +290,11 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 		PerAddress: limit(cfg.Bootstrap.RateLimit.PerSecond, cfg.Bootstrap.RateLimit.Burst),
 		PerNetwork: limit(cfg.Bootstrap.RateLimit.NetworkPerSecond, cfg.Bootstrap.RateLimit.NetworkBurst),
 		PublicURL:  publicURL, Replica: cfg.Server.Replica, Ready: s.ready,
+		OneLiner: func(token string) (string, error) {
+			p := oneLiner
+			p.Token = token
+			return bootstrap.OneLiner(p)
+		},
 		Registerer: s.registry, Gatherer: s.registry, Logger: logger,
 		MetricsElsewhere: s.metLn != nil,
 	})
@@ -280,7 +302,15 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 		return nil, err
 	}
 	tlsCfg := &tls.Config{
-		MinVersion:   tls.VersionTLS12, // PowerShell 5.1 and older curl speak TLS 1.2
+		MinVersion: tls.VersionTLS12, // PowerShell 5.1 and older curl speak TLS 1.2
+		// With TLS 1.2, only ECDHE key exchange (forward secrecy: a key
+		// stolen later does not decrypt recorded sessions, which carry
+		// tokens and the admin token) and AEAD ciphers (no CBC-SHA1 with
+		// its padding-oracle history). Go's defaults still include the
+		// CBC suites; every TLS 1.2 client of the last decade, PowerShell
+		// 5.1 on Windows 10 included, offers one of these. TLS 1.3 suites
+		// are all AEAD with forward secrecy and are not configurable.
+		CipherSuites: tls12Suites,
 		Certificates: []tls.Certificate{s.ca.ServerTLSCertificate()},
 		// Envoys may present their certificate (self-update downloads
 		// over mTLS); nobody has to, since bootstrap routes are open.
@@ -326,6 +356,18 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 // limit is a configured rate (negative: off) as a ratelimit.Limit.
 func limit(perSecond float64, burst int) ratelimit.Limit {
 	return ratelimit.Limit{PerSecond: perSecond, Burst: burst}
+}
+
+// tls12Suites are the TLS 1.2 cipher suites of the HTTPS listener: ECDHE
+// with an AEAD, for ECDSA (the generated server certificate) and RSA
+// (an operator's certificate) keys.
+var tls12Suites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 }
 
 func (s *Server) startPolicy(ctx context.Context) error {

@@ -3,11 +3,19 @@
 //
 // The sequence (Apply):
 //  1. skip when the announced version is the running one (a circuit breaker
-//     against exec loops), and refuse when the installed file already is the
-//     announced build under another version stamp;
+//     against exec loops); refuse a build for another platform
+//     (ErrWrongPlatform), a version older than the running one or that
+//     cannot be ordered against it (ErrDowngrade) unless the check-in
+//     allowed a downgrade, and a file that already is the announced build
+//     under another version stamp;
 //  2. when a signing key was pinned at registration, require a signature and
-//     verify it over the announced digest (a server that later serves another
-//     key is reported with ErrSigningKeyChanged);
+//     verify it over the build's statement (agentbuild.Statement: version,
+//     this agent's OS and arch, digest), so that an old build or another
+//     platform's, however validly signed, is refused (a server that later
+//     serves another key is reported with ErrSigningKeyChanged). With no key
+//     pinned and a signed build, fetch the server's key over mTLS, verify
+//     with it, and pin it (PinSigningKey): a signed build is never installed
+//     unverified;
 //  3. download over the envoy's mTLS client into a temporary file beside the
 //     binary, with a size limit, hashing while writing; refuse a digest
 //     mismatch;
@@ -22,11 +30,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
-	"crypto/x509"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -39,6 +44,7 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/vigo-enroll/vigo/schemas/agentbuild"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
 )
 
@@ -64,8 +70,17 @@ type Updater struct {
 	// ServerURL is the server's HTTPS base URL, e.g. https://vigo.example.com:8443 (required).
 	ServerURL string
 	// SigningKey is the offline signing key pinned at registration; nil when
-	// the server had none then (builds are then checked by SHA-256 only).
+	// the server had none then (unsigned builds are then checked by SHA-256
+	// only; a signed one makes Apply fetch the server's key, see
+	// PinSigningKey).
 	SigningKey ed25519.PublicKey
+	// PinSigningKey saves the signing key that Apply fetched from the
+	// server (over the envoy's mTLS client) because none was pinned and
+	// the build is signed; it is called once the build's signature
+	// verified with that key, before the download, so that every later
+	// build must be signed by the same key. nil: the key serves this
+	// update only. An error stops the update.
+	PinSigningKey func(ed25519.PublicKey) error
 	// Exec restarts into the new binary; nil uses execve on Unix and returns
 	// ErrRestartRequired on Windows.
 	Exec ExecFunc
@@ -111,14 +126,25 @@ func (u *Updater) check() error {
 	return nil
 }
 
-// Update handles a check-in that asks for version (with its SHA-256 when
-// the check-in carries one; "" skips that comparison): it skips when the
-// agent runs that version already, asks the server which build it serves,
-// and applies it. Its signature fits agent.Config.Update.
-func (u *Updater) Update(ctx context.Context, version, sha256Hex string) error {
+// Want is what a check-in asks of the updater (an ACTION_TYPE_UPDATE).
+type Want struct {
+	// Version to install; "" means the one the server serves.
+	Version string
+	// SHA256 announced by the check-in (hex); "" skips that comparison.
+	SHA256 string
+	// AllowDowngrade is the operator's consent to a version older than
+	// the running one, or one that cannot be ordered against it.
+	AllowDowngrade bool
+}
+
+// Update handles a check-in that asks for want: it skips when the agent
+// runs that version already, asks the server which build it serves, and
+// applies it. Its signature fits agent.Config.Update.
+func (u *Updater) Update(ctx context.Context, want Want) error {
 	if err := u.check(); err != nil {
 		return err
 	}
+	version := want.Version
 	if version == u.CurrentVersion {
 		return nil
 	}
@@ -129,10 +155,10 @@ func (u *Updater) Update(ctx context.Context, version, sha256Hex string) error {
 	if version != "" && latest.Version != version {
 		return fmt.Errorf("update agent to %s: server serves %s: %w", version, latest.Version, ErrVersionUnavailable)
 	}
-	if sha256Hex != "" && !strings.EqualFold(sha256Hex, latest.SHA256) {
-		return fmt.Errorf("update agent to %s: check-in announced sha256 %s, server serves %s: %w", version, sha256Hex, latest.SHA256, ErrVersionUnavailable)
+	if want.SHA256 != "" && !strings.EqualFold(want.SHA256, latest.SHA256) {
+		return fmt.Errorf("update agent to %s: check-in announced sha256 %s, server serves %s: %w", version, want.SHA256, latest.SHA256, ErrVersionUnavailable)
 	}
-	return u.Apply(ctx, latest)
+	return u.Apply(ctx, latest, want.AllowDowngrade)
 }
 
 // Latest asks the server which build it serves for this platform.
@@ -152,7 +178,9 @@ func (u *Updater) Latest(ctx context.Context) (apiv1.AgentLatest, error) {
 
 // Apply installs want and restarts into it; see the package comment. It
 // returns nil without doing anything when want.Version is the running one.
-func (u *Updater) Apply(ctx context.Context, want apiv1.AgentLatest) error {
+// allowDowngrade is the operator's consent to an older version (or one
+// that cannot be ordered against the running one).
+func (u *Updater) Apply(ctx context.Context, want apiv1.AgentLatest, allowDowngrade bool) error {
 	if err := u.check(); err != nil {
 		return err
 	}
@@ -163,8 +191,8 @@ func (u *Updater) Apply(ctx context.Context, want apiv1.AgentLatest) error {
 	}
 	op := fmt.Sprintf("update agent %s to %s", u.CurrentVersion, want.Version)
 	goos, arch := u.platform()
-	if (want.OS != "" && want.OS != goos) || (want.Arch != "" && want.Arch != arch) {
-		return fmt.Errorf("%s: build is for %s/%s, not %s/%s", op, want.OS, want.Arch, goos, arch)
+	if want.OS != goos || want.Arch != arch {
+		return fmt.Errorf("%s: build is for %q/%q, not %s/%s: %w", op, want.OS, want.Arch, goos, arch, ErrWrongPlatform)
 	}
 	digest, err := hex.DecodeString(want.SHA256)
 	if err != nil || len(digest) != sha256.Size {
@@ -178,6 +206,20 @@ func (u *Updater) Apply(ctx context.Context, want apiv1.AgentLatest) error {
 		return fmt.Errorf("%s: size %d out of range (1..%d)", op, want.Size, maxSize)
 	}
 
+	// A version older than the running one may bring back fixed bugs: only
+	// the operator's explicit consent allows it. Versions that cannot be
+	// ordered (not semantic versions) count as a possible downgrade.
+	switch c, ok := agentbuild.CompareVersions(want.Version, u.CurrentVersion); {
+	case ok && c >= 0:
+	case allowDowngrade:
+		log.Warn("installing an agent version that is older than the running one or cannot be ordered against it: the operator allowed it",
+			"version", want.Version, "running", u.CurrentVersion)
+	case ok:
+		return fmt.Errorf("%s: %s is older than the running version: %w", op, want.Version, ErrDowngrade)
+	default:
+		return fmt.Errorf("%s: %q and %q are not both semantic versions, so this may be a downgrade: %w", op, want.Version, u.CurrentVersion, ErrDowngrade)
+	}
+
 	// Circuit breaker: the announced bytes are already installed, so
 	// installing them again would exec the same build that reports the
 	// same (other) version, and the next check-in would start over.
@@ -185,22 +227,41 @@ func (u *Updater) Apply(ctx context.Context, want apiv1.AgentLatest) error {
 		return fmt.Errorf("%s: %w", op, ErrAlreadyInstalled)
 	}
 
-	// The signature is over the announced digest, so check it before
-	// downloading; the download is then bound to that digest.
-	switch {
-	case u.SigningKey != nil:
+	// The signature covers the version, this agent's platform and the
+	// digest, so check it before downloading; the download is then bound
+	// to that digest.
+	key, fetched := u.SigningKey, false
+	if key == nil && want.Signature != "" {
+		// Signed, but nothing pinned at registration (the server had no
+		// key then): trust the key the enrolled server serves now, over
+		// the envoy's mTLS connection, and pin it once it verifies.
+		served, err := u.servedSigningKey(ctx)
+		if err != nil {
+			return fmt.Errorf("%s: the build is signed and no signing key was pinned at registration; fetch the server's: %w", op, err)
+		}
+		key, fetched = served, true
+	}
+	if key != nil {
 		if want.Signature == "" {
 			return fmt.Errorf("%s: %w", op, ErrUnsigned)
 		}
-		sig, err := base64.StdEncoding.DecodeString(want.Signature)
-		if err != nil || len(sig) != ed25519.SignatureSize || !ed25519.Verify(u.SigningKey, digest, sig) {
-			if served, ferr := u.servedSigningKey(ctx); ferr == nil && !served.Equal(u.SigningKey) {
-				return fmt.Errorf("%s: %w", op, ErrSigningKeyChanged)
+		build := agentbuild.Build{Version: want.Version, OS: goos, Arch: arch, SHA256: want.SHA256}
+		if !agentbuild.Verify(key, build, want.Signature) {
+			if !fetched {
+				if served, ferr := u.servedSigningKey(ctx); ferr == nil && !served.Equal(key) {
+					return fmt.Errorf("%s: %w", op, ErrSigningKeyChanged)
+				}
 			}
 			return fmt.Errorf("%s: %w", op, ErrBadSignature)
 		}
-	case want.Signature != "":
-		log.Warn("agent build signature not verified: no signing key was pinned at registration", "version", want.Version)
+		if fetched {
+			if u.PinSigningKey != nil {
+				if err := u.PinSigningKey(key); err != nil {
+					return fmt.Errorf("%s: pin the signing key: %w", op, err)
+				}
+			}
+			log.Info("pinned the agent signing key the server serves: later builds must be signed by it", "version", want.Version)
+		}
 	}
 
 	tmp, err := u.download(ctx, want, digest)
@@ -340,25 +401,7 @@ func (u *Updater) servedSigningKey(ctx context.Context) (ed25519.PublicKey, erro
 	if err != nil {
 		return nil, err
 	}
-	return ParseSigningKey(body)
-}
-
-// ParseSigningKey decodes a PEM "PUBLIC KEY" holding an Ed25519 key, as
-// served by the server and pinned at registration.
-func ParseSigningKey(data []byte) (ed25519.PublicKey, error) {
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "PUBLIC KEY" {
-		return nil, errors.New("parse signing key: no PEM PUBLIC KEY block")
-	}
-	k, err := x509.ParsePKIXPublicKey(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("parse signing key: %w", err)
-	}
-	pub, ok := k.(ed25519.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("parse signing key: %T is not Ed25519", k)
-	}
-	return pub, nil
+	return agentbuild.ParsePublicKey(body)
 }
 
 // do sends a GET for a server-relative path; an absolute URL must point at

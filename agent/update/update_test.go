@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -24,6 +23,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/vigo-enroll/vigo/schemas/agentbuild"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
 )
 
@@ -63,9 +63,18 @@ func (d *distServer) announce(version string, build []byte, priv ed25519.Private
 	d.latest = apiv1.AgentLatest{OS: "linux", Arch: "amd64", Version: version, SHA256: hex.EncodeToString(sum[:]),
 		Size: int64(len(build)), URL: "/api/v1/agent/download/linux/amd64"}
 	if priv != nil {
-		d.latest.Signature = base64.StdEncoding.EncodeToString(ed25519.Sign(priv, sum[:]))
+		d.latest.Signature = sign(priv, d.latest)
 	}
 	return d.latest
+}
+
+// sign signs l's statement for its version, platform and digest.
+func sign(priv ed25519.PrivateKey, l apiv1.AgentLatest) string {
+	sig, err := agentbuild.Sign(priv, agentbuild.Build{Version: l.Version, OS: l.OS, Arch: l.Arch, SHA256: l.SHA256})
+	if err != nil {
+		panic(err)
+	}
+	return sig
 }
 
 func newDistServer(t *testing.T) *distServer {
@@ -172,7 +181,7 @@ func TestApplyInstallsSignedBuild(t *testing.T) {
 	u, calls := setup(t, d, pub)
 	want := d.announce("v1.1.0", []byte("new build v1.1.0"), priv)
 
-	if err := u.Apply(context.Background(), want); err != nil {
+	if err := u.Apply(context.Background(), want, false); err != nil {
 		t.Fatal(err)
 	}
 	wantCalls := []execCall{{path: u.BinaryPath, argv: u.Args, content: "new build v1.1.0"}}
@@ -204,16 +213,16 @@ func TestUpdateAsksTheServer(t *testing.T) {
 	u, calls := setup(t, d, nil)
 	d.announce("v1.2.0", []byte("build 1.2.0"), nil)
 
-	if err := u.Update(context.Background(), "v1.3.0", ""); !errors.Is(err, ErrVersionUnavailable) {
+	if err := u.Update(context.Background(), Want{Version: "v1.3.0"}); !errors.Is(err, ErrVersionUnavailable) {
 		t.Fatalf("Update to an unserved version: %v", err)
 	}
-	if err := u.Update(context.Background(), "v1.2.0", strings.Repeat("0", 64)); !errors.Is(err, ErrVersionUnavailable) {
+	if err := u.Update(context.Background(), Want{Version: "v1.2.0", SHA256: strings.Repeat("0", 64)}); !errors.Is(err, ErrVersionUnavailable) {
 		t.Fatalf("Update with another digest than served: %v", err)
 	}
 	if len(*calls) != 0 || d.downloads.Load() != 0 {
 		t.Fatal("refused updates downloaded or exec'd")
 	}
-	if err := u.Update(context.Background(), "v1.2.0", d.latest.SHA256); err != nil {
+	if err := u.Update(context.Background(), Want{Version: "v1.2.0", SHA256: d.latest.SHA256}); err != nil {
 		t.Fatal(err)
 	}
 	if len(*calls) != 1 || readFile(t, u.BinaryPath) != "build 1.2.0" {
@@ -305,7 +314,7 @@ func TestApplyRefuses(t *testing.T) {
 			d := newDistServer(t)
 			u, calls := setup(t, d, tt.pinned)
 			want := tt.prepare(t, d)
-			err := u.Apply(context.Background(), want)
+			err := u.Apply(context.Background(), want, false)
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("Apply: %v, want %v", err, tt.wantErr)
 			}
@@ -330,10 +339,10 @@ func TestApplyEqualVersionDoesNothing(t *testing.T) {
 	d := newDistServer(t)
 	u, calls := setup(t, d, nil)
 	want := d.announce("v1.0.0", []byte("a rebuild of 1.0.0"), nil)
-	if err := u.Apply(context.Background(), want); err != nil {
+	if err := u.Apply(context.Background(), want, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := u.Update(context.Background(), "v1.0.0", ""); err != nil {
+	if err := u.Update(context.Background(), Want{Version: "v1.0.0"}); err != nil {
 		t.Fatal(err)
 	}
 	if len(*calls) != 0 || d.downloads.Load() != 0 || readFile(t, u.BinaryPath) != "old build" {
@@ -350,7 +359,7 @@ func TestApplyExecFailureRollsBack(t *testing.T) {
 	u, _ := setup(t, d, nil)
 	u.Exec = func(string, []string, []string) error { return errors.New("exec format error") }
 	want := d.announce("v1.1.0", []byte("build for another CPU"), nil)
-	err := u.Apply(context.Background(), want)
+	err := u.Apply(context.Background(), want, false)
 	if err == nil {
 		t.Fatal("Apply succeeded although exec failed")
 	}
@@ -379,7 +388,7 @@ func TestApplyRejectsBadAnnouncements(t *testing.T) {
 			u, calls := setup(t, d, nil)
 			l := good
 			tt.mutate(&l)
-			if err := u.Apply(context.Background(), l); err == nil {
+			if err := u.Apply(context.Background(), l, false); err == nil {
 				t.Fatal("Apply accepted a bad announcement")
 			}
 			if len(*calls) != 0 || readFile(t, u.BinaryPath) != "old build" {

@@ -22,8 +22,10 @@ func newRun(base agent.Config, logger func() *slog.Logger, selfUpdateOn bool) *c
 		Long: `Check in with the server every interval, as the vigo-envoy service does.
 
 When a check-in asks for another agent version, vigo run downloads it over
-mTLS, checks its SHA-256 and, when a signing key was pinned at registration,
-its signature; keeps the current binary as <binary>.previous, and restarts
+mTLS, checks its SHA-256 and its signature over version, platform and digest
+(with the key pinned at registration or, if none was, the server's key, fetched
+over mTLS and pinned then); refuses a version older than its own unless the
+operator allowed the downgrade; keeps the current binary as <binary>.previous, and restarts
 into the new one with the same arguments (Windows: exits, and the service
 manager starts the new binary). With --once, the new binary checks in once
 more, reporting its version, and exits with that check-in's result.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/vigo-enroll/vigo/agent"
 	"github.com/vigo-enroll/vigo/agent/update"
+	"github.com/vigo-enroll/vigo/schemas/agentbuild"
 )
 
 // updateTimeout bounds one self-update (metadata and download).
@@ -26,8 +27,8 @@ const updateTimeout = 10 * time.Minute
 // once more, now reporting the new version, and exits with that check-in's
 // result. On Windows the process cannot replace itself: Update returns
 // update.ErrRestartRequired, and the service manager starts the new binary.
-func selfUpdate(enr func() *agent.Enrollment, version, binary string, args []string, logger *slog.Logger) func(ctx context.Context, want, sha256 string) error {
-	return func(ctx context.Context, want, sha256 string) error {
+func selfUpdate(enr func() *agent.Enrollment, version, binary string, args []string, logger *slog.Logger) func(ctx context.Context, want update.Want) error {
+	return func(ctx context.Context, want update.Want) error {
 		e := enr()
 		key, err := pinnedSigningKey(e)
 		if err != nil {
@@ -52,12 +53,15 @@ func selfUpdate(enr func() *agent.Enrollment, version, binary string, args []str
 			Client:         client,
 			ServerURL:      e.File.ServerURL,
 			SigningKey:     key,
-			Logger:         logger,
-			Args:           args,
+			// No key pinned at registration and a signed build: the key the
+			// server serves over mTLS is verified and pinned for good.
+			PinSigningKey: e.PinAgentSigningKey,
+			Logger:        logger,
+			Args:          args,
 		}
 		ctx, cancel := context.WithTimeout(ctx, updateTimeout)
 		defer cancel()
-		return u.Update(ctx, want, sha256)
+		return u.Update(ctx, want)
 	}
 }
 
@@ -67,7 +71,7 @@ func pinnedSigningKey(e *agent.Enrollment) (ed25519.PublicKey, error) {
 	if e.File.AgentSigningKey == "" {
 		return nil, nil
 	}
-	key, err := update.ParseSigningKey([]byte(e.File.AgentSigningKey))
+	key, err := agentbuild.ParsePublicKey([]byte(e.File.AgentSigningKey))
 	if err != nil {
 		return nil, fmt.Errorf("pinned agent signing key in %s: %w", e.Dir, err)
 	}

@@ -33,11 +33,11 @@ func TestAdminCommandsAgainstServer(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &tok); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(tok.Token, "vt_"+tok.ID+".") || !strings.Contains(tok.Command, "--token "+tok.Token) || !strings.Contains(tok.Command, "curl -sSfk https://") {
+	if !strings.HasPrefix(tok.Token, "vt_"+tok.ID+".") || !strings.Contains(tok.Command, "export VIGO_TOKEN="+tok.Token+";") || !strings.Contains(tok.Command, "curl -sSfk --pinnedpubkey") {
 		t.Fatalf("generate output: %+v", tok)
 	}
 	code, out, _ = vigocli(t, in, "tokens", "generate", "--pattern", "db1.example.com")
-	if code != 0 || !strings.Contains(out, "shown once") || !strings.Contains(out, "sudo sh -s -- --token vt_") {
+	if code != 0 || !strings.Contains(out, "shown once") || !strings.Contains(out, "| sudo --preserve-env=VIGO_TOKEN sh -s -- --ca-fingerprint ") {
 		t.Fatalf("tokens generate (table): %d %s", code, out)
 	}
 

@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 	"net/url"
-	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -37,13 +35,12 @@ func newAuditCmd(g *globals) *cobra.Command {
 			if g.output == "json" {
 				return g.printJSON(out)
 			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TIME\tEVENT\tRESULT\tHOSTNAME\tSOURCE\tMETHOD\tRULE\tPOLICY\tTOKEN\tENVOY\tREASON")
+			t := newTable(g.stdout, "TIME", "EVENT", "RESULT", "HOSTNAME", "SOURCE", "METHOD", "RULE", "POLICY", "TOKEN", "ENVOY", "REASON")
 			for _, e := range out {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", fmtTime(&e.At), e.Type, dash(e.Result), dash(e.Hostname),
-					dash(e.SourceIP), dash(e.Method), dash(e.Rule), dash(short(e.Revision)), dash(e.TokenID), dash(e.EnvoyUUID), dash(strings.ReplaceAll(e.Reason, "\n", " ")))
+				t.row(fmtTime(&e.At), e.Type, dash(e.Result), dash(e.Hostname), dash(e.SourceIP), dash(e.Method), dash(e.Rule),
+					dash(short(e.Revision)), dash(e.TokenID), dash(e.EnvoyUUID), dash(e.Reason))
 			}
-			return tw.Flush()
+			return t.flush()
 		},
 	}
 	cmd.Flags().StringVar(&since, "since", "24h", "events since a duration ago (1h) or an RFC 3339 time")

@@ -3,7 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
-	"text/tabwriter"
+	"strconv"
 
 	"github.com/spf13/cobra"
 
@@ -20,8 +20,12 @@ func newDistCmd(g *globals) *cobra.Command {
 
 The server serves the folder agent.dist_dir (default ./dist): binaries named
 vigo-<os>-<arch>[.exe] and manifest.json (version, sha256, size and signature
-of each). Envoys pin the signing key at registration and, from then on, only
-accept self-updates signed by it.
+of each). Envoys pin the signing key at registration (or at their first signed
+update, fetching it from the server over mTLS) and, from then on, only accept
+self-updates signed by it. A signature covers the build's version, OS, arch and
+SHA-256 (schemas/agentbuild), so an old build or another platform's cannot be
+passed off as the one announced, and agents refuse an older version unless the
+operator allows it (vigocli envoys update --allow-downgrade).
 
   make dist                                   # cross-compile, then: vigocli dist manifest
   vigocli dist keygen --out agent-signing.key # once, on an offline machine
@@ -83,7 +87,7 @@ func newDistSignCmd(g *globals) *cobra.Command {
 	var dir, key string
 	cmd := &cobra.Command{
 		Use:   "sign",
-		Short: "Sign the SHA-256 of every binary listed in DIR/manifest.json",
+		Short: "Sign the version, platform and SHA-256 of every binary listed in DIR/manifest.json",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if key == "" {
@@ -136,14 +140,13 @@ func newDistVerifyCmd(g *globals) *cobra.Command {
 }
 
 func printBuilds(g *globals, m *agentdist.Manifest) error {
-	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "OS/ARCH\tVERSION\tSIZE\tSHA256\tSIGNED\tFILE")
+	t := newTable(g.stdout, "OS/ARCH", "VERSION", "SIZE", "SHA256", "SIGNED", "FILE")
 	for _, f := range m.Files {
 		signed := "no"
 		if f.Signature != "" {
 			signed = "yes"
 		}
-		fmt.Fprintf(tw, "%s/%s\t%s\t%d\t%s\t%s\t%s\n", f.OS, f.Arch, f.Version, f.Size, f.SHA256, signed, f.File)
+		t.row(f.OS+"/"+f.Arch, f.Version, strconv.FormatInt(f.Size, 10), f.SHA256, signed, f.File)
 	}
-	return tw.Flush()
+	return t.flush()
 }

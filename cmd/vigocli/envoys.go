@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -42,12 +41,11 @@ func newEnvoysCmd(g *globals) *cobra.Command {
 			if g.output == "json" {
 				return g.printJSON(out)
 			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "UUID\tHOSTNAME\tSTATUS\tMETHOD\tRULE\tPOLICY\tSOURCE\tLAST SEEN")
+			t := newTable(g.stdout, "UUID", "HOSTNAME", "STATUS", "METHOD", "RULE", "POLICY", "SOURCE", "LAST SEEN")
 			for _, e := range out {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.UUID, e.Hostname, e.Status, e.Method, e.Rule, short(e.PolicyRevision), e.SourceIP, fmtTime(e.LastSeen))
+				t.row(e.UUID, e.Hostname, e.Status, e.Method, e.Rule, short(e.PolicyRevision), e.SourceIP, fmtTime(e.LastSeen))
 			}
-			return tw.Flush()
+			return t.flush()
 		},
 	}
 	list.Flags().StringVar(&status, "status", "", "only envoys with this status (active or revoked)")
@@ -100,18 +98,29 @@ are triggered remotely.`,
 		},
 	}
 	var version string
+	var allowDowngrade bool
 	update := &cobra.Command{
-		Use:   "update UUID|HOSTNAME --version V",
+		Use:   "update UUID|HOSTNAME --version V [--allow-downgrade]",
 		Short: "Ask the envoy to update its agent to a version at its next check-in",
-		Args:  cobra.ExactArgs(1),
+		Long: `At its next check-in the envoy is asked to install agent version V, which the server must
+serve for the envoy's platform. The agent checks the build's signature over its version,
+platform and digest, and refuses a version older than the one it runs (or one it cannot
+order against it, such as "dev") unless --allow-downgrade says that the rollback is
+intended; the server refuses such a request without it when it knows the running version.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if version == "" {
 				return &codeError{code: 2, err: fmt.Errorf("--version is required")}
 			}
-			return envoyAction(cmd, g, args[0], "update", apiv1.EnvoyUpdateRequest{Version: version}, "will update to "+version+" at its next check-in")
+			done := "will update to " + version + " at its next check-in"
+			if allowDowngrade {
+				done += " (a downgrade is allowed)"
+			}
+			return envoyAction(cmd, g, args[0], "update", apiv1.EnvoyUpdateRequest{Version: version, AllowDowngrade: allowDowngrade}, done)
 		},
 	}
 	update.Flags().StringVar(&version, "version", "", "agent version to install (must be served by the server)")
+	update.Flags().BoolVar(&allowDowngrade, "allow-downgrade", false, "allow a version older than the running agent's (a rollback)")
 	cmd.AddCommand(list, show, revoke, rebootstrap, update)
 	return cmd
 }
@@ -128,15 +137,15 @@ func envoyAction(cmd *cobra.Command, g *globals, id, action string, body any, do
 	if g.output == "json" {
 		return g.printJSON(e)
 	}
-	fmt.Fprintf(g.stdout, "envoy %s (%s) %s\n", e.UUID, e.Hostname, done)
+	fmt.Fprintf(g.stdout, "envoy %s (%s) %s\n", oneLine(e.UUID), oneLine(e.Hostname), oneLine(done))
 	return nil
 }
 
 func printEnvoy(g *globals, e apiv1.Envoy) {
-	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	t := newTable(g.stdout)
 	row := func(k, v string) {
 		if v != "" {
-			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+			t.row(k+":", v)
 		}
 	}
 	row("UUID", e.UUID)
@@ -161,9 +170,13 @@ func printEnvoy(g *globals, e apiv1.Envoy) {
 		row("Pending", "rebootstrap")
 	}
 	if e.UpdateVersion != "" {
-		row("Pending", "update to "+e.UpdateVersion)
+		pending := "update to " + e.UpdateVersion
+		if e.UpdateAllowDowngrade {
+			pending += " (downgrade allowed)"
+		}
+		row("Pending", pending)
 	}
-	_ = tw.Flush()
+	_ = t.flush()
 }
 
 func fmtTimeIf(t *time.Time) string {

@@ -240,5 +240,5 @@ func printDecision(w io.Writer, d policy.Decision) {
 		verdict = "ALLOW"
 	}
 	fmt.Fprintf(w, "decision: %s\nmethod:   %s\nrule:     %s\nreason:   %s\nrevision: %s\n",
-		verdict, dash(d.Method), dash(d.Rule), d.Reason, dash(d.Revision))
+		verdict, oneLine(dash(d.Method)), oneLine(dash(d.Rule)), oneLine(d.Reason), oneLine(dash(d.Revision)))
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -91,12 +90,11 @@ revoked since stays revoked.`,
 			if g.output == "json" {
 				return g.printJSON(hs)
 			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "APPLIED\tREVISION\tREPLICA\tAUTHOR\tSUBJECT")
+			t := newTable(g.stdout, "APPLIED", "REVISION", "REPLICA", "AUTHOR", "SUBJECT")
 			for _, h := range hs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", fmtTime(&h.AppliedAt), orID(h.Name, h.Revision), dash(h.Replica), dash(h.Author), dash(h.Subject))
+				t.row(fmtTime(&h.AppliedAt), orID(h.Name, h.Revision), dash(h.Replica), dash(h.Author), dash(h.Subject))
 			}
-			return tw.Flush()
+			return t.flush()
 		},
 	}
 	history.Flags().IntVar(&limit, "limit", 20, "how many revisions (at most 100)")

@@ -414,7 +414,7 @@ func revocationText(r policy.Revocation) string {
 }
 
 func revokeText(r policy.Revoke) string {
-	return fmt.Sprintf("%s by %s (%s: %s)", r.Envoy.Label(), r.By, r.Rule, r.Reason)
+	return oneLine(fmt.Sprintf("%s by %s (%s: %s)", r.Envoy.Label(), r.By, r.Rule, r.Reason))
 }
 
 func unadmittedText(u policy.Unadmitted) string {
@@ -426,7 +426,7 @@ func unadmittedText(u policy.Unadmitted) string {
 	if u.RuleRemoved {
 		rule += " (not in the new policy)"
 	}
-	return fmt.Sprintf("%s from %s, enrolled by %s: %s", u.Envoy.Label(), from, rule, u.New.Reason)
+	return oneLine(fmt.Sprintf("%s from %s, enrolled by %s: %s", u.Envoy.Label(), from, rule, u.New.Reason))
 }
 
 func decisionText(d policy.Decision) string {
@@ -441,7 +441,7 @@ func testChangeText(tc policy.TestChange) string {
 	if tc.Token {
 		tok = " with a token"
 	}
-	return fmt.Sprintf("%s from %s%s: %s -> %s (expect %s)", tc.Hostname, tc.IP, tok, decisionText(tc.Old), decisionText(tc.New), tc.Expect)
+	return oneLine(fmt.Sprintf("%s from %s%s: %s -> %s (expect %s)", tc.Hostname, tc.IP, tok, decisionText(tc.Old), decisionText(tc.New), tc.Expect))
 }
 
 func position(file string, line, col int) string {

@@ -86,6 +86,7 @@ func printHeader(w io.Writer) {
 
 // summaryLine is the one-line status, as flux get prints it.
 func summaryLine(st apiv1.PolicyStatus) string {
+	st = oneLineAll(st)
 	rev := "-"
 	if a := st.Active; a != nil {
 		rev = a.Name
@@ -143,6 +144,7 @@ func reportStatus(g *globals, st apiv1.PolicyStatus) error {
 }
 
 func printStatus(w io.Writer, st apiv1.PolicyStatus) {
+	st = oneLineAll(st) // every value from the server in one line
 	printHeader(w)
 	fmt.Fprintln(w, summaryLine(st))
 	fmt.Fprintln(w)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -57,6 +58,11 @@ func Main() int {
 }
 
 func run(g *globals, args []string) int {
+	// Every byte printed goes through escapeControls (see termsafe.go).
+	stdout, stderr := &safeWriter{w: g.stdout}, &safeWriter{w: g.stderr}
+	g.stdout, g.stderr = stdout, stderr
+	defer stderr.Flush()
+	defer stdout.Flush()
 	root := newRootCmd(g)
 	root.SetArgs(args)
 	root.SetOut(g.stdout)
@@ -127,6 +133,12 @@ func (g *globals) client() (*client, error) {
 	case "table", "json":
 	default:
 		return nil, &codeError{code: 2, err: fmt.Errorf("-o %s: must be table or json", g.output)}
+	}
+	// Every request carries the admin token: never over plain HTTP, where
+	// anyone on the path reads it (and never to a URL whose scheme would
+	// make net/http guess).
+	if u, err := url.Parse(g.server); err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, &codeError{code: 2, err: fmt.Errorf("--server %q must be an https:// URL: vigocli sends the admin token with every request and never over plain http", g.server)}
 	}
 	tok := g.adminToken
 	if tok == "" {
@@ -215,9 +227,13 @@ func (c *client) do(ctx context.Context, method, path string, in, out any) error
 	if resp.StatusCode/100 != 2 {
 		var e apiv1.Error
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return fmt.Errorf("server: %s (HTTP %d)", e.Error, resp.StatusCode)
+			return fmt.Errorf("server: %s (HTTP %d)", oneLine(e.Error), resp.StatusCode)
 		}
-		return fmt.Errorf("server answered HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
+		body := strings.TrimSpace(string(data))
+		if len(body) > 512 {
+			body = body[:512] + "…"
+		}
+		return fmt.Errorf("server answered HTTP %d: %s", resp.StatusCode, oneLine(body))
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"net/url"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -40,9 +39,9 @@ tokens.max_ttl), is used once, and is shown only when generated.`,
 			if g.output == "json" {
 				return g.printJSON(out)
 			}
-			fmt.Fprintf(g.stdout, "Token (shown once, keep it secret):\n\n  %s\n\n", out.Token)
-			fmt.Fprintf(g.stdout, "id %s, for hostnames matching %s, expires %s\n\n", out.ID, out.Pattern, fmtTime(&out.ExpiresAt))
-			fmt.Fprintf(g.stdout, "Enroll the host with:\n\n  %s\n", out.Command)
+			fmt.Fprintf(g.stdout, "Token (shown once, keep it secret):\n\n  %s\n\n", oneLine(out.Token))
+			fmt.Fprintf(g.stdout, "id %s, for hostnames matching %s, expires %s\n\n", oneLine(out.ID), oneLine(out.Pattern), fmtTime(&out.ExpiresAt))
+			fmt.Fprintf(g.stdout, "Enroll the host with:\n\n  %s\n", oneLine(out.Command))
 			return nil
 		},
 	}
@@ -66,16 +65,11 @@ tokens.max_ttl), is used once, and is shown only when generated.`,
 			if g.output == "json" {
 				return g.printJSON(out)
 			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tPATTERN\tSTATE\tEXPIRES\tUSED BY\tNOTE")
-			for _, t := range out {
-				usedBy := t.UsedBy
-				if usedBy == "" {
-					usedBy = "-"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Pattern, t.State, fmtTime(&t.ExpiresAt), usedBy, t.Note)
+			t := newTable(g.stdout, "ID", "PATTERN", "STATE", "EXPIRES", "USED BY", "NOTE")
+			for _, tok := range out {
+				t.row(tok.ID, tok.Pattern, tok.State, fmtTime(&tok.ExpiresAt), dash(tok.UsedBy), tok.Note)
 			}
-			return tw.Flush()
+			return t.flush()
 		},
 	}
 	revoke := &cobra.Command{
@@ -94,7 +88,7 @@ tokens.max_ttl), is used once, and is shown only when generated.`,
 			if g.output == "json" {
 				return g.printJSON(out)
 			}
-			fmt.Fprintf(g.stdout, "token %s revoked\n", out.ID)
+			fmt.Fprintf(g.stdout, "token %s revoked\n", oneLine(out.ID))
 			return nil
 		},
 	}

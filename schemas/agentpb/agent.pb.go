@@ -225,10 +225,16 @@ type Action struct {
 	// reason is a human-readable explanation (may be empty).
 	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	// version and sha256 are set for ACTION_TYPE_UPDATE.
-	Version       string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
-	Sha256        string `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	Sha256  string `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// allow_downgrade, for ACTION_TYPE_UPDATE, lets the agent install a
+	// version older than its own, or one it cannot order against its own
+	// (not a semantic version): an operator's explicit rollback
+	// (vigocli envoys update --allow-downgrade). Without it the agent
+	// refuses such a build even when it is validly signed.
+	AllowDowngrade bool `protobuf:"varint,5,opt,name=allow_downgrade,json=allowDowngrade,proto3" json:"allow_downgrade,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Action) Reset() {
@@ -289,13 +295,24 @@ func (x *Action) GetSha256() string {
 	return ""
 }
 
+func (x *Action) GetAllowDowngrade() bool {
+	if x != nil {
+		return x.AllowDowngrade
+	}
+	return false
+}
+
 // CheckinResponse is signed by the server's Ed25519 key (pinned by the
 // agent at registration: apiv1.RegisterResponse.ServerPublicKey).
 //
 // Signed bytes: "vigo-checkin-response-v1\n", then uuid (string, the
 // envoy's), request_nonce (bytes), server_time_unix_nano (int64),
 // next_checkin_millis (int64), the number of actions (uint32), and for each
-// action: type (uint32), reason, version, sha256 (strings).
+// action: type (uint32), reason, version, sha256 (strings). Then, only when
+// an action has allow_downgrade set, "allow_downgrade\n" and one byte per
+// action, 1 or 0, in order. (The bytes of every other response are those
+// of agents built before allow_downgrade existed, which keep verifying
+// them; such an agent refuses a response that allows a downgrade.)
 type CheckinResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// uuid is the envoy's UUID and request_nonce the nonce of the request
@@ -502,12 +519,13 @@ const file_agent_proto_rawDesc = "" +
 	"\x04arch\x18\x05 \x01(\tR\x04arch\x12.\n" +
 	"\x13timestamp_unix_nano\x18\x06 \x01(\x03R\x11timestampUnixNano\x12\x14\n" +
 	"\x05nonce\x18\a \x01(\fR\x05nonce\x12\x1c\n" +
-	"\tsignature\x18\b \x01(\fR\tsignature\"\x81\x01\n" +
+	"\tsignature\x18\b \x01(\fR\tsignature\"\xaa\x01\n" +
 	"\x06Action\x12-\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x19.vigo.agent.v1.ActionTypeR\x04type\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12\x16\n" +
-	"\x06sha256\x18\x04 \x01(\tR\x06sha256\"\xfc\x01\n" +
+	"\x06sha256\x18\x04 \x01(\tR\x06sha256\x12'\n" +
+	"\x0fallow_downgrade\x18\x05 \x01(\bR\x0eallowDowngrade\"\xfc\x01\n" +
 	"\x0fCheckinResponse\x12\x12\n" +
 	"\x04uuid\x18\x01 \x01(\tR\x04uuid\x12#\n" +
 	"\rrequest_nonce\x18\x02 \x01(\fR\frequestNonce\x121\n" +

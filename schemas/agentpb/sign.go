@@ -8,6 +8,9 @@ import (
 const (
 	checkinRequestContext  = "vigo-checkin-request-v1\n"
 	checkinResponseContext = "vigo-checkin-response-v1\n"
+	// allowDowngradeTrailer starts the part of a response's signed bytes
+	// that says which actions allow a downgrade.
+	allowDowngradeTrailer = "allow_downgrade\n"
 )
 
 // NonceSize is the exact length of CheckinRequest.Nonce.
@@ -45,14 +48,34 @@ func (r *CheckinRequest) SigningBytes() []byte {
 // SigningBytes returns the canonical encoding of r that its Signature
 // covers: the context string "vigo-checkin-response-v1\n", then uuid,
 // request_nonce, server_time_unix_nano, next_checkin_millis, the number of
-// actions, and each action's type, reason, version and sha256.
+// actions, and each action's type, reason, version and sha256; then, only
+// when an action allows a downgrade, "allow_downgrade\n" and one byte (1
+// or 0) per action.
+//
+// The trailer is added only when needed so that every other response has
+// the bytes it had before allow_downgrade existed, and agents built before
+// keep verifying them. The encoding stays unambiguous: the fields before
+// the trailer are length-prefixed or fixed-size, so where they end is
+// known, and the trailer's length follows from the number of actions.
 func (r *CheckinResponse) SigningBytes() []byte {
 	e := make(encoder, 0, 128)
 	e = append(e, checkinResponseContext...)
 	e = e.str(r.GetUuid()).bytes(r.GetRequestNonce()).i64(r.GetServerTimeUnixNano()).i64(r.GetNextCheckinMillis())
 	e = e.u32(uint32(len(r.GetActions())))
+	downgrade := false
 	for _, a := range r.GetActions() {
 		e = e.u32(uint32(a.GetType())).str(a.GetReason()).str(a.GetVersion()).str(a.GetSha256())
+		downgrade = downgrade || a.GetAllowDowngrade()
+	}
+	if downgrade {
+		e = append(e, allowDowngradeTrailer...)
+		for _, a := range r.GetActions() {
+			if a.GetAllowDowngrade() {
+				e = append(e, 1)
+			} else {
+				e = append(e, 0)
+			}
+		}
 	}
 	return e
 }

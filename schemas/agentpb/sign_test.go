@@ -49,3 +49,29 @@ func TestSigningBytesInjective(t *testing.T) {
 		t.Error("different field splits encode the same")
 	}
 }
+
+// TestSigningBytesAllowDowngrade: a response whose actions allow no
+// downgrade has the bytes it had before the field existed (older agents
+// verify it); one that allows a downgrade has the trailer, so the flag is
+// signed and cannot be added or moved to another action in transit.
+func TestSigningBytesAllowDowngrade(t *testing.T) {
+	t.Parallel()
+	update := func(allow bool) *Action {
+		return &Action{Type: ActionType_ACTION_TYPE_UPDATE, Version: "v1.0.0", Sha256: "ff", AllowDowngrade: allow}
+	}
+	renew := &Action{Type: ActionType_ACTION_TYPE_RENEW}
+	resp := func(as ...*Action) *CheckinResponse {
+		return &CheckinResponse{Uuid: "u", RequestNonce: []byte{1}, Actions: as}
+	}
+	plain := resp(update(false)).SigningBytes()
+	allowed := resp(update(true)).SigningBytes()
+	if want := string(plain) + "allow_downgrade\n\x01"; string(allowed) != want {
+		t.Errorf("with allow_downgrade: %q, want %q", allowed, want)
+	}
+	if a, b := resp(renew, update(true)).SigningBytes(), resp(update(true), renew).SigningBytes(); string(a) == string(b) {
+		t.Error("the flag's action is not bound")
+	}
+	if a, b := resp(renew, update(true)).SigningBytes(), resp(renew, update(false)).SigningBytes(); string(a) == string(b) {
+		t.Error("the flag is not signed")
+	}
+}

@@ -71,7 +71,7 @@ type AgentLatest struct {
 	Version   string `json:"version"`
 	SHA256    string `json:"sha256"`
 	Size      int64  `json:"size"`
-	Signature string `json:"signature,omitempty"` // base64 Ed25519 signature over the raw SHA-256 digest
+	Signature string `json:"signature,omitempty"` // base64 Ed25519 signature of agentbuild.Statement(version, os, arch, sha256)
 	URL       string `json:"url"`
 }
 
@@ -139,6 +139,8 @@ type Envoy struct {
 	ReplacedBy      string     `json:"replaced_by,omitempty"`
 	Rebootstrap     bool       `json:"rebootstrap_pending,omitempty"`
 	UpdateVersion   string     `json:"update_pending,omitempty"`
+	// UpdateAllowDowngrade: the pending update may install an older version.
+	UpdateAllowDowngrade bool `json:"update_allow_downgrade,omitempty"`
 }
 
 // EnvoyRevokeRequest is the body of POST /api/v1/envoys/{id}/revoke.
@@ -149,6 +151,10 @@ type EnvoyRevokeRequest struct {
 // EnvoyUpdateRequest is the body of POST /api/v1/envoys/{id}/update.
 type EnvoyUpdateRequest struct {
 	Version string `json:"version"`
+	// AllowDowngrade lets the agent install Version although it is older
+	// than the version it runs (or cannot be ordered against it); agents
+	// refuse such a build otherwise, however validly signed.
+	AllowDowngrade bool `json:"allow_downgrade,omitempty"`
 }
 
 // AuditEvent is one audit entry.

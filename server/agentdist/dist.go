@@ -34,6 +34,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vigo-enroll/vigo/schemas/agentbuild"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
 )
 
@@ -130,16 +131,16 @@ func (d *Dist) reloadLocked() error {
 		if err != nil {
 			return fmt.Errorf("load agent signing key: %w", err)
 		}
-		if st.signingKey, err = ParsePublicKey(data); err != nil {
+		if st.signingKey, err = agentbuild.ParsePublicKey(data); err != nil {
 			return fmt.Errorf("load agent signing key %s: %w", d.cfg.SigningKeyFile, err)
 		}
 	case m.SigningKey != "":
-		if st.signingKey, err = ParsePublicKey([]byte(m.SigningKey)); err != nil {
+		if st.signingKey, err = agentbuild.ParsePublicKey([]byte(m.SigningKey)); err != nil {
 			return fmt.Errorf("load agent distribution: manifest signing_key: %w", err)
 		}
 	}
 	if st.signingKey != nil {
-		if st.signingPEM, err = MarshalPublicKey(st.signingKey); err != nil {
+		if st.signingPEM, err = agentbuild.MarshalPublicKey(st.signingKey); err != nil {
 			return err
 		}
 	}
@@ -163,9 +164,11 @@ func (d *Dist) reloadLocked() error {
 			switch {
 			case st.signingKey == nil:
 				d.log.Error("agent build signature not served: no signing key configured or in the manifest", "file", f.File)
-			case !VerifyDigest(st.signingKey, f.SHA256, f.Signature):
-				// Serving it would only make every pinned envoy refuse the update.
-				d.log.Error("agent build signature not served: it does not verify with the signing key", "file", f.File)
+			case !agentbuild.Verify(st.signingKey, f.Build(), f.Signature):
+				// Serving it would only make every pinned envoy refuse the
+				// update. A signature made before issue 12 covered the digest
+				// only: such builds must be signed again.
+				d.log.Error("agent build signature not served: it does not verify with the signing key over the build's version, OS, arch and digest (run vigocli dist sign again)", "file", f.File, "version", f.Version)
 			default:
 				l.Signature = f.Signature
 			}

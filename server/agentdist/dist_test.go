@@ -2,7 +2,9 @@ package agentdist
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -18,6 +20,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/vigo-enroll/vigo/schemas/agentbuild"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
 )
 
@@ -300,7 +305,7 @@ func TestSignedDistribution(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := ParsePublicKey(pubPEM)
+	pub, err := agentbuild.ParsePublicKey(pubPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,7 +318,7 @@ func TestSignedDistribution(t *testing.T) {
 		t.Fatal(err)
 	}
 	l, _ := d.Latest("linux", "amd64")
-	if l.Signature == "" || !VerifyDigest(pub, l.SHA256, l.Signature) {
+	if l.Signature == "" || !agentbuild.Verify(pub, agentbuild.Build{Version: l.Version, OS: l.OS, Arch: l.Arch, SHA256: l.SHA256}, l.Signature) {
 		t.Fatalf("signature %q does not verify", l.Signature)
 	}
 	if !bytes.Equal(d.SigningKeyPEM(), pubPEM) {
@@ -426,4 +431,118 @@ func TestReloadOnChange(t *testing.T) {
 	if code != 404 || !strings.Contains(body, "no agent build for linux/amd64") {
 		t.Errorf("tampered binary: %d %s", code, body)
 	}
+}
+
+// TestIssue12Item3SignatureBindsEntry: dist sign signs each build's
+// version, OS, arch and digest; a signature moved to another entry (an
+// old version's, another platform's) or made over the digest only (before
+// issue 12) does not verify, so the server does not serve it and vigocli
+// dist verify names it.
+func TestIssue12Item3SignatureBindsEntry(t *testing.T) {
+	t.Parallel()
+	dir := newDistDir(t, map[string]string{"vigo-linux-amd64": "same bytes", "vigo-linux-arm64": "same bytes"})
+	keyPath := filepath.Join(t.TempDir(), "k")
+	if err := WriteKeyPair(keyPath, nil); err != nil {
+		t.Fatal(err)
+	}
+	privPEM, _ := os.ReadFile(keyPath)
+	priv, _ := ParsePrivateKey(privPEM)
+	m, err := SignDir(dir, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := priv.Public().(ed25519.PublicKey)
+	for _, f := range m.Files {
+		if !agentbuild.Verify(pub, f.Build(), f.Signature) {
+			t.Fatalf("%s: signature does not verify", f.File)
+		}
+	}
+	// Same bytes, so the same digest: only the platform tells them apart.
+	amd, arm := m.Files[0], m.Files[1]
+	if amd.SHA256 != arm.SHA256 || amd.Signature == arm.Signature {
+		t.Fatalf("the two platforms' builds: %+v %+v", amd, arm)
+	}
+
+	tamper := func(t *testing.T, edit func(m *Manifest)) *Dist {
+		t.Helper()
+		m2, err := ReadManifest(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		edit(m2)
+		d2 := t.TempDir()
+		for _, f := range m2.Files {
+			data, _ := os.ReadFile(filepath.Join(dir, f.File))
+			os.WriteFile(filepath.Join(d2, f.File), data, 0o755)
+		}
+		if err := WriteManifest(d2, m2); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Verify(d2, nil); err == nil || !strings.Contains(err.Error(), "signature does not verify") {
+			t.Errorf("Verify of the tampered folder: %v", err)
+		}
+		d, err := New(Config{Dir: d2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	tests := []struct {
+		name string
+		edit func(m *Manifest)
+	}{
+		{"another platform's signature", func(m *Manifest) { m.Files[1].Signature = m.Files[0].Signature }},
+		{"an older version under the signature", func(m *Manifest) { m.Files[1].Version = "v0.0.1-old" }},
+		{"signature over the digest only", func(m *Manifest) {
+			d, _ := hex.DecodeString(m.Files[1].SHA256)
+			m.Files[1].Signature = base64.StdEncoding.EncodeToString(ed25519.Sign(priv, d))
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := tamper(t, tt.edit)
+			if l, _ := d.Latest("linux", "arm64"); l.Signature != "" {
+				t.Errorf("served signature %q for a build it does not sign", l.Signature)
+			}
+			if l, _ := d.Latest("linux", "amd64"); l.Signature == "" {
+				t.Error("the untouched build lost its signature")
+			}
+		})
+	}
+}
+
+// FuzzParseManifest: any input is parsed or refused without a panic, and
+// what is accepted is valid and survives a write and a read unchanged.
+func FuzzParseManifest(f *testing.F) {
+	f.Add([]byte(`{"files":[]}`))
+	f.Add([]byte(`{"signing_key":"x","files":[{"os":"linux","arch":"amd64","file":"vigo-linux-amd64","version":"v1.2.3","sha256":"` +
+		strings.Repeat("ab", 32) + `","size":3,"signature":"AAAA"}]}`))
+	f.Add([]byte(`{"files":[{"os":"linux","arch":"amd64","file":"../etc/passwd","version":"v1","sha256":"","size":1}]}`))
+	f.Add([]byte(`{"files":[]} trailing`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := ParseManifest(data)
+		if err != nil {
+			return
+		}
+		if err := m.Validate(); err != nil {
+			t.Fatalf("ParseManifest accepted an invalid manifest: %v", err)
+		}
+		for _, fl := range m.Files {
+			if fl.File != filepath.Base(fl.File) || strings.ContainsAny(fl.File, `/\`) || fl.File == ".." {
+				t.Fatalf("file name %q leaves the folder", fl.File)
+			}
+			_, _ = agentbuild.Statement(fl.Build())
+		}
+		dir := t.TempDir()
+		if err := WriteManifest(dir, m); err != nil {
+			t.Fatalf("write back: %v", err)
+		}
+		again, err := ReadManifest(dir)
+		if err != nil {
+			t.Fatalf("read back: %v", err)
+		}
+		if diff := cmp.Diff(m, again, cmpopts.EquateEmpty()); diff != "" {
+			t.Fatalf("round trip (-parsed +reread):\n%s", diff)
+		}
+	})
 }

@@ -15,6 +15,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/vigo-enroll/vigo/schemas/agentbuild"
 )
 
 // ManifestName is the manifest's file name inside the distribution folder.
@@ -33,7 +35,7 @@ const VersionVar = "github.com/vigo-enroll/vigo/agent.Version"
 //	  "files": [
 //	    {"os": "linux", "arch": "amd64", "file": "vigo-linux-amd64",
 //	     "version": "v1.2.3", "sha256": "<64 hex>", "size": 9437184,
-//	     "signature": "<base64 Ed25519 signature over the raw 32-byte SHA-256 digest>"}
+//	     "signature": "<base64 Ed25519 signature of agentbuild.Statement(version, os, arch, sha256)>"}
 //	  ]
 //	}
 type Manifest struct {
@@ -52,8 +54,14 @@ type ManifestFile struct {
 	Version string `json:"version"`
 	SHA256  string `json:"sha256"` // lower-case hex
 	Size    int64  `json:"size"`
-	// Signature is the base64 Ed25519 signature over the raw SHA-256 digest.
+	// Signature is the base64 Ed25519 signature of the build's statement
+	// (agentbuild.Statement: version, os, arch and digest).
 	Signature string `json:"signature,omitempty"`
+}
+
+// Build returns what f's signature covers.
+func (f ManifestFile) Build() agentbuild.Build {
+	return agentbuild.Build{Version: f.Version, OS: f.OS, Arch: f.Arch, SHA256: f.SHA256}
 }
 
 var (
@@ -71,14 +79,27 @@ func ReadManifest(dir string) (*Manifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read manifest: %w", err)
 	}
+	m, err := ParseManifest(data)
+	if err != nil {
+		return nil, fmt.Errorf("read manifest %s: %w", path, err)
+	}
+	return m, nil
+}
+
+// ParseManifest decodes and validates a manifest: one JSON object, no
+// unknown fields, nothing after it, every entry valid (Validate).
+func ParseManifest(data []byte) (*Manifest, error) {
 	var m Manifest
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&m); err != nil {
-		return nil, fmt.Errorf("read manifest %s: %w", path, err)
+		return nil, err
+	}
+	if dec.More() {
+		return nil, errors.New("data after the manifest object")
 	}
 	if err := m.Validate(); err != nil {
-		return nil, fmt.Errorf("read manifest %s: %w", path, err)
+		return nil, err
 	}
 	return &m, nil
 }

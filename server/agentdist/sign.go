@@ -4,8 +4,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -13,6 +11,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/vigo-enroll/vigo/schemas/agentbuild"
 )
 
 // GenerateKey creates an Ed25519 signing key pair and returns the private key
@@ -30,7 +30,7 @@ func GenerateKey(rnd io.Reader) (privPEM, pubPEM []byte, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("generate signing key: %w", err)
 	}
-	pubPEM, err = MarshalPublicKey(pub)
+	pubPEM, err = agentbuild.MarshalPublicKey(pub)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -82,32 +82,6 @@ func writeExclusive(path string, data []byte, mode fs.FileMode) error {
 	return nil
 }
 
-// MarshalPublicKey encodes an Ed25519 public key as PEM "PUBLIC KEY".
-func MarshalPublicKey(pub ed25519.PublicKey) ([]byte, error) {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return nil, fmt.Errorf("marshal public key: %w", err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
-}
-
-// ParsePublicKey decodes a PEM "PUBLIC KEY" holding an Ed25519 key.
-func ParsePublicKey(data []byte) (ed25519.PublicKey, error) {
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "PUBLIC KEY" {
-		return nil, errors.New("parse signing public key: no PEM PUBLIC KEY block")
-	}
-	k, err := x509.ParsePKIXPublicKey(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("parse signing public key: %w", err)
-	}
-	pub, ok := k.(ed25519.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("parse signing public key: %T is not Ed25519", k)
-	}
-	return pub, nil
-}
-
 // ParsePrivateKey decodes a PEM "PRIVATE KEY" (PKCS #8) holding an Ed25519
 // key. Errors never include the key material.
 func ParsePrivateKey(data []byte) (ed25519.PrivateKey, error) {
@@ -126,32 +100,11 @@ func ParsePrivateKey(data []byte) (ed25519.PrivateKey, error) {
 	return priv, nil
 }
 
-// SignDigest signs a hex SHA-256 digest and returns the base64 signature.
-func SignDigest(priv ed25519.PrivateKey, sha256Hex string) (string, error) {
-	digest, err := hex.DecodeString(sha256Hex)
-	if err != nil || len(digest) != 32 {
-		return "", fmt.Errorf("sign digest: %q is not a hex SHA-256 digest", sha256Hex)
-	}
-	return base64.StdEncoding.EncodeToString(ed25519.Sign(priv, digest)), nil
-}
-
-// VerifyDigest reports whether sigB64 is pub's signature over the hex SHA-256 digest.
-func VerifyDigest(pub ed25519.PublicKey, sha256Hex, sigB64 string) bool {
-	digest, err := hex.DecodeString(sha256Hex)
-	if err != nil || len(digest) != 32 || len(pub) != ed25519.PublicKeySize {
-		return false
-	}
-	sig, err := base64.StdEncoding.DecodeString(sigB64)
-	if err != nil || len(sig) != ed25519.SignatureSize {
-		return false
-	}
-	return ed25519.Verify(pub, digest, sig)
-}
-
 // SignDir signs every binary listed in dir/manifest.json with priv: it
 // re-hashes each file (a file that no longer matches the manifest is an
-// error, nothing is written), stores the signatures and the public key in
-// the manifest and writes it back atomically.
+// error, nothing is written), signs each build's statement (version, OS,
+// arch and digest: agentbuild.Statement), stores the signatures and the
+// public key in the manifest and writes it back atomically.
 func SignDir(dir string, priv ed25519.PrivateKey) (*Manifest, error) {
 	m, err := ReadManifest(dir)
 	if err != nil {
@@ -169,11 +122,11 @@ func SignDir(dir string, priv ed25519.PrivateKey) (*Manifest, error) {
 		if sum != f.SHA256 || size != f.Size {
 			return nil, fmt.Errorf("sign %s: %s changed since the manifest was written (run vigocli dist manifest)", dir, f.File)
 		}
-		if f.Signature, err = SignDigest(priv, sum); err != nil {
+		if f.Signature, err = agentbuild.Sign(priv, f.Build()); err != nil {
 			return nil, fmt.Errorf("sign %s: %w", dir, err)
 		}
 	}
-	pubPEM, err := MarshalPublicKey(priv.Public().(ed25519.PublicKey))
+	pubPEM, err := agentbuild.MarshalPublicKey(priv.Public().(ed25519.PublicKey))
 	if err != nil {
 		return nil, err
 	}
@@ -198,7 +151,7 @@ func Verify(dir string, pubPEM []byte) (*Manifest, error) {
 	}
 	var pub ed25519.PublicKey
 	if pubPEM != nil {
-		if pub, err = ParsePublicKey(pubPEM); err != nil {
+		if pub, err = agentbuild.ParsePublicKey(pubPEM); err != nil {
 			return nil, fmt.Errorf("verify %s: %w", dir, err)
 		}
 	}
@@ -218,8 +171,8 @@ func Verify(dir string, pubPEM []byte) (*Manifest, error) {
 			problems = append(problems, fmt.Errorf("%s is not signed", f.File))
 		case f.Signature != "" && pub == nil:
 			problems = append(problems, fmt.Errorf("%s is signed but no public key is known", f.File))
-		case f.Signature != "" && !VerifyDigest(pub, f.SHA256, f.Signature):
-			problems = append(problems, fmt.Errorf("%s: signature does not verify", f.File))
+		case f.Signature != "" && !agentbuild.Verify(pub, f.Build(), f.Signature):
+			problems = append(problems, fmt.Errorf("%s: signature does not verify (signatures cover version, OS, arch and digest since issue 12: run vigocli dist sign again)", f.File))
 		}
 	}
 	if err := errors.Join(problems...); err != nil {

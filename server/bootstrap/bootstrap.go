@@ -19,7 +19,10 @@ package bootstrap
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"crypto/x509"
 	"embed"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -116,6 +119,83 @@ func Render(p Params) ([]byte, error) {
 		return nil, fmt.Errorf("render bootstrap: %w", err)
 	}
 	return b.Bytes(), nil
+}
+
+// OneLinerParams are the values of the one-liner printed with a new token
+// (vigocli tokens generate).
+type OneLinerParams struct {
+	// ServerURL is the server's advertised HTTPS base URL (required).
+	ServerURL string
+	// Token is the enrollment token (required).
+	Token string
+	// CAFingerprint is the hex SHA-256 of Vigo's CA certificate, for
+	// vigo register --ca-fingerprint (optional).
+	CAFingerprint string
+	// ServerKeyPin is set when the server's HTTPS certificate is issued by
+	// Vigo's own CA, which no client trusts: the base64 SHA-256 of the
+	// certificate's public key, for curl -k --pinnedpubkey. Without it
+	// curl verifies the certificate as usual.
+	ServerKeyPin string
+}
+
+var (
+	tokenRe = regexp.MustCompile(`^vt_[A-Za-z0-9._-]+$`)
+	pinRe   = regexp.MustCompile(`^[A-Za-z0-9+/]{43}=$`)
+)
+
+// OneLiner returns the Unix one-liner that enrolls a host with a token:
+//
+//	export VIGO_TOKEN=vt_…; curl -sSfk --pinnedpubkey 'sha256//PIN' URL/bootstrap | sudo --preserve-env=VIGO_TOKEN sh -s -- --ca-fingerprint F
+//
+// The token is in no process's arguments, where ps would show it to every
+// local user: export is a shell builtin, sudo passes the variable on
+// (--preserve-env; "sudo VIGO_TOKEN=… sh" would put it in sudo's own
+// arguments), and the script hands it to vigo in the environment.
+//
+// With a server certificate from Vigo's own CA, curl -k cannot check the
+// certificate chain, so the script itself would be unauthenticated and a
+// fingerprint inside it worth nothing: --pinnedpubkey makes curl refuse
+// any server but the one whose key the operator's terminal printed (curl
+// checks the pin even with -k), and --ca-fingerprint on the command line,
+// not in the fetched script, makes vigo register pin the CA. With an
+// operator's certificate curl verifies it (no -k, no key pin); the CA
+// fingerprint still pins Vigo's CA for registration. Options may be
+// appended (--hostname H, --no-service).
+func OneLiner(p OneLinerParams) (string, error) {
+	n, err := Params{ServerURL: p.ServerURL, CAFingerprint: p.CAFingerprint}.normalise()
+	if err != nil {
+		return "", err
+	}
+	if !tokenRe.MatchString(p.Token) {
+		return "", errors.New("render one-liner: token has characters a token never has")
+	}
+	// normalise allows only letters, digits, ".-_:/" and the brackets of
+	// an IPv6 address, which sh would take for a glob: quoted then.
+	url := n.ServerURL + "/bootstrap"
+	if strings.ContainsAny(url, "[]") {
+		if url, err = shQuote(url); err != nil {
+			return "", err
+		}
+	}
+	curl := "curl -sSf " + url
+	if p.ServerKeyPin != "" {
+		if !pinRe.MatchString(p.ServerKeyPin) {
+			return "", errors.New("render one-liner: server key pin must be a base64 SHA-256")
+		}
+		curl = "curl -sSfk --pinnedpubkey 'sha256//" + p.ServerKeyPin + "' " + url
+	}
+	line := "export VIGO_TOKEN=" + p.Token + "; " + curl + " | sudo --preserve-env=VIGO_TOKEN sh -s --"
+	if n.CAFingerprint != "" {
+		line += " --ca-fingerprint " + n.CAFingerprint
+	}
+	return line, nil
+}
+
+// ServerKeyPin returns what curl --pinnedpubkey sha256// compares: the
+// base64 SHA-256 of the certificate's SubjectPublicKeyInfo.
+func ServerKeyPin(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return base64.StdEncoding.EncodeToString(sum[:])
 }
 
 // ContentType returns the Content-Type header for the script of os: plain

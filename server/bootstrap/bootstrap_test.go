@@ -1,6 +1,7 @@
 package bootstrap
 
 import (
+	"crypto/x509"
 	"errors"
 	"flag"
 	"os"
@@ -246,5 +247,70 @@ func TestPowerShellTLS12BeforeFirstRequest(t *testing.T) {
 	}
 	if i := strings.Index(s, "[Net.ServicePointManager]::SecurityProtocol ="); i < 0 || i > first {
 		t.Errorf("the script sets SecurityProtocol at offset %d, after its first request at %d", i, first)
+	}
+}
+
+func TestOneLiner(t *testing.T) {
+	const tok = "vt_abcdefghij.0123456789abcdefghijklmnopqrstuv"
+	pin := strings.Repeat("Ab+/", 10) + "xyz="
+	fp := strings.Repeat("ab", 32)
+	tests := []struct {
+		name    string
+		p       OneLinerParams
+		want    string
+		wantErr string
+	}{
+		{
+			name: "own CA: key and CA pinned",
+			p:    OneLinerParams{ServerURL: "https://vigo.example.com:8443", Token: tok, CAFingerprint: fp, ServerKeyPin: pin},
+			want: "export VIGO_TOKEN=" + tok + "; curl -sSfk --pinnedpubkey 'sha256//" + pin + "' https://vigo.example.com:8443/bootstrap" +
+				" | sudo --preserve-env=VIGO_TOKEN sh -s -- --ca-fingerprint " + fp,
+		},
+		{
+			name: "operator's certificate: curl verifies it, the CA is still pinned",
+			p:    OneLinerParams{ServerURL: "https://vigo.example.com:8443/", Token: tok, CAFingerprint: fp},
+			want: "export VIGO_TOKEN=" + tok + "; curl -sSf https://vigo.example.com:8443/bootstrap | sudo --preserve-env=VIGO_TOKEN sh -s -- --ca-fingerprint " + fp,
+		},
+		{
+			name: "no fingerprint",
+			p:    OneLinerParams{ServerURL: "https://vigo.example.com:8443", Token: tok},
+			want: "export VIGO_TOKEN=" + tok + "; curl -sSf https://vigo.example.com:8443/bootstrap | sudo --preserve-env=VIGO_TOKEN sh -s --",
+		},
+		{
+			name: "IPv6 address quoted (brackets are a glob)",
+			p:    OneLinerParams{ServerURL: "https://[2001:db8::1]:8443", Token: tok},
+			want: "export VIGO_TOKEN=" + tok + "; curl -sSf 'https://[2001:db8::1]:8443/bootstrap' | sudo --preserve-env=VIGO_TOKEN sh -s --",
+		},
+		{name: "token with shell characters", p: OneLinerParams{ServerURL: "https://h", Token: "vt_$(id)"}, wantErr: "token has characters"},
+		{name: "no token", p: OneLinerParams{ServerURL: "https://h"}, wantErr: "token has characters"},
+		{name: "bad pin", p: OneLinerParams{ServerURL: "https://h", Token: tok, CAFingerprint: fp, ServerKeyPin: "x';id;'"}, wantErr: "pin must be"},
+		{name: "bad fingerprint", p: OneLinerParams{ServerURL: "https://h", Token: tok, CAFingerprint: "zz;id", ServerKeyPin: pin}, wantErr: "fingerprint must be hex"},
+		{name: "bad server", p: OneLinerParams{ServerURL: "https://h/x?y", Token: tok}, wantErr: "must be https://host[:port]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := OneLiner(tt.p)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("OneLiner: %q, %v; want an error with %q", got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("OneLiner (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestServerKeyPin(t *testing.T) {
+	// The pin of a fixed SubjectPublicKeyInfo, as
+	// openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64 computes it.
+	cert := &x509.Certificate{RawSubjectPublicKeyInfo: []byte("spki")}
+	if got, want := ServerKeyPin(cert), "b+7MjBbFVR2f6z61934tp3O/aL2e+cUpJ86yyG5WiSs="; got != want {
+		t.Errorf("ServerKeyPin = %s, want %s", got, want)
 	}
 }

@@ -503,3 +503,39 @@ func TestScriptRefusesTamperedDownload(t *testing.T) {
 		})
 	}
 }
+
+// TestScriptTakesTokenFromEnvironment: the one-liner hands the token over
+// in VIGO_TOKEN (out of every process's arguments); the script passes it
+// to vigo register in the environment only, and checks it like --token.
+func TestScriptTakesTokenFromEnvironment(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl is not installed")
+	}
+	e := newE2E(t, false)
+	script := e.fetchScript(t)
+	for _, sh := range shells(t) {
+		t.Run(shellName(sh), func(t *testing.T) {
+			t.Parallel()
+			r := runScript(t, sh, script, e.env("", "VIGO_TOKEN=vt_env.secretpart"), "--dry-run")
+			if r.code != 0 || !strings.Contains(r.stdout, "  token:          given\n") || strings.Contains(r.stdout+r.stderr, "secretpart") {
+				t.Errorf("dry run with VIGO_TOKEN: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+			}
+			r = runScript(t, sh, script, e.env("", "VIGO_TOKEN=vt_$(id)"), "--dry-run")
+			if r.code != 1 || r.stderr != "vigo-bootstrap: error: --token holds characters a token never has\n" {
+				t.Errorf("bad VIGO_TOKEN: exit %d, stderr %q", r.code, r.stderr)
+			}
+
+			prefix, logFile := t.TempDir(), filepath.Join(t.TempDir(), "log")
+			r = runScript(t, sh, script, e.env(logFile, "VIGO_TOKEN=vt_env.secret"), "--hostname", "web2.example.com", "--prefix", prefix, "--no-service")
+			if r.code != 0 {
+				t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+			}
+			want := []string{"vigo register --config-dir " + prefix + "/etc/vigo-envoy --server " + e.srv.URL +
+				" --force --hostname web2.example.com --ca-fingerprint ab" + strings.Repeat("0", 62) + " (VIGO_TOKEN=vt_env.secret)"}
+			if diff := cmp.Diff(want, readLines(t, logFile)); diff != "" {
+				t.Errorf("agent calls (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -472,6 +472,27 @@ func LoadOrCreateSigningKey(path string) (ed25519.PrivateKey, error) {
 // WriteFileAtomic writes data to path through a temporary file in the same
 // folder, fsync and rename, creating the folder (0700) when needed.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return writeFile(path, data, perm, os.Rename)
+}
+
+// WriteFileExclusive writes data to path like WriteFileAtomic, but fails
+// with an error matching fs.ErrExist when path already exists: the file
+// is linked into place, so that it never exists half-written and two
+// writers racing for it never replace each other.
+func WriteFileExclusive(path string, data []byte, perm os.FileMode) error {
+	if err := writeFile(path, data, perm, os.Link); err != nil {
+		return err
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = d.Sync() // make the new name durable where the OS supports it
+		d.Close()
+	}
+	return nil
+}
+
+// writeFile writes data into a temporary file beside path (mode perm,
+// fsync'ed) and puts it in place with place (rename or link).
+func writeFile(path string, data []byte, perm os.FileMode, place func(tmp, path string) error) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
@@ -480,23 +501,21 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
+	defer os.Remove(f.Name()) // a no-op after a rename
+	err = f.Chmod(perm)
+	if err == nil {
+		_, err = f.Write(data)
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
+	if err == nil {
+		err = f.Sync()
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+	if err == nil {
+		err = place(f.Name(), path)
 	}
-	if err := os.Rename(f.Name(), path); err != nil {
+	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/vigo-enroll/vigo/agent"
+	"github.com/vigo-enroll/vigo/agent/update"
 	"github.com/vigo-enroll/vigo/schemas/agentpb"
 	"github.com/vigo-enroll/vigo/server/ca"
 	"github.com/vigo-enroll/vigo/server/grpcapi/grpcapitest"
@@ -339,8 +340,8 @@ func TestRebootstrapUpdatesAgent(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			v := e.EnrollNow(strings.ReplaceAll(tc.name, " ", "-") + ".example.com")
 			var hook []string
-			a := e.Agent(v, agent.Config{Version: tc.running, Update: func(_ context.Context, version, sum string) error {
-				hook = append(hook, version, sum)
+			a := e.Agent(v, agent.Config{Version: tc.running, Update: func(_ context.Context, want update.Want) error {
+				hook = append(hook, want.Version, want.SHA256)
 				return tc.updateErr
 			}})
 			if err := e.Store.SetEnvoyFlags(ctx, v.UUID, store.EnvoyFlags{Rebootstrap: true},
@@ -376,8 +377,11 @@ func TestUpdateAction(t *testing.T) {
 	checkin := func(version string) []string {
 		t.Helper()
 		var got []string
-		a := e.Agent(v, agent.Config{Version: version, Update: func(_ context.Context, version, sum string) error {
-			got = append(got, version, sum)
+		a := e.Agent(v, agent.Config{Version: version, Update: func(_ context.Context, want update.Want) error {
+			got = append(got, want.Version, want.SHA256)
+			if want.AllowDowngrade {
+				got = append(got, "allow_downgrade")
+			}
 			return nil
 		}})
 		if _, err := a.CheckinOnce(context.Background()); err != nil {
@@ -410,6 +414,31 @@ func TestUpdateAction(t *testing.T) {
 	e.Server.EnvoyChanged(v.UUID)
 	if diff := cmp.Diff([]string{"2.0.0", strings.Repeat("ab", 32)}, checkin("1.0.0")); diff != "" {
 		t.Errorf("per-envoy flag without a target: update hook (-want +got):\n%s", diff)
+	}
+
+	// Issue 12 item 3: an older version (or one that cannot be ordered) is
+	// offered only with the operator's consent, which the signed response
+	// carries to the agent.
+	if got := checkin("3.0.0"); got != nil {
+		t.Errorf("flag for an older version without consent: update offered %v", got)
+	}
+	if got := checkin("dev"); got != nil {
+		t.Errorf("flag for a version that cannot be ordered without consent: update offered %v", got)
+	}
+	target = "2.0.0"
+	if err := e.Store.SetEnvoyFlags(context.Background(), v.UUID, store.EnvoyFlags{}, store.AuditEvent{Type: store.AuditEnvoyUpdate}); err != nil {
+		t.Fatal(err)
+	}
+	e.Server.EnvoyChanged(v.UUID)
+	if got := checkin("3.0.0"); got != nil {
+		t.Errorf("fleet-wide target older than the agent: update offered %v", got)
+	}
+	if err := e.Store.SetEnvoyFlags(context.Background(), v.UUID, store.EnvoyFlags{UpdateVersion: "2.0.0", UpdateAllowDowngrade: true}, store.AuditEvent{Type: store.AuditEnvoyUpdate}); err != nil {
+		t.Fatal(err)
+	}
+	e.Server.EnvoyChanged(v.UUID)
+	if diff := cmp.Diff([]string{"2.0.0", strings.Repeat("ab", 32), "allow_downgrade"}, checkin("3.0.0")); diff != "" {
+		t.Errorf("downgrade with consent: update hook (-want +got):\n%s", diff)
 	}
 }
 

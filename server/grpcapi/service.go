@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/vigo-enroll/vigo/policy"
+	"github.com/vigo-enroll/vigo/schemas/agentbuild"
 	"github.com/vigo-enroll/vigo/schemas/agentpb"
 	"github.com/vigo-enroll/vigo/server/ca"
 	"github.com/vigo-enroll/vigo/server/store"
@@ -139,15 +140,22 @@ func (s *Server) actions(id Envoy, req *agentpb.CheckinRequest, now time.Time) [
 			Reason: fmt.Sprintf("certificate expires at %s", c.NotAfter.UTC().Format(time.RFC3339))})
 	}
 	// The version this envoy should run: its own update flag (vigocli envoys
-	// update), else the fleet-wide agent.version. It is offered only when
-	// the server serves exactly that build for the envoy's platform.
-	want := id.entry.flags.UpdateVersion
+	// update, with the operator's consent to a downgrade or not), else the
+	// fleet-wide agent.version. It is offered only when the server serves
+	// exactly that build for the envoy's platform, and, without consent,
+	// only when it is newer than the running agent: the agent refuses a
+	// downgrade (or versions it cannot order) without consent, so offering
+	// it would only fail every check-in.
+	want, allow := id.entry.flags.UpdateVersion, id.entry.flags.UpdateAllowDowngrade
 	if want == "" && s.cfg.TargetVersion != nil {
-		want = s.cfg.TargetVersion()
+		want, allow = s.cfg.TargetVersion(), false
+	}
+	if c, ordered := agentbuild.CompareVersions(want, req.GetAgentVersion()); !allow && (!ordered || c < 0) {
+		want = ""
 	}
 	if want != "" && want != req.GetAgentVersion() && s.cfg.AgentVersion != nil {
 		if version, sum, ok := s.cfg.AgentVersion(req.GetOs(), req.GetArch()); ok && version == want {
-			as = append(as, &agentpb.Action{Type: agentpb.ActionType_ACTION_TYPE_UPDATE, Version: version, Sha256: sum,
+			as = append(as, &agentpb.Action{Type: agentpb.ActionType_ACTION_TYPE_UPDATE, Version: version, Sha256: sum, AllowDowngrade: allow,
 				Reason: fmt.Sprintf("agent %s is served for %s/%s", version, req.GetOs(), req.GetArch())})
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vigo-enroll/vigo/policy"
+	"github.com/vigo-enroll/vigo/schemas/agentbuild"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
 	"github.com/vigo-enroll/vigo/server/store"
 	"github.com/vigo-enroll/vigo/server/token"
@@ -71,10 +72,14 @@ func (a *API) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("token created", "token_id", tok.ID, "pattern", pattern)
-	writeJSON(w, http.StatusCreated, apiv1.TokenCreated{
-		ID: tok.ID, Token: tok.String(), Pattern: pattern, Note: req.Note, ExpiresAt: t.ExpiresAt,
-		Command: fmt.Sprintf("curl -sSfk %s/bootstrap | sudo sh -s -- --token %s", a.cfg.PublicURL, tok.String()),
-	})
+	out := apiv1.TokenCreated{ID: tok.ID, Token: tok.String(), Pattern: pattern, Note: req.Note, ExpiresAt: t.ExpiresAt}
+	if a.cfg.OneLiner != nil {
+		if out.Command, err = a.cfg.OneLiner(tok.String()); err != nil {
+			// The token exists: answer with it rather than lose it.
+			a.log.Error("render the bootstrap one-liner", "token_id", tok.ID, "err", err)
+		}
+	}
+	writeJSON(w, http.StatusCreated, out)
 }
 
 func (a *API) handleTokenList(w http.ResponseWriter, r *http.Request) {
@@ -193,7 +198,7 @@ func EnvoyView(e store.Envoy) apiv1.Envoy {
 		CertSerial: e.CertSerial, CertNotAfter: e.CertNotAfter, CreatedAt: e.CreatedAt,
 		LastSeen: timePtr(e.LastSeen), AgentVersion: e.AgentVersion, LastAddr: e.LastAddr,
 		RevokedAt: timePtr(e.RevokedAt), RevokedReason: e.RevokedReason, RevokedRevision: e.RevokedRevision,
-		ReplacedBy: e.ReplacedBy, Rebootstrap: e.Rebootstrap, UpdateVersion: e.UpdateVersion,
+		ReplacedBy: e.ReplacedBy, Rebootstrap: e.Rebootstrap, UpdateVersion: e.UpdateVersion, UpdateAllowDowngrade: e.UpdateAllowDowngrade,
 	}
 }
 
@@ -271,13 +276,44 @@ func (a *API) handleEnvoyUpdate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "version: required, e.g. v1.2.3")
 		return
 	}
-	a.setFlags(w, r, func(f *store.EnvoyFlags) { f.UpdateVersion = req.Version }, store.AuditEnvoyUpdate, map[string]string{"version": req.Version})
+	details := map[string]string{"version": req.Version}
+	if req.AllowDowngrade {
+		details["allow_downgrade"] = "true"
+	}
+	// The agent refuses a version older than its own (or that it cannot
+	// order against its own) unless the operator allows a downgrade: say
+	// so now rather than let every check-in fail.
+	check := func(e store.Envoy) error {
+		if req.AllowDowngrade || e.AgentVersion == "" || e.AgentVersion == req.Version {
+			return nil
+		}
+		switch c, ok := agentbuild.CompareVersions(req.Version, e.AgentVersion); {
+		case !ok:
+			return fmt.Errorf("envoy %s runs agent %s, which cannot be ordered against %s (not semantic versions): its agent refuses a possible downgrade unless you allow it (allow_downgrade, vigocli envoys update --allow-downgrade)", e.UUID, e.AgentVersion, req.Version)
+		case c < 0:
+			return fmt.Errorf("envoy %s runs agent %s, newer than %s: its agent refuses a downgrade unless you allow it (allow_downgrade, vigocli envoys update --allow-downgrade)", e.UUID, e.AgentVersion, req.Version)
+		}
+		return nil
+	}
+	a.setFlagsChecked(w, r, check, func(f *store.EnvoyFlags) { f.UpdateVersion, f.UpdateAllowDowngrade = req.Version, req.AllowDowngrade }, store.AuditEnvoyUpdate, details)
 }
 
 func (a *API) setFlags(w http.ResponseWriter, r *http.Request, set func(*store.EnvoyFlags), typ string, details map[string]string) {
+	a.setFlagsChecked(w, r, nil, set, typ, details)
+}
+
+// setFlagsChecked is setFlags with a check of the envoy first: its error
+// is the 409 answer.
+func (a *API) setFlagsChecked(w http.ResponseWriter, r *http.Request, check func(store.Envoy) error, set func(*store.EnvoyFlags), typ string, details map[string]string) {
 	e, ok := a.lookupEnvoy(w, r)
 	if !ok {
 		return
+	}
+	if check != nil {
+		if err := check(e); err != nil {
+			writeError(w, http.StatusConflict, err.Error())
+			return
+		}
 	}
 	f := e.EnvoyFlags
 	set(&f)

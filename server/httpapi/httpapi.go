@@ -85,6 +85,9 @@ type Config struct {
 	PerAddress, PerNetwork ratelimit.Limit
 	// PublicURL is the https://host:port agents and operators use.
 	PublicURL string
+	// OneLiner renders the command printed with a new token (the server
+	// builds it with bootstrap.OneLiner); nil prints none.
+	OneLiner func(token string) (string, error)
 	// Ready reports readiness for /readyz ("" = ready, else the reason).
 	Ready func() string
 	// Replica names this server.

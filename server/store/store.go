@@ -172,6 +172,10 @@ type Envoy struct {
 type EnvoyFlags struct {
 	Rebootstrap   bool
 	UpdateVersion string // "" = none requested
+	// UpdateAllowDowngrade lets the agent install UpdateVersion although it
+	// is older than (or cannot be ordered against) the running version:
+	// the operator's explicit rollback (vigocli envoys update --allow-downgrade).
+	UpdateAllowDowngrade bool
 }
 
 // EnvoyFilter selects envoys. Zero fields match everything.

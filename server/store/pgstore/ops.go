@@ -118,7 +118,7 @@ func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time, audit 
 
 const envoyCols = `uuid, hostname, public_key, cert_serial, cert_not_after, os, arch, source_ip, method, rule,
 	policy_revision, token_id, created_at, status, revoked_at, revoked_reason, revoked_revision, replaced_by,
-	last_seen, agent_version, last_addr, rebootstrap, update_version, last_checkin_signed`
+	last_seen, agent_version, last_addr, rebootstrap, update_version, last_checkin_signed, update_allow_downgrade`
 
 func scanEnvoy(row pgx.Row) (store.Envoy, error) {
 	var e store.Envoy
@@ -126,7 +126,7 @@ func scanEnvoy(row pgx.Row) (store.Envoy, error) {
 	var notAfter, revoked, lastSeen, signed *time.Time
 	err := row.Scan(&e.UUID, &e.Hostname, &e.PublicKey, &e.CertSerial, &notAfter, &e.OS, &e.Arch, &e.SourceIP,
 		&e.Method, &e.Rule, &e.PolicyRevision, &e.TokenID, &created, &e.Status, &revoked, &e.RevokedReason,
-		&e.RevokedRevision, &e.ReplacedBy, &lastSeen, &e.AgentVersion, &e.LastAddr, &e.Rebootstrap, &e.UpdateVersion, &signed)
+		&e.RevokedRevision, &e.ReplacedBy, &lastSeen, &e.AgentVersion, &e.LastAddr, &e.Rebootstrap, &e.UpdateVersion, &signed, &e.UpdateAllowDowngrade)
 	if err != nil {
 		return store.Envoy{}, err
 	}
@@ -208,11 +208,11 @@ func (s *Store) Enroll(ctx context.Context, p store.EnrollParams) ([]store.Envoy
 			}
 		}
 		_, err := tx.Exec(ctx, `INSERT INTO envoys (`+envoyCols+`, changed_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)`,
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)`,
 			e.UUID, e.Hostname, e.PublicKey, e.CertSerial, ts(e.CertNotAfter), e.OS, e.Arch, e.SourceIP, e.Method, e.Rule,
 			e.PolicyRevision, e.TokenID, e.CreatedAt, e.Status, ts(e.RevokedAt), e.RevokedReason,
 			e.RevokedRevision, e.ReplacedBy, ts(e.LastSeen), e.AgentVersion, e.LastAddr, e.Rebootstrap, e.UpdateVersion,
-			ts(e.LastCheckinSigned), s.now())
+			ts(e.LastCheckinSigned), e.UpdateAllowDowngrade, s.now())
 		if err != nil {
 			var pe *pgconn.PgError
 			if errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "envoys_active_hostname" {
@@ -359,8 +359,8 @@ func activeOrWhy(ctx context.Context, q querier, uuid string) error {
 // SetEnvoyFlags sets the pending actions of an active envoy and appends audit.
 func (s *Store) SetEnvoyFlags(ctx context.Context, uuid string, f store.EnvoyFlags, audit store.AuditEvent) error {
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE envoys SET rebootstrap = $1, update_version = $2, changed_at = $4 WHERE uuid = $3 AND status = 'active'`,
-			f.Rebootstrap, f.UpdateVersion, uuid, s.now())
+		tag, err := tx.Exec(ctx, `UPDATE envoys SET rebootstrap = $1, update_version = $2, update_allow_downgrade = $5, changed_at = $4 WHERE uuid = $3 AND status = 'active'`,
+			f.Rebootstrap, f.UpdateVersion, uuid, s.now(), f.UpdateAllowDowngrade)
 		if err != nil {
 			return err
 		}

@@ -168,4 +168,9 @@ CREATE TABLE policy_control (
 	`
 ALTER TABLE envoys ADD COLUMN last_checkin_signed INTEGER;
 `,
+	// 6: the operator's consent to an agent downgrade that goes with
+	// update_version (vigocli envoys update --allow-downgrade).
+	`
+ALTER TABLE envoys ADD COLUMN update_allow_downgrade INTEGER NOT NULL DEFAULT 0;
+`,
 }

@@ -121,14 +121,14 @@ func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time, audit 
 
 const envoyCols = `uuid, hostname, public_key, cert_serial, cert_not_after, os, arch, source_ip, method, rule,
 	policy_revision, token_id, created_at, status, revoked_at, revoked_reason, revoked_revision, replaced_by,
-	last_seen, agent_version, last_addr, rebootstrap, update_version, last_checkin_signed`
+	last_seen, agent_version, last_addr, rebootstrap, update_version, last_checkin_signed, update_allow_downgrade`
 
 func scanEnvoy(sc interface{ Scan(...any) error }) (store.Envoy, error) {
 	var e store.Envoy
 	var notAfter, created, revoked, lastSeen, signed sql.NullInt64
 	err := sc.Scan(&e.UUID, &e.Hostname, &e.PublicKey, &e.CertSerial, &notAfter, &e.OS, &e.Arch, &e.SourceIP,
 		&e.Method, &e.Rule, &e.PolicyRevision, &e.TokenID, &created, &e.Status, &revoked, &e.RevokedReason,
-		&e.RevokedRevision, &e.ReplacedBy, &lastSeen, &e.AgentVersion, &e.LastAddr, &e.Rebootstrap, &e.UpdateVersion, &signed)
+		&e.RevokedRevision, &e.ReplacedBy, &lastSeen, &e.AgentVersion, &e.LastAddr, &e.Rebootstrap, &e.UpdateVersion, &signed, &e.UpdateAllowDowngrade)
 	if err != nil {
 		return store.Envoy{}, err
 	}
@@ -198,11 +198,11 @@ func (s *Store) Enroll(ctx context.Context, p store.EnrollParams) ([]store.Envoy
 			}
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO envoys (`+envoyCols+`, changed_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			e.UUID, e.Hostname, e.PublicKey, e.CertSerial, ms(e.CertNotAfter), e.OS, e.Arch, e.SourceIP, e.Method, e.Rule,
 			e.PolicyRevision, e.TokenID, e.CreatedAt.UnixMilli(), e.Status, ms(e.RevokedAt), e.RevokedReason,
 			e.RevokedRevision, e.ReplacedBy, ms(e.LastSeen), e.AgentVersion, e.LastAddr, e.Rebootstrap, e.UpdateVersion,
-			ms(e.LastCheckinSigned), s.now().UnixMilli())
+			ms(e.LastCheckinSigned), e.UpdateAllowDowngrade, s.now().UnixMilli())
 		if err != nil {
 			switch sqliteCode(err) {
 			case sqlite3.SQLITE_CONSTRAINT_UNIQUE:
@@ -339,8 +339,8 @@ func activeOrWhy(ctx context.Context, q querier, uuid string) error {
 // SetEnvoyFlags sets the pending actions of an active envoy and appends audit.
 func (s *Store) SetEnvoyFlags(ctx context.Context, uuid string, f store.EnvoyFlags, audit store.AuditEvent) error {
 	err := s.write(ctx, func(ctx context.Context, tx *wtx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE envoys SET rebootstrap = ?, update_version = ?, changed_at = ? WHERE uuid = ? AND status = 'active'`,
-			f.Rebootstrap, f.UpdateVersion, s.now().UnixMilli(), uuid)
+		res, err := tx.ExecContext(ctx, `UPDATE envoys SET rebootstrap = ?, update_version = ?, update_allow_downgrade = ?, changed_at = ? WHERE uuid = ? AND status = 'active'`,
+			f.Rebootstrap, f.UpdateVersion, f.UpdateAllowDowngrade, s.now().UnixMilli(), uuid)
 		if err != nil {
 			return err
 		}

@@ -22,6 +22,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/url"
 	"os"
@@ -113,6 +114,10 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	// during the fsync, and one fsync can cover several commits. Other
 	// connections may read a commit a fraction of a millisecond before it
 	// is durable; nobody is told it succeeded before it is.
+	if err := makePrivate(path); err != nil {
+		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
+	}
+
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(busy.Milliseconds(), 10)+")")
 	q.Add("_pragma", "journal_mode(WAL)")
@@ -185,6 +190,36 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open sqlite store %s: write-ahead log: %w", path, err)
 	}
 	return s, nil
+}
+
+// makePrivate creates the database file 0600 when it does not exist and
+// makes it, its -wal and its -shm 0600 when they do. The store holds
+// token hashes, envoy keys and the audit trail, so it must not depend on
+// the folder being private (a data folder made by a package or by
+// mkdir -p is usually 0755). SQLite creates the -wal and -shm files with
+// the database file's mode, so they follow once it is 0600; an older
+// version left all three 0644.
+func makePrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("create database file: %w", err)
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(p)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			continue
+		case err != nil:
+			return err
+		case fi.Mode().Perm()&0o077 == 0:
+			continue
+		}
+		if err := os.Chmod(p, 0o600); err != nil {
+			return fmt.Errorf("make %s private: %w", p, err)
+		}
+	}
+	return nil
 }
 
 // walPath is where SQLite keeps the write-ahead log of the database.

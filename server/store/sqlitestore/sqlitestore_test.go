@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -508,4 +509,57 @@ func TestSnapshotWhileWriting(t *testing.T) {
 	if _, err := Snapshot(ctx, filepath.Join(dir, "missing.db"), filepath.Join(dir, "x.db")); err == nil {
 		t.Error("snapshot of a missing database: no error")
 	}
+}
+
+// TestIssue12Item6FilesPrivate: the database and its -wal and -shm files
+// are 0600 whatever the folder and the umask, also when an older version
+// left them 0644 (security review L5: token hashes, envoy keys and the
+// audit trail were readable by every local user).
+func TestIssue12Item6FilesPrivate(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("Unix permission bits")
+	}
+	dir := filepath.Join(t.TempDir(), "shared")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "vigo.db")
+	files := []string{path, path + "-wal", path + "-shm"}
+	check := func(when string) {
+		t.Helper()
+		for _, f := range files {
+			fi, err := os.Stat(f)
+			if err != nil {
+				t.Fatalf("%s: %v", when, err)
+			}
+			if fi.Mode().Perm() != 0o600 {
+				t.Errorf("%s: %s mode %v, want 0600", when, filepath.Base(f), fi.Mode().Perm())
+			}
+		}
+	}
+	s, err := Open(t.Context(), path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := testEnvoy(1)
+	if _, err := s.Enroll(t.Context(), store.EnrollParams{Envoy: e, Now: t0, Audit: store.AuditEvent{At: t0, Type: store.AuditRegistration}}); err != nil {
+		t.Fatal(err)
+	}
+	check("new database")
+	for _, f := range files {
+		if err := os.Chmod(f, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	for _, f := range files {
+		if err := os.Chmod(f, 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+	s = openAt(t, path)
+	if _, err := s.GetEnvoy(t.Context(), e.UUID); err != nil {
+		t.Fatal(err)
+	}
+	check("reopened 0644 database")
 }

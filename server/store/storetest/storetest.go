@@ -249,7 +249,7 @@ func testEnvoyRoundTrip(t *testing.T, s store.Store) {
 	in.LastSeen = t0.Add(time.Minute)
 	in.AgentVersion = "1.2.3"
 	in.LastAddr = "192.0.2.10:4242"
-	in.EnvoyFlags = store.EnvoyFlags{Rebootstrap: true, UpdateVersion: "1.2.4"}
+	in.EnvoyFlags = store.EnvoyFlags{Rebootstrap: true, UpdateVersion: "1.2.4", UpdateAllowDowngrade: true}
 	in.Status = "revoked" // Enroll sets active
 	replaced, err := s.Enroll(ctx, store.EnrollParams{Envoy: in, Now: t0, Audit: regAudit(in)})
 	if err != nil {
@@ -761,7 +761,7 @@ func testSetEnvoyFlags(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	e := enroll(t, s, newEnvoy(1, "web1.example.com"))
 	ev := store.AuditEvent{At: t0, Type: store.AuditEnvoyUpdate, Result: "ok", EnvoyUUID: e.UUID}
-	flags := store.EnvoyFlags{Rebootstrap: true, UpdateVersion: "2.0.0"}
+	flags := store.EnvoyFlags{Rebootstrap: true, UpdateVersion: "2.0.0", UpdateAllowDowngrade: true}
 	if err := s.SetEnvoyFlags(ctx, e.UUID, flags, ev); err != nil {
 		t.Fatalf("SetEnvoyFlags: %v", err)
 	}
