@@ -51,6 +51,10 @@ type Decision struct {
 	Reason string `json:"reason"`
 	// Revision is the policy revision that decided ("" without a policy).
 	Revision string `json:"revision"`
+	// Replace says who may replace an active envoy of the hostname when
+	// the decision allows (ReplaceAny, ReplaceToken or ReplaceProof): the
+	// rule's replace setting; a token always may.
+	Replace string `json:"replace,omitempty"`
 }
 
 // Decide decides whether a host may enroll, in this order: a hostname revoked
@@ -106,7 +110,7 @@ func (p *Policy) Decide(req Request) Decision {
 	})
 	if best >= 0 {
 		t := p.trusted[best]
-		d.Allowed, d.Method, d.Rule = true, MethodTrusted, t.rule
+		d.Allowed, d.Method, d.Rule, d.Replace = true, MethodTrusted, t.rule, t.replace
 		d.Reason = fmt.Sprintf("%s matches %s (pattern %s) and %s is in its CIDRs", h, t.rule, t.glob, src)
 		return d
 	}
@@ -121,7 +125,7 @@ func (p *Policy) Decide(req Request) Decision {
 	})
 	if first >= 0 {
 		a := p.approved[first]
-		d.Allowed, d.Method, d.Rule = true, MethodApproved, a.rule
+		d.Allowed, d.Method, d.Rule, d.Replace = true, MethodApproved, a.rule, a.replace
 		d.Reason = fmt.Sprintf("%s matches approved pattern %s", h, a.glob)
 		return d
 	}
@@ -150,9 +154,30 @@ func decideToken(d Decision, h string, tok *TokenInfo) (bool, Decision) {
 	if err != nil || !g.Match(h) {
 		return false, d
 	}
-	d.Allowed, d.Method, d.Rule = true, MethodToken, "token "+tok.ID
+	d.Allowed, d.Method, d.Rule, d.Replace = true, MethodToken, "token "+tok.ID, ReplaceAny
 	d.Reason = fmt.Sprintf("token %s is bound to pattern %s, which matches %s", tok.ID, g, h)
 	return true, d
+}
+
+// DecideToken decides a registration by its token alone (for a
+// replacement that a rule does not allow without one): allowed when tok's
+// pattern matches the hostname and the hostname is not revoked.
+func (p *Policy) DecideToken(hostname string, tok *TokenInfo) Decision {
+	d := Decision{Revision: p.Revision()}
+	h, err := NormalizeHostname(hostname)
+	if err != nil {
+		d.Reason = fmt.Sprintf("invalid hostname: %v", err)
+		return d
+	}
+	if _, revoked := p.RevokedHostname(h); revoked {
+		d.Reason = fmt.Sprintf("hostname %s is revoked by policy", h)
+		return d
+	}
+	if ok, d2 := decideToken(d, h, tok); ok {
+		return d2
+	}
+	d.Reason = tokenProblem(h, tok)
+	return d
 }
 
 // tokenProblem says why tok did not allow h.

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 const decidePolicy = `package policy
@@ -199,7 +200,7 @@ func TestDecide(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			tt.want.Revision = "rev1"
-			if diff := cmp.Diff(tt.want, p.Decide(tt.req)); diff != "" {
+			if diff := cmp.Diff(tt.want, p.Decide(tt.req), ignoreReplace); diff != "" {
 				t.Errorf("Decide(%+v) (-want +got):\n%s", tt.req, diff)
 			}
 		})
@@ -234,7 +235,7 @@ func TestDecideNilPolicy(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if diff := cmp.Diff(tt.want, p.Decide(tt.req)); diff != "" {
+			if diff := cmp.Diff(tt.want, p.Decide(tt.req), ignoreReplace); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
 			}
 		})
@@ -266,5 +267,39 @@ revocations: [{hostname: "db1.example.com", reason: "decommissioned"}]
 				t.Errorf("Decide(%s) = %+v, want denied with reason %q", tt.host, d, tt.want)
 			}
 		})
+	}
+}
+
+// ignoreReplace leaves Decision.Replace to TestDecideReplace.
+var ignoreReplace = cmpopts.IgnoreFields(Decision{}, "Replace")
+
+// TestDecideReplace: an allowed decision carries who may replace an active
+// envoy, from the rule (default any); a token always may.
+func TestDecideReplace(t *testing.T) {
+	t.Parallel()
+	p := mustLoad(t, `package policy
+
+trusted_enrollment: [
+	{name: "lab", pattern: "*.lab.example.com", cidrs: ["10.0.0.0/8"], replace: "token"},
+	{name: "dc", pattern: "*.dc.example.com", cidrs: ["10.0.0.0/8"]},
+]
+approved: [{pattern: "*.web.example.com", replace: "proof"}, "db1.example.com"]
+approved_by_owner: ops: [{pattern: "*.ops.example.com", replace: "token"}]
+`)
+	ip := netip.MustParseAddr("10.1.2.3")
+	for host, want := range map[string]string{
+		"a.lab.example.com": ReplaceToken, "a.dc.example.com": ReplaceAny, "a.web.example.com": ReplaceProof,
+		"db1.example.com": ReplaceAny, "x.ops.example.com": ReplaceToken,
+	} {
+		if d := p.Decide(Request{Hostname: host, SourceIP: ip}); !d.Allowed || d.Replace != want {
+			t.Errorf("Decide(%s) = %+v, want allowed with replace %q", host, d, want)
+		}
+	}
+	d := p.DecideToken("a.web.example.com", &TokenInfo{ID: "t1", Pattern: "*.web.example.com"})
+	if !d.Allowed || d.Method != MethodToken || d.Replace != ReplaceAny {
+		t.Errorf("DecideToken = %+v, want allowed by the token, replace any", d)
+	}
+	if d := p.DecideToken("a.web.example.com", &TokenInfo{ID: "t2", Pattern: "other.example.com"}); d.Allowed {
+		t.Errorf("DecideToken with another pattern = %+v, want denied", d)
 	}
 }

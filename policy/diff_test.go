@@ -14,6 +14,7 @@ var diffOpts = cmp.Options{
 	cmpopts.IgnoreUnexported(Changes{}),
 	cmpopts.EquateComparable(netip.Prefix{}, netip.Addr{}),
 	cmpopts.EquateEmpty(),
+	ignoreReplace,
 }
 
 const diffBase = `package policy

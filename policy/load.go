@@ -429,6 +429,20 @@ func (l *loader) addCUEErrors(err error, data cue.Value) {
 				msg: fmt.Sprintf("invalid value %s: must be one of %s", got, strings.Join(alts, ", "))})
 		}
 	}
+	// A value that matches no alternative of a disjunction (such as an
+	// approved entry, a glob or a struct) conflicts with each of them: one
+	// message per value is enough.
+	conflictAt := map[string]bool{}
+	for i, it := range items {
+		if drop[i] || !strings.HasPrefix(it.msg, "conflicting values ") {
+			continue
+		}
+		k := strings.Join(it.path, "\x00") + "\x00" + it.pos.String()
+		if conflictAt[k] {
+			drop[i] = true
+		}
+		conflictAt[k] = true
+	}
 	for i, it := range items {
 		if drop[i] {
 			continue
@@ -712,7 +726,7 @@ func extract(data, unified cue.Value) *Spec {
 		s.Trusted = append(s.Trusted, trustedSpec(e))
 	}
 	for _, av := range elems(field(data, "approved")) {
-		s.Approved = append(s.Approved, strAt(av))
+		s.Approved = append(s.Approved, approvedSpec(av))
 	}
 	s.CertValidity = strAt(field(data, "cert_validity"))
 	if s.CertValidity.Value == "" {
@@ -741,7 +755,7 @@ func extract(data, unified cue.Value) *Spec {
 	}
 	for _, kv := range keyed(data, "approved_by_owner") {
 		for i, av := range elems(kv.v) {
-			a := strAt(av)
+			a := approvedSpec(av)
 			a.Path = fmt.Sprintf("%s[%d]", kv.path, i)
 			s.Approved = append(s.Approved, a)
 		}
@@ -757,8 +771,19 @@ func extract(data, unified cue.Value) *Spec {
 	return s
 }
 
+// approvedSpec reads an approved entry: a glob, or {pattern, replace}.
+func approvedSpec(av cue.Value) ApprovedSpec {
+	if av.IncompleteKind() == cue.StructKind {
+		a := ApprovedSpec{Str: strAt(field(av, "pattern"))}
+		a.Replace, _ = str(field(av, "replace"))
+		return a
+	}
+	return ApprovedSpec{Str: strAt(av)}
+}
+
 func trustedSpec(e cue.Value) TrustedSpec {
 	t := TrustedSpec{Pos: posOf(e), Pattern: strAt(field(e, "pattern"))}
+	t.Replace, _ = str(field(e, "replace"))
 	if nv := field(e, "name"); nv.Exists() {
 		n := strAt(nv)
 		t.Name = &n

@@ -28,11 +28,13 @@ type trustedRule struct {
 	glob     Glob
 	prefixes []netip.Prefix
 	rule     string
+	replace  string // ReplaceAny, ReplaceToken or ReplaceProof
 }
 
 type approvedRule struct {
-	glob Glob
-	rule string
+	glob    Glob
+	rule    string
+	replace string
 }
 
 // Revocation is one entry of the policy's revocations: a UUID, a hostname

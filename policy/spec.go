@@ -41,17 +41,33 @@ type Spec struct {
 	// Version is SpecVersion.
 	Version      int              `json:"version"`
 	Trusted      []TrustedSpec    `json:"trusted_enrollment,omitempty"`
-	Approved     []Str            `json:"approved,omitempty"`
+	Approved     []ApprovedSpec   `json:"approved,omitempty"`
 	CertValidity Str              `json:"cert_validity"`
 	TokenMaxTTL  *Str             `json:"token_max_ttl,omitempty"`
 	Revocations  []RevocationSpec `json:"revocations,omitempty"`
 	Tests        []TestSpec       `json:"tests,omitempty"`
 }
 
+// ApprovedSpec is an entry of approved (or approved_by_owner): its
+// pattern and who may replace an envoy it admits ("" means "any").
+type ApprovedSpec struct {
+	Str
+	Replace string `json:"replace,omitempty"`
+}
+
+// Who may replace an active envoy of a hostname a rule admits (the
+// schema's #Replace).
+const (
+	ReplaceAny   = "any"
+	ReplaceToken = "token"
+	ReplaceProof = "proof"
+)
+
 // TrustedSpec is an entry of trusted_enrollment (or of
 // trusted_enrollment_by_name, then with its Path).
 type TrustedSpec struct {
 	Path    string `json:"path,omitempty"`
+	Replace string `json:"replace,omitempty"`
 	Name    *Str   `json:"name,omitempty"`
 	Pattern Str    `json:"pattern"`
 	CIDRs   []Str  `json:"cidrs"`
@@ -140,7 +156,10 @@ func (s *Spec) compile(revision string) (*Policy, Errors) {
 		if e.Path != "" {
 			base = e.Path
 		}
-		t := trustedRule{rule: base}
+		t := trustedRule{rule: base, replace: replaceOr(e.Replace)}
+		if !validReplace(e.Replace) {
+			bad(e.Pos, base+".replace", "replace %q: must be any, token or proof", e.Replace)
+		}
 		if e.Name != nil {
 			if j, dup := names[e.Name.Value]; dup {
 				npath := base + ".name"
@@ -215,7 +234,10 @@ func (s *Spec) compile(revision string) (*Policy, Errors) {
 			continue
 		}
 		approved[g.String()] = i
-		p.approved = append(p.approved, approvedRule{glob: g, rule: fmt.Sprintf("approved %q", g.String())})
+		if !validReplace(a.Replace) {
+			bad(a.Pos, apath, "replace %q: must be any, token or proof", a.Replace)
+		}
+		p.approved = append(p.approved, approvedRule{glob: g, rule: fmt.Sprintf("approved %q", g.String()), replace: replaceOr(a.Replace)})
 	}
 
 	// Why Go checks the bounds: CUE could only compare the durations as
@@ -324,4 +346,16 @@ func (s *Spec) revocationPath(i int) string {
 		return p
 	}
 	return fmt.Sprintf("revocations[%d]", i)
+}
+
+func validReplace(r string) bool {
+	return r == "" || r == ReplaceAny || r == ReplaceToken || r == ReplaceProof
+}
+
+// replaceOr returns r, or the default "any".
+func replaceOr(r string) string {
+	if r == "" {
+		return ReplaceAny
+	}
+	return r
 }

@@ -361,8 +361,32 @@ func (e *Enroller) Register(ctx context.Context, req Request) (*apiv1.RegisterRe
 		return nil, deny(KindDenied, d.Method, reason)
 	}
 
+	// Who may replace an active envoy is the admitting rule's to say
+	// (replace: any | token | proof). Force is withheld from the store when
+	// the rule does not allow it here, so that the store's own check (one
+	// active envoy per hostname, in the transaction) refuses a replacement,
+	// and only a replacement.
+	force, replaceRefusal := req.Force, ""
+	if force && prev == nil && d.Replace != "" && d.Replace != policy.ReplaceAny {
+		if d.Replace == policy.ReplaceToken && tokInfo != nil {
+			if td := p.DecideToken(hostname, tokInfo); td.Allowed {
+				d = td // the token authorizes the replacement, and is consumed
+				audit.Method, audit.Rule = d.Method, d.Rule
+			}
+		}
+		if d.Replace != policy.ReplaceAny {
+			force = false
+			switch d.Replace {
+			case policy.ReplaceToken:
+				replaceRefusal = fmt.Sprintf("an active envoy with this hostname exists, and %s lets only a token bound to %s (vigocli tokens generate --pattern %s) or that envoy's own proof (vigocli envoys rebootstrap) replace it (replace: token)", d.Rule, hostname, hostname)
+			default:
+				replaceRefusal = fmt.Sprintf("an active envoy with this hostname exists, and %s lets only that envoy replace itself (replace: proof; vigocli envoys rebootstrap); if its key is lost, revoke it first (vigocli envoys revoke)", d.Rule)
+			}
+		}
+	}
+
 	id := newUUID()
-	validity := 8760 * time.Hour
+	validity := policy.DefaultCertValidity
 	if p != nil {
 		validity = p.CertValidity()
 	}
@@ -381,7 +405,7 @@ func (e *Enroller) Register(ctx context.Context, req Request) (*apiv1.RegisterRe
 		env.TokenID = tokenID
 	}
 	audit.Result, audit.EnvoyUUID, audit.Reason = "allowed", id, d.Reason
-	params := store.EnrollParams{Envoy: env, TokenID: tokenID, Force: req.Force, Now: now, Audit: audit}
+	params := store.EnrollParams{Envoy: env, TokenID: tokenID, Force: force, Now: now, Audit: audit}
 	if prev != nil {
 		// The old envoy is replaced in the same transaction, so a failed
 		// registration leaves it active and the agent can retry.
@@ -389,6 +413,8 @@ func (e *Enroller) Register(ctx context.Context, req Request) (*apiv1.RegisterRe
 	}
 	replaced, err := e.cfg.Store.Enroll(ctx, params)
 	switch {
+	case errors.Is(err, store.ErrHostnameTaken) && replaceRefusal != "":
+		return nil, deny(KindConflict, d.Method, replaceRefusal)
 	case errors.Is(err, store.ErrHostnameTaken):
 		return nil, deny(KindConflict, d.Method, "an active envoy with this hostname already exists; re-run with --force to replace it (the old envoy is revoked)")
 	case errors.Is(err, store.ErrTokenUnavailable):
