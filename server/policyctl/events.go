@@ -22,7 +22,7 @@ const (
 	// suspended or a revision is pinned.
 	EventWaiting EventType = "waiting"
 	// EventSourceFailed: the source could not be fetched (Reason); sent
-	// when a failure starts or its reason changes.
+	// once when an outage starts.
 	EventSourceFailed EventType = "source_failed"
 	// EventSourceRecovered: the source was fetched again after failures.
 	EventSourceRecovered EventType = "source_recovered"

@@ -459,7 +459,7 @@ func (c *Controller) fetch(ctx context.Context) (gitsync.Revision, error) {
 		}
 		c.m.syncErrors.WithLabelValues(kindFetch).Inc()
 		c.mu.Lock()
-		first := c.fetchFails == 0 || c.fetchErr != err.Error()
+		first := c.fetchFails == 0 // one audit event per outage, whatever its messages
 		c.fetchErr = err.Error()
 		c.fetchFails++
 		c.mu.Unlock()
