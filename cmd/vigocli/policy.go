@@ -21,12 +21,13 @@ import (
 func newPolicyCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "policy",
-		Short: "Vet and explain enrollment policy (CUE files in Git); show the server's policy status",
+		Short: "Vet, explain, diff and edit enrollment policy (CUE files in Git); show the server's policy status",
 	}
 	ev := &evalFlags{}
 	ev.register(cmd)
 	cmd.AddCommand(newPolicyVetCmd(g, ev), newPolicyExplainCmd(g, ev), newPolicyStatusCmd(g), newPolicySyncCmd(g))
 	cmd.AddCommand(newPolicyDiffCmd(g, ev))
+	cmd.AddCommand(newPolicyEditCmds(g, ev)...)
 	return cmd
 }
 
