@@ -63,6 +63,16 @@ func TestEditScripts(t *testing.T) {
 	})
 }
 
+// TestImportScripts runs testdata/import/*.txtar: vigocli policy import
+// of the original product's server.yaml.
+func TestImportScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir:           "testdata/import",
+		UpdateScripts: flag.Lookup("update").Value.String() == "true",
+		Cmds:          scriptCmds(),
+	})
+}
+
 // gitEnv lets scripts run git: an identity, no user or system
 // configuration.
 func gitEnv(env *testscript.Env) {
