@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/schemas/buildinfo"
 )
 
 // globals are the flags every command shares, and the command's writers.
@@ -29,6 +30,11 @@ type globals struct {
 	adminToken     string
 	adminTokenFile string
 	output         string
+
+	// build is this program's build (buildinfo.Get() when zero), compared
+	// with the server's; buildWarned is set once the difference was told.
+	build       buildinfo.Info
+	buildWarned bool
 }
 
 // exitCoder is implemented by errors that carry a process exit code.
@@ -105,7 +111,7 @@ Examples:
 		return &codeError{code: 2, err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
 	root.AddCommand(newTokensCmd(g), newEnvoysCmd(g), newAuditCmd(g), newPolicyCmd(g), newDistCmd(g))
-	root.AddCommand(newApprovedCmd(g), newTrustedCmd(g))
+	root.AddCommand(newApprovedCmd(g), newTrustedCmd(g), newVersionCmd(g))
 	return root
 }
 
@@ -204,6 +210,7 @@ func (c *client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("cannot reach %s: %w", c.g.server, err)
 	}
 	defer resp.Body.Close()
+	c.g.checkBuild(resp.Header)
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return fmt.Errorf("read answer: %w", err)

@@ -5,6 +5,14 @@ package apiv1
 
 import "time"
 
+// Headers of every authenticated admin answer: the server's build
+// (buildinfo.Info's Version and Commit; the commit only when known), so
+// that vigocli can warn when it is another build.
+const (
+	HeaderServerVersion = "Vigo-Server-Version"
+	HeaderServerCommit  = "Vigo-Server-Commit"
+)
+
 // Error is the body of every non-2xx answer.
 type Error struct {
 	Error string `json:"error"`

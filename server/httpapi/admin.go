@@ -369,6 +369,11 @@ func (a *API) handlePolicySync(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, apiv1.PolicySyncResult{Status: st})
 }
 
+// handleVersion answers the server's build (GET /api/v1/version).
+func (a *API) handleVersion(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, a.cfg.Build)
+}
+
 func (a *API) internal(w http.ResponseWriter, op string, err error) {
 	a.log.Error(op, "err", err)
 	writeError(w, http.StatusInternalServerError, "internal error: see the server log")

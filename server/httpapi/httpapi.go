@@ -26,6 +26,7 @@ import (
 
 	"github.com/vigo-enroll/vigo/policy"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/schemas/buildinfo"
 	"github.com/vigo-enroll/vigo/server/enroll"
 	"github.com/vigo-enroll/vigo/server/store"
 )
@@ -77,6 +78,9 @@ type Config struct {
 	Ready func() string
 	// Replica names this server.
 	Replica string
+	// Build is the server's build, served to administrators (zero:
+	// buildinfo.Get()).
+	Build buildinfo.Info
 	// Registerer and Gatherer for metrics (nil = none / default).
 	Registerer prometheus.Registerer
 	Gatherer   prometheus.Gatherer
@@ -113,6 +117,9 @@ func New(cfg Config) (*API, error) {
 	}
 	if cfg.Gatherer == nil {
 		cfg.Gatherer = prometheus.DefaultGatherer
+	}
+	if cfg.Build == (buildinfo.Info{}) {
+		cfg.Build = buildinfo.Get()
 	}
 	a := &API{
 		cfg:     cfg,
@@ -173,6 +180,7 @@ func (a *API) routes() *http.ServeMux {
 	admin("GET /api/v1/audit", a.handleAudit)
 	admin("GET /api/v1/policy/status", a.handlePolicyStatus)
 	admin("POST /api/v1/policy/sync", a.handlePolicySync)
+	admin("GET /api/v1/version", a.handleVersion)
 
 	// Anything else under /api/ is unknown: admin-only so it reveals nothing.
 	admin("/api/", func(w http.ResponseWriter, r *http.Request) {
@@ -264,6 +272,13 @@ func (a *API) admin(h http.HandlerFunc) http.HandlerFunc {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="vigo", error="invalid_token"`)
 			writeError(w, http.StatusUnauthorized, "admin credential is not valid")
 			return
+		}
+		// Administrators learn the server's build with every answer, so
+		// that vigocli can warn when it is another build (and judges
+		// policy with other code); the open routes do not say it.
+		w.Header().Set(apiv1.HeaderServerVersion, a.cfg.Build.Version)
+		if a.cfg.Build.Commit != "" {
+			w.Header().Set(apiv1.HeaderServerCommit, a.cfg.Build.Commit)
 		}
 		h(w, r)
 	}
