@@ -28,7 +28,7 @@ func newPolicyCmd(g *globals) *cobra.Command {
 	cmd.AddCommand(newPolicyVetCmd(g, ev), newPolicyExplainCmd(g, ev), newPolicyStatusCmd(g), newPolicySyncCmd(g))
 	cmd.AddCommand(newPolicyDiffCmd(g, ev))
 	cmd.AddCommand(newPolicyEditCmds(g, ev)...)
-	cmd.AddCommand(newPolicyImportCmd(g, ev))
+	cmd.AddCommand(newPolicyImportCmd(g, ev), newPolicyWaitCmd(g))
 	return cmd
 }
 

@@ -218,9 +218,9 @@ func (c *client) do(ctx context.Context, method, path string, in, out any) error
 	if resp.StatusCode/100 != 2 {
 		var e apiv1.Error
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return fmt.Errorf("server: %s (HTTP %d)", e.Error, resp.StatusCode)
+			return &httpError{code: resp.StatusCode, msg: fmt.Sprintf("server: %s (HTTP %d)", e.Error, resp.StatusCode)}
 		}
-		return fmt.Errorf("server answered HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
+		return &httpError{code: resp.StatusCode, msg: fmt.Sprintf("server answered HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))}
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
@@ -229,6 +229,15 @@ func (c *client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	return nil
 }
+
+// httpError is a non-2xx answer of the server, worded as the server
+// worded it.
+type httpError struct {
+	code int
+	msg  string
+}
+
+func (e *httpError) Error() string { return e.msg }
 
 func (g *globals) printJSON(v any) error {
 	enc := json.NewEncoder(g.stdout)
