@@ -223,6 +223,18 @@ type PolicyAttempt struct {
 	Errors []PolicyError `json:"errors"`
 }
 
+// ExplainRequest is the body of POST /api/v1/policy/explain, which
+// decides a registration with the server's active policy without
+// enrolling; the answer is the decision (allowed, method, rule, reason,
+// revision). Token true presents a hypothetical valid token bound to
+// TokenPattern (default: the hostname).
+type ExplainRequest struct {
+	Hostname     string `json:"hostname"`
+	IP           string `json:"ip,omitempty"`
+	Token        bool   `json:"token,omitempty"`
+	TokenPattern string `json:"token_pattern,omitempty"`
+}
+
 // PolicySyncResult is the answer of POST /api/v1/policy/sync.
 type PolicySyncResult struct {
 	Status PolicyStatus `json:"status"`

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -323,7 +324,37 @@ func (a *API) handleAudit(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	evs, err := a.cfg.Store.ListAudit(r.Context(), since, limit)
+	var evs []store.AuditEvent
+	var err error
+	switch order := q.Get("order"); order {
+	case "", "oldest":
+		if q.Get("type") != "" || q.Get("before") != "" {
+			writeError(w, http.StatusBadRequest, "type and before go with order=newest")
+			return
+		}
+		evs, err = a.cfg.Store.ListAudit(r.Context(), since, limit)
+	case "newest":
+		// Newest first, in pages: before=ID continues below the smallest
+		// ID of the previous page. A page is bounded so that a client
+		// reading a busy week does not hold the database (or the answer)
+		// for long.
+		if limit == 0 || limit > maxAuditPage {
+			limit = maxAuditPage
+		}
+		aq := store.AuditQuery{Type: q.Get("type"), Since: since, Limit: limit}
+		if b := q.Get("before"); b != "" {
+			n, perr := strconv.ParseInt(b, 10, 64)
+			if perr != nil || n <= 0 {
+				writeError(w, http.StatusBadRequest, "before: must be a positive event id")
+				return
+			}
+			aq.Before = n
+		}
+		evs, err = a.cfg.Store.ListAuditNewest(r.Context(), aq)
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("order: %q must be oldest or newest", order))
+		return
+	}
 	if err != nil {
 		a.internal(w, "list audit", err)
 		return
@@ -336,6 +367,10 @@ func (a *API) handleAudit(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, out)
 }
+
+// maxAuditPage is the most events one GET /api/v1/audit?order=newest
+// answers.
+const maxAuditPage = 5000
 
 // ParseSince accepts an RFC 3339 time or a duration back from now ("1h").
 func ParseSince(s string, now time.Time) (time.Time, error) {
@@ -367,6 +402,40 @@ func (a *API) handlePolicySync(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, apiv1.PolicySyncResult{Status: st})
+}
+
+// handlePolicyExplain decides a registration with the active policy, as
+// enrollment would, without enrolling or writing to the audit log (POST
+// /api/v1/policy/explain). A token is hypothetical, as in "vigocli policy
+// explain --token": valid and bound to its pattern (by default the
+// hostname); no token is looked up.
+func (a *API) handlePolicyExplain(w http.ResponseWriter, r *http.Request) {
+	var req apiv1.ExplainRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if req.Hostname == "" {
+		writeError(w, http.StatusBadRequest, "hostname: required")
+		return
+	}
+	pr := policy.Request{Hostname: req.Hostname}
+	if req.IP != "" {
+		ip, err := netip.ParseAddr(req.IP)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("ip: %q is not an IP address", req.IP))
+			return
+		}
+		pr.SourceIP = ip
+	}
+	if req.Token || req.TokenPattern != "" {
+		pat := req.TokenPattern
+		if pat == "" {
+			pat = req.Hostname
+		}
+		pr.Token = &policy.TokenInfo{ID: "explain", Pattern: pat}
+	}
+	writeJSON(w, http.StatusOK, a.cfg.Policy().Decide(pr))
 }
 
 // handleVersion answers the server's build (GET /api/v1/version).

@@ -180,6 +180,7 @@ func (a *API) routes() *http.ServeMux {
 	admin("GET /api/v1/audit", a.handleAudit)
 	admin("GET /api/v1/policy/status", a.handlePolicyStatus)
 	admin("POST /api/v1/policy/sync", a.handlePolicySync)
+	admin("POST /api/v1/policy/explain", a.handlePolicyExplain)
 	admin("GET /api/v1/version", a.handleVersion)
 
 	// Anything else under /api/ is unknown: admin-only so it reveals nothing.

@@ -73,6 +73,10 @@ type Store interface {
 	// ListAudit returns events with At >= since, oldest first, at most limit
 	// (0 = no limit).
 	ListAudit(ctx context.Context, since time.Time, limit int) ([]AuditEvent, error)
+	// ListAuditNewest returns the events q selects, newest (highest ID)
+	// first, at most q.Limit. Page back in time by passing the smallest ID
+	// returned as the next q.Before.
+	ListAuditNewest(ctx context.Context, q AuditQuery) ([]AuditEvent, error)
 
 	// SavePolicyRevision persists the last good policy revision (replacing
 	// the previous one) so that a restart can serve it before the first sync.
@@ -221,6 +225,19 @@ type AuditEvent struct {
 	Reason    string
 	Replica   string
 	Details   map[string]string
+}
+
+// AuditQuery selects audit events for ListAuditNewest. Zero fields select
+// everything.
+type AuditQuery struct {
+	// Type selects one event type, such as AuditRegistration.
+	Type string
+	// Since selects events with At >= Since.
+	Since time.Time
+	// Before selects events with ID < Before (0: no bound).
+	Before int64
+	// Limit caps the number of events (0: no limit).
+	Limit int
 }
 
 // Audit event types.

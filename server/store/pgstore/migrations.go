@@ -146,4 +146,9 @@ CREATE TABLE policy_refusals (
 );
 CREATE INDEX policy_refusals_at ON policy_refusals (replica, at);
 `,
+	// 4: audit events of one type, newest first (the registrations that
+	// "vigocli policy diff --replay" reads back in time).
+	`
+CREATE INDEX audit_type_id ON audit (type, id);
+`,
 }

@@ -520,6 +520,33 @@ func (s *Store) ListAudit(ctx context.Context, since time.Time, limit int) ([]st
 	if err != nil {
 		return nil, fmt.Errorf("list audit: %w", err)
 	}
+	return scanAudit(rows)
+}
+
+// ListAuditNewest returns the events q selects, newest first.
+func (s *Store) ListAuditNewest(ctx context.Context, q store.AuditQuery) ([]store.AuditEvent, error) {
+	var lim, before, since any // NULL: no bound
+	if q.Limit > 0 {
+		lim = q.Limit
+	}
+	if q.Before > 0 {
+		before = q.Before
+	}
+	if !q.Since.IsZero() {
+		since = q.Since
+	}
+	rows, err := s.pool.Query(ctx, `SELECT id, at, type, result, hostname, source_ip, method, rule, revision,
+		token_id, envoy_uuid, reason, replica, details FROM audit
+		WHERE ($1 = '' OR type = $1) AND ($2::bigint IS NULL OR id < $2::bigint) AND ($3::timestamptz IS NULL OR at >= $3::timestamptz)
+		ORDER BY id DESC LIMIT $4::bigint`,
+		q.Type, before, since, lim)
+	if err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
+	}
+	return scanAudit(rows)
+}
+
+func scanAudit(rows pgx.Rows) ([]store.AuditEvent, error) {
 	defer rows.Close()
 	var evs []store.AuditEvent
 	for rows.Next() {

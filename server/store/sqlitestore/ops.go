@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	sqlite3 "modernc.org/sqlite/lib"
@@ -492,6 +493,34 @@ func (s *Store) ListAudit(ctx context.Context, since time.Time, limit int) ([]st
 	if err != nil {
 		return nil, fmt.Errorf("list audit: %w", err)
 	}
+	return scanAudit(rows)
+}
+
+// ListAuditNewest returns the events q selects, newest first.
+func (s *Store) ListAuditNewest(ctx context.Context, q store.AuditQuery) ([]store.AuditEvent, error) {
+	limit := q.Limit
+	if limit <= 0 {
+		limit = -1 // SQLite: no limit
+	}
+	before := q.Before
+	if before <= 0 {
+		before = math.MaxInt64
+	}
+	var since int64 = math.MinInt64
+	if !q.Since.IsZero() {
+		since = q.Since.UnixMilli()
+	}
+	rows, err := s.rdb.QueryContext(ctx, `SELECT id, at, type, result, hostname, source_ip, method, rule, revision,
+		token_id, envoy_uuid, reason, replica, details FROM audit
+		WHERE (? = '' OR type = ?) AND id < ? AND at >= ? ORDER BY id DESC LIMIT ?`,
+		q.Type, q.Type, before, since, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
+	}
+	return scanAudit(rows)
+}
+
+func scanAudit(rows *sql.Rows) ([]store.AuditEvent, error) {
 	defer rows.Close()
 	var evs []store.AuditEvent
 	for rows.Next() {
