@@ -38,9 +38,9 @@ func newAuditCmd(g *globals) *cobra.Command {
 				return g.printJSON(out)
 			}
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TIME\tEVENT\tRESULT\tHOSTNAME\tSOURCE\tMETHOD\tRULE\tPOLICY\tTOKEN\tENVOY\tREASON")
+			fmt.Fprintln(tw, "TIME\tEVENT\tRESULT\tACTOR\tHOSTNAME\tSOURCE\tMETHOD\tRULE\tPOLICY\tTOKEN\tENVOY\tREASON")
 			for _, e := range out {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", fmtTime(&e.At), e.Type, dash(e.Result), dash(e.Hostname),
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", fmtTime(&e.At), e.Type, dash(e.Result), dash(e.Actor), dash(e.Hostname),
 					dash(e.SourceIP), dash(e.Method), dash(e.Rule), dash(short(e.Revision)), dash(e.TokenID), dash(e.EnvoyUUID), dash(strings.ReplaceAll(e.Reason, "\n", " ")))
 			}
 			return tw.Flush()

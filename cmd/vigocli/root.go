@@ -111,7 +111,7 @@ Examples:
 		return &codeError{code: 2, err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
 	root.AddCommand(newTokensCmd(g), newEnvoysCmd(g), newAuditCmd(g), newPolicyCmd(g), newDistCmd(g))
-	root.AddCommand(newApprovedCmd(g), newTrustedCmd(g), newVersionCmd(g))
+	root.AddCommand(newApprovedCmd(g), newTrustedCmd(g), newVersionCmd(g), newAdminTokensCmd(g))
 	return root
 }
 

@@ -7,8 +7,6 @@ package httpapi
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -96,6 +94,7 @@ type API struct {
 	hookLim  *limiter
 	duration *prometheus.HistogramVec
 	mux      *http.ServeMux
+	table    []route // what routes() registered, with what each needs
 }
 
 // New returns the API handler.
@@ -146,9 +145,16 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTT
 // routes is the whole route table.
 func (a *API) routes() *http.ServeMux {
 	m := http.NewServeMux()
-	open := func(pattern string, h http.HandlerFunc) { m.Handle(pattern, a.observe(pattern, a.rateLimited(h))) }
-	admin := func(pattern string, h http.HandlerFunc) { m.Handle(pattern, a.observe(pattern, a.admin(h))) }
-	plain := func(pattern string, h http.HandlerFunc) { m.Handle(pattern, a.observe(pattern, h)) }
+	add := func(pattern string, x access, h http.Handler) {
+		a.table = append(a.table, route{pattern, x})
+		m.Handle(pattern, a.observe(pattern, h))
+	}
+	open := func(pattern string, h http.HandlerFunc) { add(pattern, accessOpen, a.rateLimited(h)) }
+	// read and admin routes go through the one authorization check.
+	read := func(pattern string, h http.HandlerFunc) { add(pattern, accessRead, a.authorize(accessRead, h)) }
+	admin := func(pattern string, h http.HandlerFunc) { add(pattern, accessAdmin, a.authorize(accessAdmin, h)) }
+	plain := func(pattern string, h http.HandlerFunc) { add(pattern, accessPublic, h) }
+	hook := func(pattern string, h http.HandlerFunc) { add(pattern, accessHook, h) }
 
 	// Open to anyone, rate-limited per source address.
 	open("GET /bootstrap", a.handleBootstrap)
@@ -159,7 +165,7 @@ func (a *API) routes() *http.ServeMux {
 	open("GET /api/v1/agent/signing-key", a.dist(func(d AgentDist) http.HandlerFunc { return d.HandleSigningKey }))
 
 	// Authenticated by its HMAC, rate-limited.
-	plain("POST /api/v1/policy/webhook", a.handleWebhook)
+	hook("POST /api/v1/policy/webhook", a.handleWebhook)
 
 	// Health and metrics are open.
 	plain("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -168,23 +174,28 @@ func (a *API) routes() *http.ServeMux {
 	plain("GET /readyz", a.handleReady)
 	m.Handle("GET /metrics", promhttp.HandlerFor(a.cfg.Gatherer, promhttp.HandlerOpts{}))
 
-	// Admin API.
+	// Admin API: read needs an admin token of any role (read-only
+	// included: nothing here changes state), admin the role admin.
 	admin("POST /api/v1/tokens", a.handleTokenCreate)
-	admin("GET /api/v1/tokens", a.handleTokenList)
+	read("GET /api/v1/tokens", a.handleTokenList)
 	admin("DELETE /api/v1/tokens/{id}", a.handleTokenRevoke)
-	admin("GET /api/v1/envoys", a.handleEnvoyList)
-	admin("GET /api/v1/envoys/{id}", a.handleEnvoyShow)
+	read("GET /api/v1/envoys", a.handleEnvoyList)
+	read("GET /api/v1/envoys/{id}", a.handleEnvoyShow)
 	admin("POST /api/v1/envoys/{id}/revoke", a.handleEnvoyRevoke)
 	admin("POST /api/v1/envoys/{id}/rebootstrap", a.handleEnvoyRebootstrap)
 	admin("POST /api/v1/envoys/{id}/update", a.handleEnvoyUpdate)
-	admin("GET /api/v1/audit", a.handleAudit)
-	admin("GET /api/v1/policy/status", a.handlePolicyStatus)
+	read("GET /api/v1/audit", a.handleAudit)
+	read("GET /api/v1/policy/status", a.handlePolicyStatus)
 	admin("POST /api/v1/policy/sync", a.handlePolicySync)
-	admin("POST /api/v1/policy/explain", a.handlePolicyExplain)
-	admin("GET /api/v1/version", a.handleVersion)
+	read("POST /api/v1/policy/explain", a.handlePolicyExplain)
+	read("GET /api/v1/version", a.handleVersion)
+	admin("POST /api/v1/admin-tokens", a.handleAdminTokenCreate)
+	admin("GET /api/v1/admin-tokens", a.handleAdminTokenList)
+	admin("DELETE /api/v1/admin-tokens/{name}", a.handleAdminTokenRevoke)
 
-	// Anything else under /api/ is unknown: admin-only so it reveals nothing.
-	admin("/api/", func(w http.ResponseWriter, r *http.Request) {
+	// Anything else under /api/ is unknown: for administrators only, so
+	// that it reveals nothing.
+	read("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 	})
 	plain("/", func(w http.ResponseWriter, r *http.Request) {
@@ -253,33 +264,6 @@ func (a *API) rateLimited(h http.HandlerFunc) http.HandlerFunc {
 			w.Header().Set("Retry-After", strconv.Itoa(secs))
 			writeError(w, http.StatusTooManyRequests, fmt.Sprintf("too many requests from this address: retry in %d s", secs))
 			return
-		}
-		h(w, r)
-	}
-}
-
-func (a *API) admin(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		auth := r.Header.Get("Authorization")
-		tok, ok := strings.CutPrefix(auth, "Bearer ")
-		if !ok || tok == "" {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="vigo"`)
-			writeError(w, http.StatusUnauthorized, "admin credential required: send Authorization: Bearer <admin token> (vigocli reads vigo-data/admin.token)")
-			return
-		}
-		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-		// Compare hashes in constant time: timing reveals nothing of the token.
-		if subtle.ConstantTimeCompare(sum[:], a.cfg.AdminTokenHash[:]) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="vigo", error="invalid_token"`)
-			writeError(w, http.StatusUnauthorized, "admin credential is not valid")
-			return
-		}
-		// Administrators learn the server's build with every answer, so
-		// that vigocli can warn when it is another build (and judges
-		// policy with other code); the open routes do not say it.
-		w.Header().Set(apiv1.HeaderServerVersion, a.cfg.Build.Version)
-		if a.cfg.Build.Commit != "" {
-			w.Header().Set(apiv1.HeaderServerCommit, a.cfg.Build.Commit)
 		}
 		h(w, r)
 	}

@@ -151,4 +151,19 @@ CREATE INDEX policy_refusals_at ON policy_refusals (replica, at);
 	`
 CREATE INDEX audit_type_id ON audit (type, id);
 `,
+	// 5: named admin tokens with roles, and who did what through the admin
+	// API (the token's name) in the audit log.
+	`
+CREATE TABLE admin_tokens (
+	id          text        NOT NULL PRIMARY KEY,
+	name        text        NOT NULL,
+	role        text        NOT NULL CHECK (role IN ('admin', 'read-only')),
+	secret_hash bytea       NOT NULL,
+	created_at  timestamptz NOT NULL,
+	revoked_at  timestamptz
+);
+-- One active token per name; revoked ones stay for the audit trail.
+CREATE UNIQUE INDEX admin_tokens_active_name ON admin_tokens (name) WHERE revoked_at IS NULL;
+ALTER TABLE audit ADD COLUMN actor text NOT NULL DEFAULT '';
+`,
 }

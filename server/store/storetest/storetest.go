@@ -60,6 +60,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ListEnvoysChangedSince", testChangedSince},
 		{"Audit", testAudit},
 		{"AuditNewest", testAuditNewest},
+		{"AdminTokens", testAdminTokens},
 		{"PolicyRevision", testPolicyRevision},
 		{"PolicyRefusals", testPolicyRefusals},
 		{"Prune", testPrune},
@@ -961,7 +962,7 @@ func testAudit(t *testing.T, s store.Store) {
 		{At: t0, Type: store.AuditPolicyApplied, Result: "ok", Revision: "r1"},
 		{At: t0.Add(time.Second).In(berlin), Type: store.AuditPolicyRejected, Result: "rejected", Revision: "r2",
 			Details: map[string]string{"error": "policy.cue:1:2: bad"}},
-		{At: t0.Add(2 * time.Second), Type: store.AuditTokenCreated, Result: "ok", TokenID: "t1", Method: "m", Rule: "r", EnvoyUUID: "u"},
+		{At: t0.Add(2 * time.Second), Type: store.AuditTokenCreated, Result: "ok", TokenID: "t1", Method: "m", Rule: "r", EnvoyUUID: "u", Actor: "ci"},
 	}
 	if err := s.AppendAudit(ctx, evs...); err != nil {
 		t.Fatalf("AppendAudit: %v", err)
@@ -1062,6 +1063,86 @@ func testAuditNewest(t *testing.T, s store.Store) {
 				t.Errorf("ListAuditNewest(%+v) (-want +got):\n%s", tc.q, diff)
 			}
 		})
+	}
+}
+
+func testAdminTokens(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	tok := func(id, name, role string, at time.Time) store.AdminToken {
+		return store.AdminToken{ID: id, Name: name, Role: role, SecretHash: []byte("sha256-of-" + id), CreatedAt: at}
+	}
+	created := func(t store.AdminToken, actor string) store.AuditEvent {
+		return store.AuditEvent{At: t.CreatedAt, Type: store.AuditAdminTokenCreated, Result: "ok", TokenID: t.ID, Actor: actor,
+			Details: map[string]string{"name": t.Name, "role": t.Role}}
+	}
+	alice := tok("aaaaaaaaaa", "alice", store.RoleAdmin, t0)
+	ci := tok("cccccccccc", "ci", store.RoleReadOnly, t0.Add(time.Second).In(berlin))
+	for _, x := range []store.AdminToken{alice, ci} {
+		if err := s.CreateAdminToken(ctx, x, created(x, "admin")); err != nil {
+			t.Fatalf("CreateAdminToken(%s): %v", x.Name, err)
+		}
+	}
+	ci.CreatedAt = ci.CreatedAt.UTC()
+	auditBefore := listAudit(t, s)
+
+	// One active token per name; an id once.
+	dup := tok("dddddddddd", "ci", store.RoleAdmin, t0)
+	wantErr(t, "CreateAdminToken(same name)", s.CreateAdminToken(ctx, dup, created(dup, "admin")), store.ErrConflict)
+	dupID := tok("aaaaaaaaaa", "bob", store.RoleAdmin, t0)
+	wantErr(t, "CreateAdminToken(same id)", s.CreateAdminToken(ctx, dupID, created(dupID, "admin")), store.ErrConflict)
+	if diff := cmp.Diff(auditBefore, listAudit(t, s), cmpOpts...); diff != "" {
+		t.Errorf("a refused CreateAdminToken wrote audit (-before +after):\n%s", diff)
+	}
+
+	got, err := s.GetAdminToken(ctx, ci.ID)
+	if err != nil {
+		t.Fatalf("GetAdminToken: %v", err)
+	}
+	if diff := cmp.Diff(ci, got, cmpOpts...); diff != "" {
+		t.Errorf("GetAdminToken (-want +got):\n%s", diff)
+	}
+	_, err = s.GetAdminToken(ctx, "zzzzzzzzzz")
+	wantErr(t, "GetAdminToken(unknown)", err, store.ErrNotFound)
+
+	list, err := s.ListAdminTokens(ctx)
+	if err != nil {
+		t.Fatalf("ListAdminTokens: %v", err)
+	}
+	if diff := cmp.Diff([]store.AdminToken{ci, alice}, list, cmpOpts...); diff != "" {
+		t.Errorf("ListAdminTokens, newest first (-want +got):\n%s", diff)
+	}
+
+	// Revoke by name: the token stays, revoked; the name is free again.
+	rev := store.AuditEvent{At: t0.Add(time.Minute), Type: store.AuditAdminTokenRevoked, Result: "ok", Actor: "alice"}
+	r, err := s.RevokeAdminToken(ctx, "ci", t0.Add(time.Minute).In(berlin), rev)
+	if err != nil {
+		t.Fatalf("RevokeAdminToken: %v", err)
+	}
+	ci.RevokedAt = t0.Add(time.Minute)
+	if diff := cmp.Diff(ci, r, cmpOpts...); diff != "" {
+		t.Errorf("RevokeAdminToken result (-want +got):\n%s", diff)
+	}
+	if got, _ := s.GetAdminToken(ctx, ci.ID); !got.RevokedAt.Equal(ci.RevokedAt) {
+		t.Errorf("GetAdminToken after revoke: RevokedAt = %v", got.RevokedAt)
+	}
+	_, err = s.RevokeAdminToken(ctx, "ci", t0, rev)
+	wantErr(t, "RevokeAdminToken(again)", err, store.ErrNotFound)
+	ci2 := tok("eeeeeeeeee", "ci", store.RoleReadOnly, t0.Add(2*time.Minute))
+	if err := s.CreateAdminToken(ctx, ci2, created(ci2, "alice")); err != nil {
+		t.Errorf("CreateAdminToken(a revoked name again): %v", err)
+	}
+	revs := auditOf(listAudit(t, s), store.AuditAdminTokenRevoked)
+	if len(revs) != 1 || revs[0].TokenID != ci.ID || revs[0].Actor != "alice" {
+		t.Errorf("revocation audit = %+v, want one event with the token id and the actor", revs)
+	}
+
+	// The operator who revokes an envoy is its audit event's actor.
+	e := enroll(t, s, newEnvoy(1, "web1.example.com"))
+	if _, err := s.RevokeEnvoys(ctx, []store.Revocation{{UUID: e.UUID, Reason: "stolen", At: t0, Actor: "alice"}}); err != nil {
+		t.Fatalf("RevokeEnvoys: %v", err)
+	}
+	if evs := auditOf(listAudit(t, s), store.AuditEnvoyRevoked); len(evs) != 1 || evs[0].Actor != "alice" {
+		t.Errorf("envoy.revoked audit = %+v, want actor alice", evs)
 	}
 }
 
