@@ -69,7 +69,9 @@ Formats: text (default); json, one object {added, removed, changed, envoys_check
 revokes, no_longer_admitted, test_changes, replay} (revokes and no_longer_admitted are null
 when no envoys were given, replay when not asked for); github, ::warning annotations for
 the envoys the change revokes and the past enrollments it would refuse, ::notice
-annotations for the rest, followed by the text report.
+annotations for the rest, followed by the text report; markdown, a pull-request comment:
+its first line is the marker <!-- vigocli policy diff --> (by which CI finds the comment
+to update in place), then a summary and the text report.
 
 Exit status: 0 when both policies load (a diff is information); 1 when NEW is invalid (its
 problems are printed as vet prints them); 2 on a usage or I/O error, or when OLD is invalid;
@@ -93,9 +95,9 @@ job require an explicit approval.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			switch format {
-			case "text", "json", "github":
+			case "text", "json", "github", "markdown":
 			default:
-				return &codeError{code: 2, err: fmt.Errorf("--format %s: must be text, json or github", format)}
+				return &codeError{code: 2, err: fmt.Errorf("--format %s: must be text, json, github or markdown", format)}
 			}
 			if envoysFile != "" && (serverEnvoys || againstServer) {
 				return &codeError{code: 2, err: errors.New("--envoys and --server-envoys (or --against-server) are exclusive")}
@@ -224,6 +226,12 @@ job require an explicit approval.`,
 			case "github":
 				printDiffGitHub(g.stdout, r)
 				printDiffText(g.stdout, r, oldName, newDir)
+			case "markdown":
+				oldDesc := "`" + oldName + "`"
+				if againstServer {
+					oldDesc += ", the revision the server applies"
+				}
+				printDiffMarkdown(g.stdout, r, oldName, oldDesc, newDir, g.ownBuild().Version)
 			default:
 				printDiffText(g.stdout, r, oldName, newDir)
 			}
@@ -241,7 +249,7 @@ job require an explicit approval.`,
 	f.StringVar(&base, "base", "", "compare with this revision of the checkout of NEW_DIR (a commit, branch or tag)")
 	f.StringVar(&replay, "replay", "", "replay the registration attempts of this period (7d, 36h) from the server's audit log against NEW")
 	f.IntVar(&replayLimit, "replay-limit", 100000, "replay at most this many attempts (the newest)")
-	f.StringVar(&format, "format", "text", "output format: text, json or github")
+	f.StringVar(&format, "format", "text", "output format: text, json, github or markdown")
 	f.BoolVar(&failOnRevoke, "fail-on-revoke", false, "exit 3 when the change revokes at least one active envoy")
 	return cmd
 }

@@ -102,7 +102,7 @@ Examples:
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.server, "server", envOr("VIGO_SERVER", "https://localhost:8443"), "server URL (env VIGO_SERVER)")
-	pf.StringVar(&g.caFile, "ca-file", "", "CA certificate that signed the server's certificate (default: ./vigo-data/tls/ca when readable)")
+	pf.StringVar(&g.caFile, "ca-file", os.Getenv("VIGO_CA_FILE"), "CA certificate that signed the server's certificate (env VIGO_CA_FILE; default: ./vigo-data/tls/ca when readable)")
 	pf.BoolVar(&g.insecure, "insecure", false, "do not verify the server's certificate")
 	pf.StringVar(&g.adminToken, "admin-token", "", "admin token (env VIGO_ADMIN_TOKEN; prefer --admin-token-file)")
 	pf.StringVar(&g.adminTokenFile, "admin-token-file", "", "file holding the admin token (default: ./vigo-data/admin.token when readable)")
