@@ -104,7 +104,7 @@ at once when the webhook reaches it.`,
 	f.StringVar(&revision, "revision", "", "commit to wait for (required)")
 	f.StringVar(&dir, "dir", ".", "checkout of the policy repository, to recognize later revisions that contain --revision")
 	f.DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait")
-	f.DurationVar(&interval, "interval", 2*time.Second, "time between two polls of the status")
+	f.DurationVar(&interval, "interval", time.Second, "time between two polls of the status")
 	return cmd
 }
 
