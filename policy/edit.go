@@ -263,7 +263,7 @@ func AddRevocation(files []File, r Revocation) (*EditResult, error) {
 		return nil, err
 	}
 	if i, el := findRevocation(l, r.UUID, r.Hostname); el != nil {
-		return nil, fmt.Errorf("revoke: %s is already revoked at %s (revocations[%d]): %w", revocationLabel(r), posText(el.Pos()), i, ErrNoChange)
+		return nil, fmt.Errorf("revoke: %s is already revoked at %s (revocations[%d]): %w", r.Label(), posText(el.Pos()), i, ErrNoChange)
 	}
 	var fields []kv
 	if r.UUID != "" {
@@ -276,7 +276,7 @@ func AddRevocation(files []File, r Revocation) (*EditResult, error) {
 	if err := s.appendElem(l, func(indent string) (string, error) { return structText(fields, l.multiline(), indent) }); err != nil {
 		return nil, err
 	}
-	return s.result(l.where(), "revoke "+revocationLabel(r), []string{fmt.Sprintf("revocations: + %s: %s", revocationLabel(r), r.Reason)})
+	return s.result(l.where(), "revoke "+r.Label(), []string{fmt.Sprintf("revocations: + %s: %s", r.Label(), r.Reason)})
 }
 
 // RemoveRevocation removes the revocation of uuid or hostname (one of them
@@ -304,7 +304,7 @@ func RemoveRevocation(files []File, uuid, hostname string) (*EditResult, error) 
 	want := Revocation{UUID: uuid, Hostname: hostname}
 	idx, el := findRevocation(l, uuid, hostname)
 	if el == nil {
-		return nil, fmt.Errorf("unrevoke: %s is not revoked in %s%s: %w", revocationLabel(want), l.where(), l.opaqueNote(), ErrNoChange)
+		return nil, fmt.Errorf("unrevoke: %s is not revoked in %s%s: %w", want.Label(), l.where(), l.opaqueNote(), ErrNoChange)
 	}
 	old := Revocation{}
 	old.UUID, _ = structString(el, "uuid")
@@ -313,11 +313,11 @@ func RemoveRevocation(files []File, uuid, hostname string) (*EditResult, error) 
 	if err := s.removeElem(l, idx); err != nil {
 		return nil, err
 	}
-	details := []string{fmt.Sprintf("revocations: - %s: %s", revocationLabel(old), old.Reason)}
+	details := []string{fmt.Sprintf("revocations: - %s: %s", old.Label(), old.Reason)}
 	if (old.UUID != "") && (old.Hostname != "") {
 		details = append(details, fmt.Sprintf("the entry named both uuid %s and hostname %s: both are no longer revoked by policy", old.UUID, old.Hostname))
 	}
-	return s.result(l.where(), "unrevoke "+revocationLabel(want), details)
+	return s.result(l.where(), "unrevoke "+want.Label(), details)
 }
 
 // SetSetting sets a setting of the policy: SettingCertValidity
@@ -737,16 +737,6 @@ func findRevocation(l *listRef, uuid, hostname string) (int, ast.Expr) {
 		}
 	}
 	return -1, nil
-}
-
-func revocationLabel(r Revocation) string {
-	switch {
-	case r.UUID != "" && r.Hostname != "":
-		return "uuid " + r.UUID + " and hostname " + r.Hostname
-	case r.UUID != "":
-		return "uuid " + r.UUID
-	}
-	return "hostname " + r.Hostname
 }
 
 // stringLit returns the value of a string literal.

@@ -91,19 +91,14 @@ func runEdit(ctx context.Context, g *globals, ev *evalFlags, ef *editFlags, comm
 	if total > gitsync.MaxTotalSize {
 		return &codeError{code: 1, err: fmt.Errorf("%s: the policy files would be larger than %d MiB; nothing was written", command, gitsync.MaxTotalSize>>20)}
 	}
-	p, errs, err := ev.evalTree(ctx, edited, "")
+	_, errs, err := ev.vetTree(ctx, edited, "")
 	if err != nil {
 		return err
-	}
-	if p != nil {
-		for _, f := range p.RunTests() {
-			errs = append(errs, f.Err())
-		}
 	}
 	if len(errs) > 0 {
 		fmt.Fprintln(g.stderr, prefixErrors(errs, ef.dir))
 		why := "the edited policy would not pass vet"
-		if bp, berrs, err := ev.evalTree(ctx, tree, ""); err == nil && (len(berrs) > 0 || len(bp.RunTests()) > 0) {
+		if _, berrs, err := ev.vetTree(ctx, tree, ""); err == nil && len(berrs) > 0 {
 			why = "the policy does not pass vet, already before this change: fix it first"
 		}
 		return &codeError{code: 1, err: fmt.Errorf("%s: refused: %s (%d %s); nothing was written",

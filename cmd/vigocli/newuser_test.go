@@ -14,6 +14,24 @@ import (
 	"github.com/vigo-enroll/vigo/server/servertest"
 )
 
+// exampleFiles returns the files of examples/policy by name.
+func exampleFiles(t *testing.T) map[string]string {
+	t.Helper()
+	files := map[string]string{}
+	names, err := filepath.Glob("../../examples/policy/*.cue")
+	if err != nil || len(names) == 0 {
+		t.Fatalf("no example policy: %v", err)
+	}
+	for _, n := range names {
+		b, err := os.ReadFile(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[filepath.Base(n)] = string(b)
+	}
+	return files
+}
+
 // TestNewUserFlow is issue 13's "done when", as a new user would do it: a
 // clone of examples/policy in a repository that a server follows;
 // vigocli approved add '*.stage.example.com' --commit; the change pushed to
@@ -22,16 +40,7 @@ import (
 // host under *.stage.example.com, which it could not before.
 func TestNewUserFlow(t *testing.T) {
 	repo := gitsynctest.NewRepo(t)
-	files := map[string]string{}
-	names, _ := filepath.Glob("../../examples/policy/*.cue")
-	for _, n := range names {
-		b, err := os.ReadFile(n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[filepath.Base(n)] = string(b)
-	}
-	repo.Commit(files, "examples/policy")
+	repo.Commit(exampleFiles(t), "examples/policy")
 	repo.Push()
 	in := servertest.Start(t, servertest.Options{Config: func(c *server.Config) {
 		c.Policy.Dir = ""

@@ -86,14 +86,13 @@ Exit status: 0 valid, 1 invalid, 2 usage or I/O error.`,
 }
 
 func vet(ctx context.Context, g *globals, ev *evalFlags, dir, format string) error {
-	p, errs, err := ev.loadPolicy(ctx, dir, "")
+	tree, err := readTree(dir)
 	if err != nil {
 		return err
 	}
-	if p != nil {
-		for _, f := range p.RunTests() {
-			errs = append(errs, f.Err())
-		}
+	p, errs, err := ev.vetTree(ctx, tree, "")
+	if err != nil {
+		return err
 	}
 	out := make([]vetError, len(errs))
 	for i, e := range errs {

@@ -385,10 +385,10 @@ func printDiffText(w io.Writer, r diffReport, oldDir, newDir string) {
 		approved = append(approved, "- "+a)
 	}
 	for _, rv := range r.Added.Revocations {
-		revocations = append(revocations, "+ "+revocationText(rv)+": "+rv.Reason)
+		revocations = append(revocations, "+ "+rv.Label()+": "+rv.Reason)
 	}
 	for _, rv := range r.Removed.Revocations {
-		revocations = append(revocations, "- "+revocationText(rv)+": "+rv.Reason)
+		revocations = append(revocations, "- "+rv.Label()+": "+rv.Reason)
 	}
 	for _, c := range r.Changed.Revocations {
 		var parts []string
@@ -401,7 +401,7 @@ func printDiffText(w io.Writer, r diffReport, oldDir, newDir string) {
 		if c.Old.Reason != c.New.Reason {
 			parts = append(parts, fmt.Sprintf("reason %q -> %q", c.Old.Reason, c.New.Reason))
 		}
-		revocations = append(revocations, "~ "+revocationText(c.Old)+": "+strings.Join(parts, "; "))
+		revocations = append(revocations, "~ "+c.Old.Label()+": "+strings.Join(parts, "; "))
 	}
 	for _, s := range r.Changed.Settings {
 		settings = append(settings, fmt.Sprintf("~ %s: %s -> %s", s.Setting, s.Old, s.New))
@@ -498,16 +498,6 @@ func prefixes(ps []netip.Prefix) string {
 		s[i] = p.String()
 	}
 	return strings.Join(s, " ")
-}
-
-func revocationText(r policy.Revocation) string {
-	switch {
-	case r.UUID != "" && r.Hostname != "":
-		return "uuid " + r.UUID + " hostname " + r.Hostname
-	case r.UUID != "":
-		return "uuid " + r.UUID
-	}
-	return "hostname " + r.Hostname
 }
 
 func revokeText(r policy.Revoke) string {

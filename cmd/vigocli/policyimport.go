@@ -80,14 +80,9 @@ Exit status: 0 written, 1 refused (nothing written), 2 usage or I/O error.`,
 				}
 				tree.Files = append(tree.Files, gitsync.File{Name: f.Name, Data: f.Data})
 			}
-			p, errs, err := ev.evalTree(cmd.Context(), tree, "")
+			p, errs, err := ev.vetTree(cmd.Context(), tree, "")
 			if err != nil {
 				return err
-			}
-			if p != nil {
-				for _, f := range p.RunTests() {
-					errs = append(errs, f.Err())
-				}
 			}
 			if len(errs) > 0 {
 				fmt.Fprintln(g.stderr, prefixErrors(errs, dir))

@@ -90,6 +90,21 @@ func (f *evalFlags) evalTree(ctx context.Context, tree gitsync.Tree, revision st
 	return nil, nil, &codeError{code: 2, err: err}
 }
 
+// vetTree checks a policy tree as vet does: evalTree, then the policy's
+// tests: cases, whose failures join the problems.
+func (f *evalFlags) vetTree(ctx context.Context, tree gitsync.Tree, revision string) (*policy.Policy, policy.Errors, error) {
+	p, errs, err := f.evalTree(ctx, tree, revision)
+	if err != nil {
+		return nil, nil, err
+	}
+	if p != nil {
+		for _, tf := range p.RunTests() {
+			errs = append(errs, tf.Err())
+		}
+	}
+	return p, errs, nil
+}
+
 // policyFiles returns the policy files of a tree.
 func policyFiles(tree gitsync.Tree) []policy.File {
 	files := make([]policy.File, len(tree.Files))

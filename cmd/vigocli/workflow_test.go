@@ -73,15 +73,8 @@ func newCIEnv(t *testing.T) *ciEnv {
 		}
 	}
 	e := &ciEnv{t: t, repo: gitsynctest.NewRepo(t)}
-	files := map[string]string{"README.md": "The enrollment policy.\n"}
-	names, _ := filepath.Glob("../../examples/policy/*.cue")
-	for _, n := range names {
-		b, err := os.ReadFile(n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[filepath.Base(n)] = string(b)
-	}
+	files := exampleFiles(t)
+	files["README.md"] = "The enrollment policy.\n"
 	e.repo.Commit(files, "the example policy")
 	e.repo.Push()
 	e.in = servertest.Start(t, servertest.Options{Config: func(c *server.Config) {
