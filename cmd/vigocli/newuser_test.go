@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/vigo-enroll/vigo/gitsync/gitsynctest"
-	"github.com/vigo-enroll/vigo/server"
 	"github.com/vigo-enroll/vigo/server/servertest"
 )
 
@@ -42,10 +41,7 @@ func TestNewUserFlow(t *testing.T) {
 	repo := gitsynctest.NewRepo(t)
 	repo.Commit(exampleFiles(t), "examples/policy")
 	repo.Push()
-	in := servertest.Start(t, servertest.Options{Config: func(c *server.Config) {
-		c.Policy.Dir = ""
-		c.Policy.Git = &server.GitConfig{URL: repo.URL(), Ref: "main", Interval: server.Duration(time.Second)}
-	}})
+	in := gitPolicyServer(t, repo, "", time.Second)
 	agent := filepath.Join(t.TempDir(), "vigo")
 	if b, err := exec.Command("go", "build", "-o", agent, "../vigo").CombinedOutput(); err != nil {
 		t.Fatalf("build the agent: %v\n%s", err, b)

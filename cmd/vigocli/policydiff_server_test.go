@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/vigo-enroll/vigo/gitsync/gitsynctest"
-	"github.com/vigo-enroll/vigo/server"
 	"github.com/vigo-enroll/vigo/server/servertest"
 )
 
@@ -36,10 +35,7 @@ func TestDiffAgainstServer(t *testing.T) {
 	repo := gitsynctest.NewRepo(t)
 	v1 := repo.Commit(map[string]string{"policy/policy.cue": diffPolicyV1, "README.md": "policy repo\n"}, "v1")
 	repo.Push()
-	in := servertest.Start(t, servertest.Options{Config: func(c *server.Config) {
-		c.Policy.Dir = ""
-		c.Policy.Git = &server.GitConfig{URL: repo.URL(), Ref: "main", Path: "policy", Interval: server.Duration(time.Hour)}
-	}})
+	in := gitPolicyServer(t, repo, "policy", time.Hour)
 	register := func(host, token string, want int) {
 		t.Helper()
 		req := servertest.NewIdentity(t, host).Req

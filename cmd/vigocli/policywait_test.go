@@ -18,13 +18,14 @@ trusted_enrollment: []
 approved: ["*.base.test"]
 `
 
-// gitPolicyServer starts a server that follows the repository repo (a
-// file:// remote), polling once an hour: tests sync it when they want.
-func gitPolicyServer(t *testing.T, repo *gitsynctest.Repo) *servertest.Instance {
+// gitPolicyServer starts a server that follows the branch main of repo (a
+// file:// remote): the policy folder path ("" for the top), polled every
+// interval (tests that want to choose when sync it themselves).
+func gitPolicyServer(t *testing.T, repo *gitsynctest.Repo, path string, interval time.Duration) *servertest.Instance {
 	t.Helper()
 	return servertest.Start(t, servertest.Options{Config: func(c *server.Config) {
 		c.Policy.Dir = ""
-		c.Policy.Git = &server.GitConfig{URL: repo.URL(), Ref: "main", Interval: server.Duration(time.Hour)}
+		c.Policy.Git = &server.GitConfig{URL: repo.URL(), Ref: "main", Path: path, Interval: server.Duration(interval)}
 	}})
 }
 
@@ -43,7 +44,7 @@ func TestPolicyWait(t *testing.T) {
 	repo := gitsynctest.NewRepo(t)
 	first := repo.Commit(map[string]string{"policy.cue": waitPolicy}, "base")
 	repo.Push()
-	in := gitPolicyServer(t, repo)
+	in := gitPolicyServer(t, repo, "", time.Hour)
 	wait := func(args ...string) (int, string, string) {
 		var out, errb bytes.Buffer
 		base := []string{"--server", in.URL, "--ca-file", filepath.Join(in.DataDir, "tls", "ca"), "--admin-token-file", in.AdminTokenFile,

@@ -16,7 +16,6 @@ import (
 
 	"github.com/vigo-enroll/vigo/gitsync/gitsynctest"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
-	"github.com/vigo-enroll/vigo/server"
 	"github.com/vigo-enroll/vigo/server/servertest"
 )
 
@@ -77,10 +76,7 @@ func newCIEnv(t *testing.T) *ciEnv {
 	files["README.md"] = "The enrollment policy.\n"
 	e.repo.Commit(files, "the example policy")
 	e.repo.Push()
-	e.in = servertest.Start(t, servertest.Options{Config: func(c *server.Config) {
-		c.Policy.Dir = ""
-		c.Policy.Git = &server.GitConfig{URL: e.repo.URL(), Ref: "main", Interval: server.Duration(time.Hour)}
-	}})
+	e.in = gitPolicyServer(t, e.repo, "", time.Hour)
 	for host, want := range map[string]int{"shop.web.example.com": 200, "x.stage.example.com": 403} {
 		if code, body := e.in.Register(t, servertest.NewIdentity(t, host).Req); code != want {
 			t.Fatalf("register %s: HTTP %d %s", host, code, body)
