@@ -2,7 +2,12 @@
 SHELL := /bin/bash
 GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X github.com/vigo-enroll/vigo/agent.Version=$(VERSION)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+# One version for the three binaries: buildinfo reports it (and the commit,
+# for builds outside a checkout); agent.Version is what agents report and
+# what the distribution manifest reads.
+BUILDINFO := github.com/vigo-enroll/vigo/schemas/buildinfo
+LDFLAGS := -X github.com/vigo-enroll/vigo/agent.Version=$(VERSION) -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT)
 BIN := bin
 DATA ?= vigo-data
 IMAGE ?= vigo-enroll

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vigo-enroll/vigo/schemas/agentbuild"
+	"github.com/vigo-enroll/vigo/schemas/atomicfile"
 )
 
 // Enrollment is this envoy's identity as saved by Register: the config
@@ -150,7 +151,7 @@ func (e *Enrollment) saveCert(cert *x509.Certificate) error {
 	if !filepath.IsAbs(name) {
 		name = filepath.Join(e.Dir, name)
 	}
-	if err := writeFileAtomic(name, encodeCert(cert.Raw), 0o644); err != nil {
+	if err := atomicfile.Write(name, encodeCert(cert.Raw), 0o644); err != nil {
 		return err
 	}
 	e.setCert(cert)

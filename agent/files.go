@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/vigo-enroll/vigo/schemas/atomicfile"
 )
 
 // DefaultDir is the default config folder.
@@ -96,44 +98,7 @@ func writeJSON(path string, v any, perm os.FileMode) error {
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	return writeFileAtomic(path, append(b, '\n'), perm)
-}
-
-// writeFileAtomic writes data to path through a temporary file in the same
-// folder, fsync and rename, creating the folder (0700) when needed.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync() // make the rename durable where the OS supports it
-		d.Close()
-	}
-	return nil
+	return atomicfile.Write(path, append(b, '\n'), perm)
 }
 
 func encodeKey(k ed25519.PrivateKey) ([]byte, error) {
@@ -222,7 +187,7 @@ func WriteEnrollment(dir string, f File, key ed25519.PrivateKey, cert, ca *x509.
 		{CertName, encodeCert(cert.Raw), 0o644},
 		{KeyName, keyPEM, 0o600},
 	} {
-		if err := writeFileAtomic(filepath.Join(dir, w.name), w.data, w.perm); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, w.name), w.data, w.perm); err != nil {
 			return fmt.Errorf("save enrollment: %w", err)
 		}
 	}

@@ -2,7 +2,6 @@ package policy
 
 import (
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -10,18 +9,7 @@ import (
 // TestExamplePolicy vets examples/policy: it must load cleanly and its tests
 // must pass.
 func TestExamplePolicy(t *testing.T) {
-	names, err := filepath.Glob("../examples/policy/*.cue")
-	if err != nil || len(names) == 0 {
-		t.Fatalf("no example policy files: %v", err)
-	}
-	var files []File
-	for _, n := range names {
-		b, err := os.ReadFile(n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files = append(files, File{Name: filepath.Base(n), Data: b})
-	}
+	files := examplePolicy(t)
 	p, err := Load(files, "example")
 	if err != nil {
 		t.Fatalf("Load(examples/policy):\n%v", err)

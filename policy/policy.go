@@ -45,6 +45,18 @@ type Revocation struct {
 	Reason   string `json:"reason"`
 }
 
+// Label names the revocation for people: "uuid U", "hostname H" or
+// "uuid U hostname H".
+func (r Revocation) Label() string {
+	switch {
+	case r.UUID != "" && r.Hostname != "":
+		return "uuid " + r.UUID + " hostname " + r.Hostname
+	case r.UUID != "":
+		return "uuid " + r.UUID
+	}
+	return "hostname " + r.Hostname
+}
+
 // Counts are the numbers of entries in a policy, for reports such as
 // "12 rules and 5 tests checked".
 type Counts struct {

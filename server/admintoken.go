@@ -12,7 +12,7 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/vigo-enroll/vigo/server/ca"
+	"github.com/vigo-enroll/vigo/schemas/atomicfile"
 )
 
 // adminTokenRe is the shape of an admin token: what the server generates
@@ -57,7 +57,7 @@ func adminToken(tokenFile string) (hash [32]byte, created, recomputed bool, save
 		var raw [32]byte
 		_, _ = rand.Read(raw[:])
 		tok = "va_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(raw[:]))
-		switch err := ca.WriteFileExclusive(tokenFile, []byte(tok+"\n"), 0o600); {
+		switch err := atomicfile.WriteNew(tokenFile, []byte(tok+"\n"), 0o600); {
 		case errors.Is(err, fs.ErrExist):
 			// Another replica on a shared folder was faster: use its token.
 			if tok, err = readAdminToken(tokenFile); err != nil {
@@ -75,7 +75,7 @@ func adminToken(tokenFile string) (hash [32]byte, created, recomputed bool, save
 		recomputed = true
 	}
 	hash = sha256.Sum256([]byte(tok))
-	if err := ca.WriteFileAtomic(hashFile, []byte(hex.EncodeToString(hash[:])+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(hashFile, []byte(hex.EncodeToString(hash[:])+"\n"), 0o600); err != nil {
 		if created {
 			return hash, false, false, nil, fmt.Errorf("write admin token hash: %w", err)
 		}

@@ -301,10 +301,15 @@ func TestAdminRoutesNeedToken(t *testing.T) {
 	if code, body := in.Do(t, "GET", "/api/v1/agent/self", nil, false); code != 401 || !strings.Contains(servertest.ErrorOf(body), "client certificate") {
 		t.Errorf("agent/self without a client certificate: HTTP %d %s", code, body)
 	}
-	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
+	for _, p := range []string{"/healthz", "/readyz"} {
 		if code, _ := in.Do(t, "GET", p, nil, false); code != 200 {
 			t.Errorf("%s: HTTP %d", p, code)
 		}
+	}
+	// Metrics on the public port need an admin token (server.metrics_listen
+	// serves them without one).
+	if code, _ := in.Do(t, "GET", "/metrics", nil, false); code != 401 {
+		t.Errorf("/metrics without a token: HTTP %d, want 401", code)
 	}
 }
 

@@ -9,10 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/vigo-enroll/vigo/schemas/agentpb"
+	"github.com/vigo-enroll/vigo/schemas/atomicfile"
 )
 
 // Envoy is one simulated envoy: its own Ed25519 key, the client
@@ -117,20 +117,8 @@ func (s *State) Save(path string) error {
 	if err != nil {
 		return fmt.Errorf("save state %s: %w", path, err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".fleetsim-state-*")
-	if err != nil {
-		return fmt.Errorf("save state %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("save state %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("save state %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("save state %s: %w", path, err)
+	if err := atomicfile.Write(path, data, 0o600); err != nil {
+		return fmt.Errorf("save state: %w", err)
 	}
 	return nil
 }

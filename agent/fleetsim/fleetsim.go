@@ -75,6 +75,9 @@ type Config struct {
 	// RegisterWorkers is the number of registrations in flight (default
 	// 64).
 	RegisterWorkers int
+	// AdminToken, when set, is sent to read the servers' GET /metrics
+	// (which needs an admin token of any role on the public port).
+	AdminToken string
 	// ServerPIDs, when set, are the server processes whose RSS is read
 	// from /proc/PID/status; otherwise each server's GET /metrics is read.
 	ServerPIDs []int
@@ -279,7 +282,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	} else {
 		for i, u := range servers {
-			probes = append(probes, metricsRSS(reg.clients[i], u))
+			probes = append(probes, metricsRSS(reg.clients[i], u, cfg.AdminToken))
 		}
 	}
 	runCheckins(ctx, &cfg, rep, st.Envoys, roots, probes)

@@ -72,14 +72,18 @@ func parseProcStatus(r io.Reader) (int64, error) {
 }
 
 // metricsRSS returns a probe reading process_resident_memory_bytes from
-// the server's open GET /metrics (the Prometheus process collector reads
-// the same /proc figure inside the server).
-func metricsRSS(c *http.Client, base *url.URL) rssProbe {
+// the server's GET /metrics, with the admin token (any role) when given
+// (the Prometheus process collector reads the same /proc figure inside the
+// server).
+func metricsRSS(c *http.Client, base *url.URL, adminToken string) rssProbe {
 	u := base.JoinPath("/metrics").String()
 	return rssProbe{name: base.String(), source: "GET /metrics", sample: func(ctx context.Context) (int64, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 		if err != nil {
 			return 0, fmt.Errorf("read server RSS: %w", err)
+		}
+		if adminToken != "" {
+			req.Header.Set("Authorization", "Bearer "+adminToken)
 		}
 		res, err := c.Do(req)
 		if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vigo-enroll/vigo/agent"
+	"github.com/vigo-enroll/vigo/schemas/buildinfo"
 )
 
 // Exit codes.
@@ -79,13 +81,29 @@ func newRoot(stdout, stderr io.Writer, base agent.Config, selfUpdate bool) *cobr
 }
 
 func newVersion() *cobra.Command {
-	return &cobra.Command{
+	var format string
+	cmd := &cobra.Command{
 		Use:   "version",
-		Short: "Print the agent version",
+		Short: "Print the agent version, commit and Go version (-o json for a JSON object)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fmt.Fprintf(cmd.OutOrStdout(), "vigo %s\n", agent.Version)
-			return nil
+			b := buildinfo.Get()
+			// The agent's version is the one distributions set
+			// (-X agent.Version): check-ins report it and self-update
+			// compares it.
+			b.Version = agent.Version
+			switch format {
+			case "json":
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(b)
+			case "text":
+				fmt.Fprintf(cmd.OutOrStdout(), "vigo %s\n", b)
+				return nil
+			}
+			return &usageError{fmt.Errorf("-o %s: must be text or json", format)}
 		},
 	}
+	cmd.Flags().StringVarP(&format, "output", "o", "text", "output format: text or json")
+	return cmd
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -115,5 +116,74 @@ func TestAdminCommandsAgainstServer(t *testing.T) {
 	code = run(&globals{stdout: &out2, stderr: &errb}, []string{"--server", in.URL, "--insecure", "--admin-token-file", bad, "envoys", "list"})
 	if code != 1 || !strings.Contains(errb.String(), "admin credential is not valid") {
 		t.Fatalf("with a wrong token: %d %s", code, errb.String())
+	}
+}
+
+// TestAdminTokensCLI: vigocli admin-tokens create a read-only token for
+// CI, which reads (envoys, policy status, explain) and is refused changes;
+// audit names the actors; a revoked token stops working.
+func TestAdminTokensCLI(t *testing.T) {
+	in := servertest.Start(t, servertest.Options{})
+	code, out, errs := vigocli(t, in, "admin-tokens", "create", "--name", "ci-github", "--role", "read-only", "-o", "json")
+	if code != 0 {
+		t.Fatalf("create: exit %d: %s", code, errs)
+	}
+	var tok apiv1.AdminTokenCreated
+	if err := json.Unmarshal([]byte(out), &tok); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = vigocli(t, in, "admin-tokens", "create", "--name", "alice", "--role", "admin")
+	if code != 0 || !strings.Contains(out, `Admin token "alice" with the role admin (shown once, keep it secret):`) {
+		t.Fatalf("create alice: %d\n%s", code, out)
+	}
+	roFile := filepath.Join(t.TempDir(), "ci.token")
+	if err := os.WriteFile(roFile, []byte(tok.Token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ro := func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		base := []string{"--server", in.URL, "--ca-file", filepath.Join(in.DataDir, "tls", "ca"), "--admin-token-file", roFile}
+		code := run(&globals{stdout: &out, stderr: &errb}, append(base, args...))
+		return code, out.String(), errb.String()
+	}
+	for _, args := range [][]string{
+		{"envoys", "list"},
+		{"policy", "status"},
+		{"audit", "--since", "1h"},
+		{"policy", "explain", "--against-server", "--hostname", "a.approved.test", "--ip", "192.0.2.1"},
+		{"version", "--check-server"},
+	} {
+		if code, out, errs := ro(args...); code != 0 {
+			t.Errorf("read-only %v: exit %d\n%s\n%s", args, code, out, errs)
+		}
+	}
+	for _, args := range [][]string{
+		{"tokens", "generate", "--pattern", "a.example.com"},
+		{"policy", "sync"},
+		{"admin-tokens", "list"},
+	} {
+		code, _, errs := ro(args...)
+		if code != 1 || !strings.Contains(errs, `admin token "ci-github" has the role read-only`) || !strings.Contains(errs, "needs the role admin (HTTP 403)") {
+			t.Errorf("read-only %v: exit %d: %s", args, code, errs)
+		}
+	}
+
+	code, out, _ = vigocli(t, in, "admin-tokens", "list")
+	if code != 0 || !strings.Contains(out, "ci-github") || !strings.Contains(out, "read-only") || strings.Contains(out, tok.Token) {
+		t.Errorf("list: %d\n%s", code, out)
+	}
+	code, out, _ = vigocli(t, in, "audit", "--since", "1h")
+	if code != 0 || !regexp.MustCompile(`admin_token\.created\s+ok\s+admin\s`).MatchString(out) {
+		t.Errorf("audit shows no actor:\n%s", out)
+	}
+	code, out, errs = vigocli(t, in, "admin-tokens", "revoke", "ci-github")
+	if code != 0 || !strings.Contains(out, `revoked admin token "ci-github" (read-only`) {
+		t.Fatalf("revoke: %d %s %s", code, out, errs)
+	}
+	if code, _, errs := ro("envoys", "list"); code != 1 || !strings.Contains(errs, "admin credential is not valid") {
+		t.Errorf("a revoked token: %d %s", code, errs)
+	}
+	if code, _, errs := vigocli(t, in, "admin-tokens", "create"); code != 2 || !strings.Contains(errs, "--name is required") {
+		t.Errorf("create without a name: %d %s", code, errs)
 	}
 }

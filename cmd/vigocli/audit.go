@@ -35,9 +35,9 @@ func newAuditCmd(g *globals) *cobra.Command {
 			if g.output == "json" {
 				return g.printJSON(out)
 			}
-			t := newTable(g.stdout, "TIME", "EVENT", "RESULT", "HOSTNAME", "SOURCE", "METHOD", "RULE", "POLICY", "TOKEN", "ENVOY", "REASON")
+			t := newTable(g.stdout, "TIME", "EVENT", "RESULT", "ACTOR", "HOSTNAME", "SOURCE", "METHOD", "RULE", "POLICY", "TOKEN", "ENVOY", "REASON")
 			for _, e := range out {
-				t.row(fmtTime(&e.At), e.Type, dash(e.Result), dash(e.Hostname), dash(e.SourceIP), dash(e.Method), dash(e.Rule),
+				t.row(fmtTime(&e.At), e.Type, dash(e.Result), dash(e.Actor), dash(e.Hostname), dash(e.SourceIP), dash(e.Method), dash(e.Rule),
 					dash(short(e.Revision)), dash(e.TokenID), dash(e.EnvoyUUID), dash(e.Reason))
 			}
 			return t.flush()

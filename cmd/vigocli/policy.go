@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vigo-enroll/vigo/policy"
+	"github.com/vigo-enroll/vigo/schemas/apiv1"
 )
 
 // newPolicyCmd is the "policy" command group. vet and explain work offline
@@ -21,13 +22,15 @@ import (
 func newPolicyCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "policy",
-		Short: "Vet and explain enrollment policy (CUE files in Git); show the server's policy status",
+		Short: "Vet, explain, diff and edit enrollment policy (CUE files in Git); show the server's policy status",
 	}
 	ev := &evalFlags{}
 	ev.register(cmd)
 	cmd.AddCommand(newPolicyVetCmd(g, ev), newPolicyExplainCmd(g, ev), newPolicyStatusCmd(g), newPolicySyncCmd(g))
 	cmd.AddCommand(newPolicyDiffCmd(g, ev))
 	cmd.AddCommand(newPolicyControlCmds(g)...)
+	cmd.AddCommand(newPolicyEditCmds(g, ev)...)
+	cmd.AddCommand(newPolicyImportCmd(g, ev), newPolicyWaitCmd(g))
 	return cmd
 }
 
@@ -84,14 +87,13 @@ Exit status: 0 valid, 1 invalid, 2 usage or I/O error.`,
 }
 
 func vet(ctx context.Context, g *globals, ev *evalFlags, dir, format string) error {
-	p, errs, err := ev.loadPolicy(ctx, dir, "")
+	tree, err := readTree(dir)
 	if err != nil {
 		return err
 	}
-	if p != nil {
-		for _, f := range p.RunTests() {
-			errs = append(errs, f.Err())
-		}
+	p, errs, err := ev.vetTree(ctx, tree, "")
+	if err != nil {
+		return err
 	}
 	out := make([]vetError, len(errs))
 	for i, e := range errs {
@@ -170,15 +172,19 @@ func githubAnnotation(e vetError) string {
 
 func newPolicyExplainCmd(g *globals, ev *evalFlags) *cobra.Command {
 	var dir, hostname, ip, revision string
-	var token bool
+	var token, againstServer bool
 	var tokenPattern string
 	cmd := &cobra.Command{
-		Use:   "explain --hostname H --ip A [--dir DIR] [--token]",
-		Short: "Show how a policy folder decides a registration, without enrolling",
+		Use:   "explain --hostname H --ip A [--dir DIR | --against-server] [--token]",
+		Short: "Show how a policy folder, or the server's active policy, decides a registration, without enrolling",
 		Long: `Explain loads the policy folder (as vet does) and prints the decision for a registration
 of --hostname from --ip: allowed or denied, the method (trusted, approved, token), the rule
 that decided and the reason. --token presents a valid token bound to the hostname (or to
 --token-pattern). Use -o json for {"allowed", "method", "rule", "reason", "revision"}.
+
+--against-server asks the server instead: its active policy decides (POST
+/api/v1/policy/explain, any admin token); nothing is enrolled or written to the audit
+log, and no token is looked up.
 
 Exit status: 0 when a decision was made (allowed or not), 1 when the policy is invalid,
 2 on a usage or I/O error.`,
@@ -200,23 +206,38 @@ Exit status: 0 when a decision was made (allowed or not), 1 when the policy is i
 				}
 				src = a
 			}
-			p, errs, err := ev.loadPolicy(cmd.Context(), dir, revision)
-			switch {
-			case err != nil:
-				return err
-			case len(errs) > 0:
-				fmt.Fprintln(g.stderr, errs.Error())
-				return &codeError{code: 1, err: fmt.Errorf("policy %s is invalid: %d %s", dir, len(errs), plural(len(errs), "problem", "problems"))}
-			}
-			req := policy.Request{Hostname: hostname, SourceIP: src}
-			if token || tokenPattern != "" {
-				pat := tokenPattern
-				if pat == "" {
-					pat = hostname
+			var d policy.Decision
+			if againstServer {
+				if cmd.Flags().Changed("dir") || revision != "" {
+					return &codeError{code: 2, err: errors.New("--against-server decides with the server's active policy: --dir and --revision do not apply")}
 				}
-				req.Token = &policy.TokenInfo{ID: "explain", Pattern: pat}
+				c, err := g.client()
+				if err != nil {
+					return err
+				}
+				req := apiv1.ExplainRequest{Hostname: hostname, IP: ip, Token: token, TokenPattern: tokenPattern}
+				if err := c.do(cmd.Context(), "POST", "/api/v1/policy/explain", req, &d); err != nil {
+					return err
+				}
+			} else {
+				p, errs, err := ev.loadPolicy(cmd.Context(), dir, revision)
+				switch {
+				case err != nil:
+					return err
+				case len(errs) > 0:
+					fmt.Fprintln(g.stderr, errs.Error())
+					return &codeError{code: 1, err: fmt.Errorf("policy %s is invalid: %d %s", dir, len(errs), plural(len(errs), "problem", "problems"))}
+				}
+				req := policy.Request{Hostname: hostname, SourceIP: src}
+				if token || tokenPattern != "" {
+					pat := tokenPattern
+					if pat == "" {
+						pat = hostname
+					}
+					req.Token = &policy.TokenInfo{ID: "explain", Pattern: pat}
+				}
+				d = p.Decide(req)
 			}
-			d := p.Decide(req)
 			if g.output == "json" {
 				return g.printJSON(d)
 			}
@@ -231,6 +252,7 @@ Exit status: 0 when a decision was made (allowed or not), 1 when the policy is i
 	f.BoolVar(&token, "token", false, "present a valid token bound to the hostname")
 	f.StringVar(&tokenPattern, "token-pattern", "", "present a valid token bound to this pattern (implies --token)")
 	f.StringVar(&revision, "revision", "", "revision label to report (such as a commit id)")
+	f.BoolVar(&againstServer, "against-server", false, "decide with the server's active policy (admin API) instead of a folder")
 	return cmd
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -22,15 +23,19 @@ const maxEnvoysFile = 512 << 20
 
 func newPolicyDiffCmd(g *globals, ev *evalFlags) *cobra.Command {
 	var (
-		envoysFile   string
-		serverEnvoys bool
-		format       string
-		failOnRevoke bool
+		envoysFile    string
+		serverEnvoys  bool
+		againstServer bool
+		base          string
+		replay        string
+		replayLimit   int
+		format        string
+		failOnRevoke  bool
 	)
 	cmd := &cobra.Command{
-		Use:   "diff OLD_DIR NEW_DIR [--envoys FILE | --server-envoys] [--format text|json|github] [--fail-on-revoke]",
-		Short: "Show what a policy change does before it is merged: rules changed, envoys revoked, tests decided differently",
-		Long: `Diff loads two policy folders (as vet does) and shows the change from OLD_DIR to NEW_DIR:
+		Use:   "diff OLD_DIR NEW_DIR | --against-server [NEW_DIR] | --base REV [NEW_DIR]",
+		Short: "Show what a policy change does before it is merged: rules changed, envoys revoked, tests and past registrations decided differently",
+		Long: `Diff loads two policy folders (as vet does) and shows the change from OLD to NEW:
 
   - trusted_enrollment entries added, removed or changed (matched by name, else by pattern,
     so a renamed entry shows as a change; CIDRs added and removed), approved patterns,
@@ -41,56 +46,125 @@ func newPolicyDiffCmd(g *globals, ev *evalFlags) *cobra.Command {
     envoys that NEW's revocations revoke (by uuid or hostname), and the envoys that NEW would
     not admit again by rule (their hostname and source address decided without a token),
     while OLD would or while their recorded rule is gone. The latter is information only:
-    removing a rule revokes nobody; existing envoys keep their certificates.
+    removing a rule revokes nobody; existing envoys keep their certificates;
+  - with --replay 7d: the registration attempts of that period, read from the server's
+    audit log (hostname, source address, token or not), decided again by NEW: the past
+    enrollments NEW would refuse and the past refusals NEW would admit, with counts and
+    the first names. An attempt admitted by a token is replayed with a valid token; a
+    refused one without (whether its token was valid is not a question of policy).
+    Differences that OLD already makes are marked. The newest --replay-limit attempts are
+    read, newest first.
 
-In CI, check the base branch out beside the pull request with git worktree (here the
-policy is the folder policy/ of the repository, and main the base branch):
+OLD is either a folder (OLD_DIR NEW_DIR), or a revision of the Git checkout that holds
+NEW_DIR (default .): --base REV, or --against-server, which takes the revision the server
+applies (its active revision; the checkout must have it: git fetch) and also computes the
+impact on the server's active envoys. The policy folder of that revision is the one at
+NEW_DIR's place in the repository.
 
-  git fetch --depth=1 origin main
-  git worktree add --detach ../base FETCH_HEAD
-  vigocli policy diff ../base/policy policy --envoys envoys.json --format github
-  git worktree remove ../base
+In CI, on a pull request (the checkout has the base branch's history):
+
+  vigocli policy diff --against-server policy --replay 7d --format github
 
 Formats: text (default); json, one object {added, removed, changed, envoys_checked,
-revokes, no_longer_admitted, test_changes} (revokes and no_longer_admitted are null when no
-envoys were given); github, ::warning annotations for the envoys the change revokes and
-::notice annotations for the rest, followed by the text report.
+revokes, no_longer_admitted, test_changes, replay} (revokes and no_longer_admitted are null
+when no envoys were given, replay when not asked for); github, ::warning annotations for
+the envoys the change revokes and the past enrollments it would refuse, ::notice
+annotations for the rest, followed by the text report; markdown, a pull-request comment:
+its first line is the marker <!-- vigocli policy diff --> (by which CI finds the comment
+to update in place), then a summary and the text report.
 
-Exit status: 0 when both folders load (a diff is information); 1 when NEW is invalid (its
+Exit status: 0 when both policies load (a diff is information); 1 when NEW is invalid (its
 problems are printed as vet prints them); 2 on a usage or I/O error, or when OLD is invalid;
 3 with --fail-on-revoke when the change revokes at least one active envoy, to make a CI
 job require an explicit approval.`,
 		Example: `  vigocli policy diff ../base/policy policy --envoys envoys.json
-  vigocli policy diff old/ new/ --server-envoys --fail-on-revoke --format github
+  vigocli policy diff --against-server policy --replay 7d --fail-on-revoke
+  vigocli policy diff --base origin/main . --format json
   vigocli envoys list --status active -o json > envoys.json`,
 		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 2 {
-				return &codeError{code: 2, err: fmt.Errorf("policy diff takes two folders, OLD_DIR and NEW_DIR; got %d arguments", len(args))}
+			switch {
+			case againstServer && base != "":
+				return &codeError{code: 2, err: errors.New("--against-server and --base are exclusive: --against-server takes the server's active revision as the base")}
+			case (againstServer || base != "") && len(args) > 1:
+				return &codeError{code: 2, err: fmt.Errorf("with --against-server or --base, policy diff takes at most one folder, NEW_DIR; got %d arguments", len(args))}
+			case !againstServer && base == "" && len(args) != 2:
+				return &codeError{code: 2, err: fmt.Errorf("policy diff takes two folders, OLD_DIR and NEW_DIR (or --against-server or --base REV and NEW_DIR); got %d arguments", len(args))}
 			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			switch format {
-			case "text", "json", "github":
+			case "text", "json", "github", "markdown":
 			default:
-				return &codeError{code: 2, err: fmt.Errorf("--format %s: must be text, json or github", format)}
+				return &codeError{code: 2, err: fmt.Errorf("--format %s: must be text, json, github or markdown", format)}
 			}
-			if envoysFile != "" && serverEnvoys {
-				return &codeError{code: 2, err: errors.New("--envoys and --server-envoys are exclusive")}
+			if envoysFile != "" && (serverEnvoys || againstServer) {
+				return &codeError{code: 2, err: errors.New("--envoys and --server-envoys (or --against-server) are exclusive")}
 			}
+			serverEnvoys = serverEnvoys || againstServer
 			if failOnRevoke && envoysFile == "" && !serverEnvoys {
-				return &codeError{code: 2, err: errors.New("--fail-on-revoke needs the envoys: pass --envoys FILE or --server-envoys")}
+				return &codeError{code: 2, err: errors.New("--fail-on-revoke needs the envoys: pass --envoys FILE, --server-envoys or --against-server")}
 			}
-			oldDir, newDir := args[0], args[1]
-			oldP, errs, err := ev.loadPolicy(cmd.Context(), oldDir, oldDir)
+			var replayFor time.Duration
+			if replay != "" {
+				d, err := parseDays(replay)
+				if err != nil || d <= 0 {
+					return &codeError{code: 2, err: fmt.Errorf("--replay %q: write a period such as 7d, 36h or 90m", replay)}
+				}
+				replayFor = d
+			}
+			if replayLimit <= 0 {
+				return &codeError{code: 2, err: errors.New("--replay-limit must be positive")}
+			}
+
+			// OLD: a folder, or a revision of NEW's checkout.
+			var oldDir, oldName, newDir string
+			switch {
+			case againstServer || base != "":
+				newDir = "."
+				if len(args) == 1 {
+					newDir = args[0]
+				}
+				rev, what := base, "revision "+base
+				if againstServer {
+					c, err := g.client()
+					if err != nil {
+						return err
+					}
+					var st apiv1.PolicyStatus
+					if err := c.do(ctx, "GET", "/api/v1/policy/status", nil, &st); err != nil {
+						return fmt.Errorf("read the server's active revision: %w", err)
+					}
+					if st.Active == nil {
+						return &codeError{code: 2, err: errors.New("the server has no active policy revision to compare with: pass OLD_DIR or --base REV")}
+					}
+					rev, what = st.Active.Revision, "the server's active revision "+st.Active.Revision
+				}
+				dir, cleanup, err := checkoutRevision(ctx, newDir, rev, what)
+				if err != nil {
+					return err
+				}
+				defer cleanup()
+				oldDir, oldName = dir, rev
+				if len(oldName) > 12 && isHex(oldName) {
+					oldName = oldName[:12]
+				}
+				oldName += ":" + filepath.ToSlash(filepath.Clean(newDir))
+			default:
+				oldDir, newDir = args[0], args[1]
+				oldName = oldDir
+			}
+
+			oldP, errs, err := ev.loadPolicy(ctx, oldDir, oldName)
 			if err != nil {
 				return err
 			}
 			if len(errs) > 0 {
 				return &codeError{code: 2, err: fmt.Errorf("old policy %s is invalid (%d %s), so there is nothing to compare with:\n%s",
-					oldDir, len(errs), plural(len(errs), "problem", "problems"), prefixErrors(errs, oldDir))}
+					oldName, len(errs), plural(len(errs), "problem", "problems"), prefixErrors(errs, oldName))}
 			}
-			newP, errs, err := ev.loadPolicy(cmd.Context(), newDir, newDir)
+			newP, errs, err := ev.loadPolicy(ctx, newDir, newDir)
 			if err != nil {
 				return err
 			}
@@ -112,7 +186,7 @@ job require an explicit approval.`,
 					return &codeError{code: 2, err: err}
 				}
 			case serverEnvoys:
-				if envoys, err = fetchActiveEnvoys(cmd.Context(), g); err != nil {
+				if envoys, err = fetchActiveEnvoys(ctx, g); err != nil {
 					return err
 				}
 			}
@@ -122,7 +196,7 @@ job require an explicit approval.`,
 			for i, tc := range r.TestChanges {
 				dir := newDir
 				if tc.In == "old" {
-					dir = oldDir
+					dir = oldName
 				}
 				r.TestChanges[i].File = fileIn(dir, tc.File)
 			}
@@ -135,6 +209,14 @@ job require an explicit approval.`,
 				r.NoLongerAdmitted = nonNil(im.NoLongerAdmitted)
 			}
 			r.TestChanges = nonNil(r.TestChanges)
+			if replayFor > 0 {
+				rp, err := replayAudit(ctx, g, oldP, newP, replayFor, replayLimit)
+				if err != nil {
+					return err
+				}
+				rp.Period = replay
+				r.Replay = rp
+			}
 
 			switch format {
 			case "json":
@@ -143,9 +225,15 @@ job require an explicit approval.`,
 				}
 			case "github":
 				printDiffGitHub(g.stdout, r)
-				printDiffText(g.stdout, r, oldDir, newDir)
+				printDiffText(g.stdout, r, oldName, newDir)
+			case "markdown":
+				oldDesc := "`" + oldName + "`"
+				if againstServer {
+					oldDesc += ", the revision the server applies"
+				}
+				printDiffMarkdown(g.stdout, r, oldName, oldDesc, newDir, g.ownBuild().Version)
 			default:
-				printDiffText(g.stdout, r, oldDir, newDir)
+				printDiffText(g.stdout, r, oldName, newDir)
 			}
 			if n := r.newRevokes(); failOnRevoke && n > 0 {
 				return &codeError{code: 3, err: fmt.Errorf("the change revokes %d active %s (--fail-on-revoke): it needs an explicit approval",
@@ -157,7 +245,11 @@ job require an explicit approval.`,
 	f := cmd.Flags()
 	f.StringVar(&envoysFile, "envoys", "", "JSON file of envoys (from vigocli envoys list -o json) to compute the impact on")
 	f.BoolVar(&serverEnvoys, "server-envoys", false, "fetch the active envoys from the server (admin API) to compute the impact on")
-	f.StringVar(&format, "format", "text", "output format: text, json or github")
+	f.BoolVar(&againstServer, "against-server", false, "compare with the revision the server applies (from the checkout of NEW_DIR), and compute the impact on its active envoys")
+	f.StringVar(&base, "base", "", "compare with this revision of the checkout of NEW_DIR (a commit, branch or tag)")
+	f.StringVar(&replay, "replay", "", "replay the registration attempts of this period (7d, 36h) from the server's audit log against NEW")
+	f.IntVar(&replayLimit, "replay-limit", 100000, "replay at most this many attempts (the newest)")
+	f.StringVar(&format, "format", "text", "output format: text, json, github or markdown")
 	f.BoolVar(&failOnRevoke, "fail-on-revoke", false, "exit 3 when the change revokes at least one active envoy")
 	return cmd
 }
@@ -171,6 +263,7 @@ type diffReport struct {
 	Revokes          []policy.Revoke     `json:"revokes"`
 	NoLongerAdmitted []policy.Unadmitted `json:"no_longer_admitted"`
 	TestChanges      []policy.TestChange `json:"test_changes"`
+	Replay           *replayReport       `json:"replay,omitempty"`
 }
 
 // newRevokes counts the envoys that the change revokes and the old policy
@@ -292,10 +385,10 @@ func printDiffText(w io.Writer, r diffReport, oldDir, newDir string) {
 		approved = append(approved, "- "+a)
 	}
 	for _, rv := range r.Added.Revocations {
-		revocations = append(revocations, "+ "+revocationText(rv)+": "+rv.Reason)
+		revocations = append(revocations, "+ "+rv.Label()+": "+rv.Reason)
 	}
 	for _, rv := range r.Removed.Revocations {
-		revocations = append(revocations, "- "+revocationText(rv)+": "+rv.Reason)
+		revocations = append(revocations, "- "+rv.Label()+": "+rv.Reason)
 	}
 	for _, c := range r.Changed.Revocations {
 		var parts []string
@@ -308,7 +401,7 @@ func printDiffText(w io.Writer, r diffReport, oldDir, newDir string) {
 		if c.Old.Reason != c.New.Reason {
 			parts = append(parts, fmt.Sprintf("reason %q -> %q", c.Old.Reason, c.New.Reason))
 		}
-		revocations = append(revocations, "~ "+revocationText(c.Old)+": "+strings.Join(parts, "; "))
+		revocations = append(revocations, "~ "+c.Old.Label()+": "+strings.Join(parts, "; "))
 	}
 	for _, s := range r.Changed.Settings {
 		settings = append(settings, fmt.Sprintf("~ %s: %s -> %s", s.Setting, s.Old, s.New))
@@ -352,11 +445,15 @@ func printDiffText(w io.Writer, r diffReport, oldDir, newDir string) {
 	fmt.Fprintln(w)
 	if len(r.TestChanges) == 0 {
 		fmt.Fprintln(w, "test decisions: no change")
-		return
+	} else {
+		fmt.Fprintf(w, "test decisions that change: %d\n", len(r.TestChanges))
+		for _, tc := range r.TestChanges {
+			fmt.Fprintf(w, "  %s: %s\n", position(tc.File, tc.Line, tc.Col), testChangeText(tc))
+		}
 	}
-	fmt.Fprintf(w, "test decisions that change: %d\n", len(r.TestChanges))
-	for _, tc := range r.TestChanges {
-		fmt.Fprintf(w, "  %s: %s\n", position(tc.File, tc.Line, tc.Col), testChangeText(tc))
+	if r.Replay != nil {
+		fmt.Fprintln(w)
+		replayText(w, r.Replay)
 	}
 }
 
@@ -401,16 +498,6 @@ func prefixes(ps []netip.Prefix) string {
 		s[i] = p.String()
 	}
 	return strings.Join(s, " ")
-}
-
-func revocationText(r policy.Revocation) string {
-	switch {
-	case r.UUID != "" && r.Hostname != "":
-		return "uuid " + r.UUID + " hostname " + r.Hostname
-	case r.UUID != "":
-		return "uuid " + r.UUID
-	}
-	return "hostname " + r.Hostname
 }
 
 func revokeText(r policy.Revoke) string {
@@ -465,6 +552,18 @@ func printDiffGitHub(w io.Writer, r diffReport) {
 	}
 	for _, tc := range r.TestChanges {
 		fmt.Fprintln(w, ghCommand("notice", tc.File, tc.Line, tc.Col, "policy diff: test decision changes", testChangeText(tc)))
+	}
+	if rp := r.Replay; rp != nil {
+		if n := len(rp.NowRefused); n > 0 {
+			first, hosts := policy.Hostnames(rp.NowRefused, 10)
+			fmt.Fprintln(w, ghCommand("warning", "", 0, 0, "policy diff: past enrollments now refused",
+				fmt.Sprintf("%d %s of the last %s would now be refused (%d %s): %s", n, plural2(n, "enrollment"), rp.Period, hosts, plural(hosts, "host", "hosts"), strings.Join(first, ", "))))
+		}
+		if n := len(rp.NowAdmitted); n > 0 {
+			first, hosts := policy.Hostnames(rp.NowAdmitted, 10)
+			fmt.Fprintln(w, ghCommand("notice", "", 0, 0, "policy diff: past refusals now admitted",
+				fmt.Sprintf("%d %s of the last %s would now be admitted (%d %s): %s", n, plural2(n, "refusal"), rp.Period, hosts, plural(hosts, "host", "hosts"), strings.Join(first, ", "))))
+		}
 	}
 	if n := r.Added.Len() + r.Removed.Len() + r.Changed.Len(); n > 0 {
 		fmt.Fprintln(w, ghCommand("notice", "", 0, 0, "policy diff", fmt.Sprintf("%d added, %d removed, %d changed", r.Added.Len(), r.Removed.Len(), r.Changed.Len())))

@@ -47,13 +47,28 @@ func (f *evalFlags) limits() (sandbox.Limits, error) {
 // policy.Errors with file names relative to dir; err is a usage or I/O
 // error (exit 2).
 func (f *evalFlags) loadPolicy(ctx context.Context, dir, revision string) (*policy.Policy, policy.Errors, error) {
-	lim, err := f.limits()
+	tree, err := readTree(dir)
 	if err != nil {
 		return nil, nil, err
 	}
+	return f.evalTree(ctx, tree, revision)
+}
+
+// readTree reads the policy folder dir with the server's tree rules.
+func readTree(dir string) (gitsync.Tree, error) {
 	tree, err := gitsync.ReadDir(dir)
 	if err != nil {
-		return nil, nil, &codeError{code: 2, err: err}
+		return gitsync.Tree{}, &codeError{code: 2, err: err}
+	}
+	return tree, nil
+}
+
+// evalTree evaluates a policy tree (as read by readTree, possibly edited
+// in memory) as loadPolicy does.
+func (f *evalFlags) evalTree(ctx context.Context, tree gitsync.Tree, revision string) (*policy.Policy, policy.Errors, error) {
+	lim, err := f.limits()
+	if err != nil {
+		return nil, nil, err
 	}
 	if len(tree.Problems) > 0 {
 		es := make(policy.Errors, len(tree.Problems))
@@ -62,11 +77,7 @@ func (f *evalFlags) loadPolicy(ctx context.Context, dir, revision string) (*poli
 		}
 		return nil, es, nil
 	}
-	files := make([]policy.File, len(tree.Files))
-	for i, fl := range tree.Files {
-		files[i] = policy.File{Name: fl.Name, Data: fl.Data}
-	}
-	spec, err := sandbox.Evaluate(ctx, files, lim)
+	spec, err := sandbox.Evaluate(ctx, policyFiles(tree), lim)
 	if err == nil {
 		var p *policy.Policy
 		if p, err = spec.Compile(revision); err == nil {
@@ -77,4 +88,28 @@ func (f *evalFlags) loadPolicy(ctx context.Context, dir, revision string) (*poli
 		return nil, es, nil
 	}
 	return nil, nil, &codeError{code: 2, err: err}
+}
+
+// vetTree checks a policy tree as vet does: evalTree, then the policy's
+// tests: cases, whose failures join the problems.
+func (f *evalFlags) vetTree(ctx context.Context, tree gitsync.Tree, revision string) (*policy.Policy, policy.Errors, error) {
+	p, errs, err := f.evalTree(ctx, tree, revision)
+	if err != nil {
+		return nil, nil, err
+	}
+	if p != nil {
+		for _, tf := range p.RunTests() {
+			errs = append(errs, tf.Err())
+		}
+	}
+	return p, errs, nil
+}
+
+// policyFiles returns the policy files of a tree.
+func policyFiles(tree gitsync.Tree) []policy.File {
+	files := make([]policy.File, len(tree.Files))
+	for i, fl := range tree.Files {
+		files[i] = policy.File{Name: fl.Name, Data: fl.Data}
+	}
+	return files
 }

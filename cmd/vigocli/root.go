@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/schemas/buildinfo"
 )
 
 // globals are the flags every command shares, and the command's writers.
@@ -30,6 +31,11 @@ type globals struct {
 	adminToken     string
 	adminTokenFile string
 	output         string
+
+	// build is this program's build (buildinfo.Get() when zero), compared
+	// with the server's; buildWarned is set once the difference was told.
+	build       buildinfo.Info
+	buildWarned bool
 }
 
 // exitCoder is implemented by errors that carry a process exit code.
@@ -111,6 +117,7 @@ Examples:
 		return &codeError{code: 2, err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
 	root.AddCommand(newTokensCmd(g), newEnvoysCmd(g), newAuditCmd(g), newPolicyCmd(g), newDistCmd(g))
+	root.AddCommand(newApprovedCmd(g), newTrustedCmd(g), newVersionCmd(g), newAdminTokensCmd(g))
 	return root
 }
 
@@ -220,6 +227,7 @@ func (c *client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("cannot reach %s: %w", c.g.server, err)
 	}
 	defer resp.Body.Close()
+	c.g.checkBuild(resp.Header)
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return fmt.Errorf("read answer: %w", err)
@@ -227,13 +235,13 @@ func (c *client) do(ctx context.Context, method, path string, in, out any) error
 	if resp.StatusCode/100 != 2 {
 		var e apiv1.Error
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return fmt.Errorf("server: %s (HTTP %d)", oneLine(e.Error), resp.StatusCode)
+			return &httpError{code: resp.StatusCode, msg: fmt.Sprintf("server: %s (HTTP %d)", oneLine(e.Error), resp.StatusCode)}
 		}
 		body := strings.TrimSpace(string(data))
 		if len(body) > 512 {
 			body = body[:512] + "…"
 		}
-		return fmt.Errorf("server answered HTTP %d: %s", resp.StatusCode, oneLine(body))
+		return &httpError{code: resp.StatusCode, msg: fmt.Sprintf("server answered HTTP %d: %s", resp.StatusCode, oneLine(body))}
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
@@ -242,6 +250,15 @@ func (c *client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	return nil
 }
+
+// httpError is a non-2xx answer of the server, worded as the server
+// worded it.
+type httpError struct {
+	code int
+	msg  string
+}
+
+func (e *httpError) Error() string { return e.msg }
 
 func (g *globals) printJSON(v any) error {
 	enc := json.NewEncoder(g.stdout)

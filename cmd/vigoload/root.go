@@ -51,7 +51,8 @@ commas; registrations are spread round-robin and each envoy checks in with the
 replica that registered it.
 
 Server RSS: read from /proc/PID/status when --server-pid is given (this machine only),
-otherwise from each server's GET /metrics (process_resident_memory_bytes).
+otherwise from each server's GET /metrics (process_resident_memory_bytes), which needs
+an admin token (--admin-token-file or VIGO_ADMIN_TOKEN; the read-only role will do).
 
 --state FILE saves the registered envoys (with their private keys: mode 0600) and,
 when it exists, reuses them so that a second run skips registration.`
@@ -67,6 +68,7 @@ type benchOpts struct {
 	caFile      string
 	stateFile   string
 	pids        []int
+	adminToken  string
 	workers     int
 	jsonOut     bool
 	quiet       bool
@@ -120,6 +122,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	f.StringVar(&o.caFile, "ca-file", "", "PEM CA bundle that verifies the servers' HTTPS certificate")
 	f.StringVar(&o.stateFile, "state", "", "file to save registered envoys to, and reuse them from on the next run")
 	f.IntSliceVar(&o.pids, "server-pid", nil, "server process ids whose RSS to read from /proc (repeatable); default: GET /metrics")
+	f.StringVar(&o.adminToken, "admin-token-file", "", "file with an admin token (the read-only role will do) to read the servers' GET /metrics; env VIGO_ADMIN_TOKEN")
 	f.IntVar(&o.workers, "workers", 64, "registrations in flight")
 	f.BoolVar(&o.jsonOut, "json", false, "print the report as JSON")
 	f.BoolVar(&o.quiet, "quiet", false, "no progress lines")
@@ -143,6 +146,14 @@ func (o *benchOpts) config(stderr io.Writer) (*fleetsim.Config, error) {
 	cfg := &fleetsim.Config{
 		Envoys: o.envoys, Rate: rate, Duration: o.duration, Connections: o.connections,
 		HostnameSuffix: o.suffix, Insecure: o.insecure, RegisterWorkers: o.workers, ServerPIDs: o.pids,
+		AdminToken: os.Getenv("VIGO_ADMIN_TOKEN"),
+	}
+	if o.adminToken != "" {
+		b, err := os.ReadFile(o.adminToken)
+		if err != nil {
+			return nil, fmt.Errorf("--admin-token-file: %w", err)
+		}
+		cfg.AdminToken = strings.TrimSpace(string(b))
 	}
 	if !strings.HasPrefix(cfg.HostnameSuffix, ".") {
 		cfg.HostnameSuffix = "." + cfg.HostnameSuffix

@@ -45,8 +45,12 @@ func TestBenchAgainstServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	stateFile := filepath.Join(dir, "fleet.json")
+	tokenFile := filepath.Join(dir, "admin.token")
+	if err := os.WriteFile(tokenFile, []byte(in.AdminToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	common := []string{"--server", in.URL, "--ca-file", caFile, "--envoys", "50", "--duration", "1s",
-		"--connections", "8", "--state", stateFile}
+		"--connections", "8", "--state", stateFile, "--admin-token-file", tokenFile}
 
 	rep, stderr := runBench(t, common...)
 	if rep.Registration.OK != 50 || rep.Registration.Errors != 0 {

@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
+	"github.com/vigo-enroll/vigo/schemas/atomicfile"
 	"github.com/vigo-enroll/vigo/server"
 	"github.com/vigo-enroll/vigo/server/ca"
 )
@@ -63,28 +63,15 @@ Restore with: vigosrv restore --from FILE --data-dir DIR`,
 // once complete, so that a failed backup never leaves a truncated archive
 // under the name of a good one.
 func backupToFile(cmd *cobra.Command, cfg *server.Config, path string) (server.BackupInfo, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	var info server.BackupInfo
+	// The archive holds the CA key: 0600.
+	err := atomicfile.WriteFrom(path, 0o600, func(w io.Writer) error {
+		var err error
+		info, err = server.Backup(cmd.Context(), cfg, w)
+		return err
+	})
 	if err != nil {
-		return server.BackupInfo{}, fmt.Errorf("backup: %w", err)
-	}
-	defer os.Remove(f.Name())
-	// The archive holds the CA key.
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return server.BackupInfo{}, fmt.Errorf("backup: %w", err)
-	}
-	info, err := server.Backup(cmd.Context(), cfg, f)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		return info, fmt.Errorf("backup to %s: %w", path, err)
+		return info, fmt.Errorf("backup: %w", err)
 	}
 	return info, nil
 }

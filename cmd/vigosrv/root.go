@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/vigo-enroll/vigo/schemas/buildinfo"
 	"github.com/vigo-enroll/vigo/server"
 )
 
@@ -169,8 +171,33 @@ token enrollment). examples/server.yaml documents every setting.`,
 			return nil
 		},
 	}
-	root.AddCommand(serve, check, newBackupCmd(o, stdout, stderr), newRestoreCmd(o, stdout), newHealthcheckCmd(o, stdout))
+	var format string
+	version := &cobra.Command{
+		Use:   "version",
+		Short: "Print the server's version, commit and Go version (-o json for a JSON object)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return printVersion(stdout, "vigosrv", buildinfo.Get(), format)
+		},
+	}
+	version.Flags().StringVarP(&format, "output", "o", "text", "output format: text or json")
+	root.AddCommand(serve, check, newBackupCmd(o, stdout, stderr), newRestoreCmd(o, stdout), newHealthcheckCmd(o, stdout), version)
 	return root
+}
+
+// printVersion prints a build as "vigosrv v1.2.3 (commit …, go1.26.8,
+// linux/amd64)", or as JSON.
+func printVersion(w io.Writer, program string, b buildinfo.Info, format string) error {
+	switch format {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(b)
+	case "text", "":
+		_, err := fmt.Fprintf(w, "%s %s\n", program, b)
+		return err
+	}
+	return &codeError{code: 2, err: fmt.Errorf("-o %s: must be text or json", format)}
 }
 
 func (o *opts) load() (*server.Config, error) {

@@ -5,6 +5,14 @@ package apiv1
 
 import "time"
 
+// Headers of every authenticated admin answer: the server's build
+// (buildinfo.Info's Version and Commit; the commit only when known), so
+// that vigocli can warn when it is another build.
+const (
+	HeaderServerVersion = "Vigo-Server-Version"
+	HeaderServerCommit  = "Vigo-Server-Commit"
+)
+
 // Error is the body of every non-2xx answer.
 type Error struct {
 	Error string `json:"error"`
@@ -159,20 +167,47 @@ type EnvoyUpdateRequest struct {
 
 // AuditEvent is one audit entry.
 type AuditEvent struct {
-	ID        int64             `json:"id"`
-	At        time.Time         `json:"at"`
-	Type      string            `json:"type"`
-	Result    string            `json:"result,omitempty"`
-	Hostname  string            `json:"hostname,omitempty"`
-	SourceIP  string            `json:"source_ip,omitempty"`
-	Method    string            `json:"method,omitempty"`
-	Rule      string            `json:"rule,omitempty"`
-	Revision  string            `json:"revision,omitempty"`
-	TokenID   string            `json:"token_id,omitempty"`
-	EnvoyUUID string            `json:"envoy_uuid,omitempty"`
-	Reason    string            `json:"reason,omitempty"`
-	Replica   string            `json:"replica,omitempty"`
-	Details   map[string]string `json:"details,omitempty"`
+	ID        int64     `json:"id"`
+	At        time.Time `json:"at"`
+	Type      string    `json:"type"`
+	Result    string    `json:"result,omitempty"`
+	Hostname  string    `json:"hostname,omitempty"`
+	SourceIP  string    `json:"source_ip,omitempty"`
+	Method    string    `json:"method,omitempty"`
+	Rule      string    `json:"rule,omitempty"`
+	Revision  string    `json:"revision,omitempty"`
+	TokenID   string    `json:"token_id,omitempty"`
+	EnvoyUUID string    `json:"envoy_uuid,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
+	Replica   string    `json:"replica,omitempty"`
+	// Actor is the name of the admin token that did it ("admin": the
+	// server's own); empty for the server itself and registrations.
+	Actor   string            `json:"actor,omitempty"`
+	Details map[string]string `json:"details,omitempty"`
+}
+
+// AdminTokenCreateRequest is the body of POST /api/v1/admin-tokens.
+type AdminTokenCreateRequest struct {
+	// Name names the token in audit events; unique among active tokens.
+	Name string `json:"name"`
+	// Role is "admin" or "read-only" (the default).
+	Role string `json:"role,omitempty"`
+}
+
+// AdminToken describes a named admin token, never its secret.
+type AdminToken struct {
+	Name      string     `json:"name"`
+	Role      string     `json:"role"`
+	ID        string     `json:"id"`
+	CreatedAt time.Time  `json:"created_at"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+}
+
+// AdminTokenCreated is the answer of POST /api/v1/admin-tokens: the only
+// time the token is shown.
+type AdminTokenCreated struct {
+	AdminToken
+	Token string `json:"token"`
 }
 
 // PolicyError is one error of a policy revision.
@@ -288,6 +323,18 @@ type PolicyAttempt struct {
 	// (its evaluation exceeded the memory or time limit).
 	Kind   string        `json:"kind,omitempty"`
 	Errors []PolicyError `json:"errors"`
+}
+
+// ExplainRequest is the body of POST /api/v1/policy/explain, which
+// decides a registration with the server's active policy without
+// enrolling; the answer is the decision (allowed, method, rule, reason,
+// revision). Token true presents a hypothetical valid token bound to
+// TokenPattern (default: the hostname).
+type ExplainRequest struct {
+	Hostname     string `json:"hostname"`
+	IP           string `json:"ip,omitempty"`
+	Token        bool   `json:"token,omitempty"`
+	TokenPattern string `json:"token_pattern,omitempty"`
 }
 
 // PolicySyncResult is the answer of POST /api/v1/policy/sync.

@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/vigo-enroll/vigo/schemas/agentbuild"
+	"github.com/vigo-enroll/vigo/schemas/atomicfile"
 )
 
 // ManifestName is the manifest's file name inside the distribution folder.
@@ -140,7 +141,7 @@ func WriteManifest(dir string, m *Manifest) error {
 	if err != nil {
 		return fmt.Errorf("write manifest: %w", err)
 	}
-	return writeAtomic(filepath.Join(dir, ManifestName), append(data, '\n'), 0o644)
+	return atomicfile.Write(filepath.Join(dir, ManifestName), append(data, '\n'), 0o644)
 }
 
 // BuildManifest scans dir for binaries named vigo-<os>-<arch>[.exe] and
@@ -246,29 +247,4 @@ func hashFile(path string) (string, int64, error) {
 		return "", 0, fmt.Errorf("hash %s: %w", path, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), n, nil
-}
-
-func writeAtomic(path string, data []byte, mode fs.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Chmod(mode)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }

@@ -33,6 +33,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/vigo-enroll/vigo/schemas/atomicfile"
 )
 
 // URIPrefix is the URI SAN prefix that carries an envoy's UUID.
@@ -152,11 +154,11 @@ func (c *CA) create(certFile, keyFile string) error {
 	if err != nil {
 		return fmt.Errorf("marshal CA key: %w", err)
 	}
-	if err := WriteFileAtomic(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+	if err := atomicfile.Write(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
 		return err
 	}
 	c.certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	if err := WriteFileAtomic(certFile, c.certPEM, 0o644); err != nil {
+	if err := atomicfile.Write(certFile, c.certPEM, 0o644); err != nil {
 		return err
 	}
 	c.cert, c.key = cert, key
@@ -235,10 +237,10 @@ func (c *CA) loadServerCert(cfg Config) error {
 	}
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	if err := WriteFileAtomic(keyFile, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(keyFile, keyPEM, 0o600); err != nil {
 		return err
 	}
-	if err := WriteFileAtomic(certFile, certPEM, 0o644); err != nil {
+	if err := atomicfile.Write(certFile, certPEM, 0o644); err != nil {
 		return err
 	}
 	tc, err := tls.X509KeyPair(certPEM, keyPEM)
@@ -453,7 +455,7 @@ func LoadOrCreateSigningKey(path string) (ed25519.PrivateKey, error) {
 		if err != nil {
 			return nil, fmt.Errorf("marshal signing key: %w", err)
 		}
-		if err := WriteFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		if err := atomicfile.Write(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 			return nil, err
 		}
 		return priv, nil
@@ -467,58 +469,6 @@ func LoadOrCreateSigningKey(path string) (ed25519.PrivateKey, error) {
 		return nil, fmt.Errorf("signing key %s is not Ed25519", path)
 	}
 	return priv, nil
-}
-
-// WriteFileAtomic writes data to path through a temporary file in the same
-// folder, fsync and rename, creating the folder (0700) when needed.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	return writeFile(path, data, perm, os.Rename)
-}
-
-// WriteFileExclusive writes data to path like WriteFileAtomic, but fails
-// with an error matching fs.ErrExist when path already exists: the file
-// is linked into place, so that it never exists half-written and two
-// writers racing for it never replace each other.
-func WriteFileExclusive(path string, data []byte, perm os.FileMode) error {
-	if err := writeFile(path, data, perm, os.Link); err != nil {
-		return err
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync() // make the new name durable where the OS supports it
-		d.Close()
-	}
-	return nil
-}
-
-// writeFile writes data into a temporary file beside path (mode perm,
-// fsync'ed) and puts it in place with place (rename or link).
-func writeFile(path string, data []byte, perm os.FileMode, place func(tmp, path string) error) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(f.Name()) // a no-op after a rename
-	err = f.Chmod(perm)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = place(f.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }
 
 func randomSerial() *big.Int {

@@ -4,11 +4,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
-	"errors"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 )
@@ -127,24 +124,4 @@ func mustParse(t *testing.T, der []byte) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
-}
-
-func TestWriteFileExclusive(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "sub", "admin.token")
-	if err := WriteFileExclusive(path, []byte("first\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	err := WriteFileExclusive(path, []byte("second\n"), 0o600)
-	if !errors.Is(err, fs.ErrExist) {
-		t.Fatalf("second write: %v, want fs.ErrExist", err)
-	}
-	if b, _ := os.ReadFile(path); string(b) != "first\n" {
-		t.Errorf("content %q: the file was replaced", b)
-	}
-	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 && runtime.GOOS != "windows" {
-		t.Errorf("mode %v", fi.Mode().Perm())
-	}
-	if entries, _ := os.ReadDir(filepath.Dir(path)); len(entries) != 1 {
-		t.Errorf("temporary files left: %v", entries)
-	}
 }

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -66,7 +68,7 @@ func (a *API) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
 	now := a.cfg.Now().UTC()
 	t := store.Token{ID: tok.ID, SecretHash: hash, Pattern: pattern, Note: req.Note, CreatedAt: now, ExpiresAt: now.Add(ttl)}
 	ev := store.AuditEvent{At: now, Type: store.AuditTokenCreated, Result: "ok", TokenID: tok.ID, Replica: a.cfg.Replica,
-		Details: map[string]string{"pattern": pattern, "expires_at": t.ExpiresAt.Format(time.RFC3339)}}
+		Actor: callerOf(r).name, Details: map[string]string{"pattern": pattern, "expires_at": t.ExpiresAt.Format(time.RFC3339)}}
 	if err := a.cfg.Store.CreateToken(r.Context(), t, ev); err != nil {
 		a.internal(w, "create token", err)
 		return
@@ -124,7 +126,7 @@ func (a *API) handleTokenRevoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := a.cfg.Now().UTC()
-	ev := store.AuditEvent{At: now, Type: store.AuditTokenRevoked, Result: "ok", TokenID: id, Replica: a.cfg.Replica}
+	ev := store.AuditEvent{At: now, Type: store.AuditTokenRevoked, Result: "ok", TokenID: id, Replica: a.cfg.Replica, Actor: callerOf(r).name}
 	err := a.cfg.Store.RevokeToken(r.Context(), id, now, ev)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -254,7 +256,7 @@ func (a *API) handleEnvoyRevoke(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, fmt.Sprintf("envoy %s is already revoked: %s", e.UUID, e.RevokedReason))
 		return
 	}
-	if _, err := a.cfg.Store.RevokeEnvoys(r.Context(), []store.Revocation{{UUID: e.UUID, Reason: req.Reason, At: a.cfg.Now().UTC(), Replica: a.cfg.Replica}}); err != nil {
+	if _, err := a.cfg.Store.RevokeEnvoys(r.Context(), []store.Revocation{{UUID: e.UUID, Reason: req.Reason, At: a.cfg.Now().UTC(), Replica: a.cfg.Replica, Actor: callerOf(r).name}}); err != nil {
 		a.internal(w, "revoke envoy", err)
 		return
 	}
@@ -317,7 +319,8 @@ func (a *API) setFlagsChecked(w http.ResponseWriter, r *http.Request, check func
 	}
 	f := e.EnvoyFlags
 	set(&f)
-	ev := store.AuditEvent{At: a.cfg.Now().UTC(), Type: typ, Result: "ok", EnvoyUUID: e.UUID, Hostname: e.Hostname, Replica: a.cfg.Replica, Details: details}
+	ev := store.AuditEvent{At: a.cfg.Now().UTC(), Type: typ, Result: "ok", EnvoyUUID: e.UUID, Hostname: e.Hostname, Replica: a.cfg.Replica,
+		Actor: callerOf(r).name, Details: details}
 	err := a.cfg.Store.SetEnvoyFlags(r.Context(), e.UUID, f, ev)
 	switch {
 	case errors.Is(err, store.ErrEnvoyRevoked):
@@ -359,7 +362,37 @@ func (a *API) handleAudit(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	evs, err := a.cfg.Store.ListAudit(r.Context(), since, limit)
+	var evs []store.AuditEvent
+	var err error
+	switch order := q.Get("order"); order {
+	case "", "oldest":
+		if q.Get("type") != "" || q.Get("before") != "" {
+			writeError(w, http.StatusBadRequest, "type and before go with order=newest")
+			return
+		}
+		evs, err = a.cfg.Store.ListAudit(r.Context(), since, limit)
+	case "newest":
+		// Newest first, in pages: before=ID continues below the smallest
+		// ID of the previous page. A page is bounded so that a client
+		// reading a busy week does not hold the database (or the answer)
+		// for long.
+		if limit == 0 || limit > maxAuditPage {
+			limit = maxAuditPage
+		}
+		aq := store.AuditQuery{Type: q.Get("type"), Since: since, Limit: limit}
+		if b := q.Get("before"); b != "" {
+			n, perr := strconv.ParseInt(b, 10, 64)
+			if perr != nil || n <= 0 {
+				writeError(w, http.StatusBadRequest, "before: must be a positive event id")
+				return
+			}
+			aq.Before = n
+		}
+		evs, err = a.cfg.Store.ListAuditNewest(r.Context(), aq)
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("order: %q must be oldest or newest", order))
+		return
+	}
 	if err != nil {
 		a.internal(w, "list audit", err)
 		return
@@ -368,10 +401,14 @@ func (a *API) handleAudit(w http.ResponseWriter, r *http.Request) {
 	for _, e := range evs {
 		out = append(out, apiv1.AuditEvent{ID: e.ID, At: e.At, Type: e.Type, Result: e.Result, Hostname: e.Hostname,
 			SourceIP: e.SourceIP, Method: e.Method, Rule: e.Rule, Revision: e.Revision, TokenID: e.TokenID,
-			EnvoyUUID: e.EnvoyUUID, Reason: e.Reason, Replica: e.Replica, Details: e.Details})
+			EnvoyUUID: e.EnvoyUUID, Reason: e.Reason, Replica: e.Replica, Actor: e.Actor, Details: e.Details})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
+
+// maxAuditPage is the most events one GET /api/v1/audit?order=newest
+// answers.
+const maxAuditPage = 5000
 
 // ParseSince accepts an RFC 3339 time or a duration back from now ("1h").
 func ParseSince(s string, now time.Time) (time.Time, error) {
@@ -403,6 +440,124 @@ func (a *API) handlePolicySync(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, apiv1.PolicySyncResult{Status: st})
+}
+
+// adminTokenName matches the names of admin tokens: what audit events show.
+var adminTokenName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+func (a *API) handleAdminTokenCreate(w http.ResponseWriter, r *http.Request) {
+	var req apiv1.AdminTokenCreateRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	switch {
+	case !adminTokenName.MatchString(req.Name):
+		writeError(w, http.StatusBadRequest, "name: 1 to 63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit (such as ci-github)")
+		return
+	case req.Name == ServerTokenName:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("name: %q names the server's own admin token in audit events; choose another", ServerTokenName))
+		return
+	}
+	if req.Role == "" {
+		req.Role = store.RoleReadOnly
+	}
+	if req.Role != store.RoleAdmin && req.Role != store.RoleReadOnly {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("role: %q must be %s or %s", req.Role, store.RoleReadOnly, store.RoleAdmin))
+		return
+	}
+	tok := token.Generate()
+	now := a.cfg.Now().UTC()
+	t := store.AdminToken{ID: tok.ID, Name: req.Name, Role: req.Role, SecretHash: token.AdminHash(tok), CreatedAt: now}
+	ev := store.AuditEvent{At: now, Type: store.AuditAdminTokenCreated, Result: "ok", TokenID: tok.ID, Replica: a.cfg.Replica,
+		Actor: callerOf(r).name, Details: map[string]string{"name": req.Name, "role": req.Role}}
+	err := a.cfg.Store.CreateAdminToken(r.Context(), t, ev)
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		writeError(w, http.StatusConflict, fmt.Sprintf("an admin token named %q exists already: revoke it first, or choose another name", req.Name))
+		return
+	case err != nil:
+		a.internal(w, "create admin token", err)
+		return
+	}
+	a.log.Info("admin token created", "token_id", tok.ID, "name", req.Name, "role", req.Role)
+	writeJSON(w, http.StatusCreated, apiv1.AdminTokenCreated{AdminToken: adminTokenView(t), Token: token.AdminString(tok)})
+}
+
+func (a *API) handleAdminTokenList(w http.ResponseWriter, r *http.Request) {
+	ts, err := a.cfg.Store.ListAdminTokens(r.Context())
+	if err != nil {
+		a.internal(w, "list admin tokens", err)
+		return
+	}
+	out := make([]apiv1.AdminToken, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, adminTokenView(t))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *API) handleAdminTokenRevoke(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	now := a.cfg.Now().UTC()
+	ev := store.AuditEvent{At: now, Type: store.AuditAdminTokenRevoked, Result: "ok", Replica: a.cfg.Replica,
+		Actor: callerOf(r).name, Details: map[string]string{"name": name}}
+	t, err := a.cfg.Store.RevokeAdminToken(r.Context(), name, now, ev)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no active admin token named %q (vigocli admin-tokens list)", name))
+		return
+	case err != nil:
+		a.internal(w, "revoke admin token", err)
+		return
+	}
+	a.log.Info("admin token revoked", "token_id", t.ID, "name", t.Name)
+	writeJSON(w, http.StatusOK, adminTokenView(t))
+}
+
+// adminTokenView converts a stored admin token (never its hash) to its
+// wire form.
+func adminTokenView(t store.AdminToken) apiv1.AdminToken {
+	return apiv1.AdminToken{Name: t.Name, Role: t.Role, ID: t.ID, CreatedAt: t.CreatedAt, RevokedAt: timePtr(t.RevokedAt)}
+}
+
+// handlePolicyExplain decides a registration with the active policy, as
+// enrollment would, without enrolling or writing to the audit log (POST
+// /api/v1/policy/explain). A token is hypothetical, as in "vigocli policy
+// explain --token": valid and bound to its pattern (by default the
+// hostname); no token is looked up.
+func (a *API) handlePolicyExplain(w http.ResponseWriter, r *http.Request) {
+	var req apiv1.ExplainRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if req.Hostname == "" {
+		writeError(w, http.StatusBadRequest, "hostname: required")
+		return
+	}
+	pr := policy.Request{Hostname: req.Hostname}
+	if req.IP != "" {
+		ip, err := netip.ParseAddr(req.IP)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("ip: %q is not an IP address", req.IP))
+			return
+		}
+		pr.SourceIP = ip
+	}
+	if req.Token || req.TokenPattern != "" {
+		pat := req.TokenPattern
+		if pat == "" {
+			pat = req.Hostname
+		}
+		pr.Token = &policy.TokenInfo{ID: "explain", Pattern: pat}
+	}
+	writeJSON(w, http.StatusOK, a.cfg.Policy().Decide(pr))
+}
+
+// handleVersion answers the server's build (GET /api/v1/version).
+func (a *API) handleVersion(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, a.cfg.Build)
 }
 
 func (a *API) internal(w http.ResponseWriter, op string, err error) {

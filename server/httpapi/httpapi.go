@@ -7,8 +7,6 @@ package httpapi
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -28,6 +26,7 @@ import (
 
 	"github.com/vigo-enroll/vigo/policy"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/schemas/buildinfo"
 	"github.com/vigo-enroll/vigo/server/bootstrap"
 	"github.com/vigo-enroll/vigo/server/enroll"
 	"github.com/vigo-enroll/vigo/server/ratelimit"
@@ -92,12 +91,15 @@ type Config struct {
 	Ready func() string
 	// Replica names this server.
 	Replica string
+	// Build is the server's build, served to administrators (zero:
+	// buildinfo.Get()).
+	Build buildinfo.Info
 	// Registerer and Gatherer for metrics (nil = none / default).
 	Registerer prometheus.Registerer
 	Gatherer   prometheus.Gatherer
 	// MetricsElsewhere takes GET /metrics off this handler: the server
 	// serves MetricsHandler on its own listener (server.metrics_listen).
-	// False (default): /metrics is an open route, rate-limited per source.
+	// False (default): GET /metrics needs an admin token of any role.
 	MetricsElsewhere bool
 	Logger           *slog.Logger
 	Now              func() time.Time
@@ -113,6 +115,7 @@ type API struct {
 	duration *prometheus.HistogramVec
 	metrics  http.Handler
 	mux      *http.ServeMux
+	table    []route // what routes() registered, with what each needs
 }
 
 // New returns the API handler.
@@ -134,6 +137,9 @@ func New(cfg Config) (*API, error) {
 	}
 	if cfg.Gatherer == nil {
 		cfg.Gatherer = prometheus.DefaultGatherer
+	}
+	if cfg.Build == (buildinfo.Info{}) {
+		cfg.Build = buildinfo.Get()
 	}
 	a := &API{
 		cfg:     cfg,
@@ -162,9 +168,16 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTT
 // routes is the whole route table.
 func (a *API) routes() *http.ServeMux {
 	m := http.NewServeMux()
-	open := func(pattern string, h http.HandlerFunc) { m.Handle(pattern, a.observe(pattern, a.rateLimited(h))) }
-	admin := func(pattern string, h http.HandlerFunc) { m.Handle(pattern, a.observe(pattern, a.admin(h))) }
-	plain := func(pattern string, h http.HandlerFunc) { m.Handle(pattern, a.observe(pattern, h)) }
+	add := func(pattern string, x access, h http.Handler) {
+		a.table = append(a.table, route{pattern, x})
+		m.Handle(pattern, a.observe(pattern, h))
+	}
+	open := func(pattern string, h http.HandlerFunc) { add(pattern, accessOpen, a.rateLimited(h)) }
+	// read and admin routes go through the one authorization check.
+	read := func(pattern string, h http.HandlerFunc) { add(pattern, accessRead, a.authorize(accessRead, h)) }
+	admin := func(pattern string, h http.HandlerFunc) { add(pattern, accessAdmin, a.authorize(accessAdmin, h)) }
+	plain := func(pattern string, h http.HandlerFunc) { add(pattern, accessPublic, h) }
+	hook := func(pattern string, h http.HandlerFunc) { add(pattern, accessHook, h) }
 
 	// Open to anyone, rate-limited per source address.
 	open("GET /bootstrap", a.handleBootstrap)
@@ -175,11 +188,13 @@ func (a *API) routes() *http.ServeMux {
 	open("GET /api/v1/agent/signing-key", a.dist(func(d AgentDist) http.HandlerFunc { return d.HandleSigningKey }))
 
 	// Authenticated by its HMAC, rate-limited.
-	plain("POST /api/v1/policy/webhook", a.handleWebhook)
+	hook("POST /api/v1/policy/webhook", a.handleWebhook)
 
-	// Health is open. Metrics are open too unless served on their own
-	// listener; they say nothing per token (see enroll.checkToken), and
-	// are rate-limited like the other open routes.
+	// Health is public (load balancers ask it). Metrics on this port need
+	// an admin token (the read-only role will do: Prometheus sends it as
+	// authorization credentials), as everything here that is not for
+	// enrolling hosts does; server.metrics_listen serves them without one,
+	// on a listener of their own (the Prometheus convention).
 	plain("GET /healthz", a.handleHealth)
 	plain("GET /readyz", a.handleReady)
 	if a.cfg.MetricsElsewhere {
@@ -187,29 +202,36 @@ func (a *API) routes() *http.ServeMux {
 			writeError(w, http.StatusNotFound, "metrics are not served on this port (see server.metrics_listen)")
 		})
 	} else {
-		open("GET /metrics", a.handleMetrics)
+		read("GET /metrics", a.handleMetrics)
 	}
 
-	// Admin API.
+	// Admin API: read needs an admin token of any role (read-only
+	// included: nothing here changes state), admin the role admin.
 	admin("POST /api/v1/tokens", a.handleTokenCreate)
-	admin("GET /api/v1/tokens", a.handleTokenList)
+	read("GET /api/v1/tokens", a.handleTokenList)
 	admin("DELETE /api/v1/tokens/{id}", a.handleTokenRevoke)
-	admin("GET /api/v1/envoys", a.handleEnvoyList)
-	admin("GET /api/v1/envoys/{id}", a.handleEnvoyShow)
+	read("GET /api/v1/envoys", a.handleEnvoyList)
+	read("GET /api/v1/envoys/{id}", a.handleEnvoyShow)
 	admin("POST /api/v1/envoys/{id}/revoke", a.handleEnvoyRevoke)
 	admin("POST /api/v1/envoys/{id}/rebootstrap", a.handleEnvoyRebootstrap)
 	admin("POST /api/v1/envoys/{id}/update", a.handleEnvoyUpdate)
-	admin("GET /api/v1/audit", a.handleAudit)
-	admin("GET /api/v1/policy/status", a.handlePolicyStatus)
+	read("GET /api/v1/audit", a.handleAudit)
+	read("GET /api/v1/policy/status", a.handlePolicyStatus)
 	admin("POST /api/v1/policy/sync", a.handlePolicySync)
 	admin("POST /api/v1/policy/suspend", a.handlePolicySuspend)
 	admin("POST /api/v1/policy/resume", a.handlePolicyResume)
 	admin("POST /api/v1/policy/pin", a.handlePolicyPin)
 	admin("POST /api/v1/policy/unpin", a.handlePolicyUnpin)
-	admin("GET /api/v1/policy/history", a.handlePolicyHistory)
+	read("GET /api/v1/policy/history", a.handlePolicyHistory)
+	read("POST /api/v1/policy/explain", a.handlePolicyExplain)
+	read("GET /api/v1/version", a.handleVersion)
+	admin("POST /api/v1/admin-tokens", a.handleAdminTokenCreate)
+	admin("GET /api/v1/admin-tokens", a.handleAdminTokenList)
+	admin("DELETE /api/v1/admin-tokens/{name}", a.handleAdminTokenRevoke)
 
-	// Anything else under /api/ is unknown: admin-only so it reveals nothing.
-	admin("/api/", func(w http.ResponseWriter, r *http.Request) {
+	// Anything else under /api/ is unknown: for administrators only, so
+	// that it reveals nothing.
+	read("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", method(r), clip(r.URL.Path, 100)))
 	})
 	plain("/", func(w http.ResponseWriter, r *http.Request) {
@@ -319,26 +341,6 @@ func jsonOnly(h http.HandlerFunc) http.HandlerFunc {
 		mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 		if err != nil || mt != "application/json" {
 			writeError(w, http.StatusUnsupportedMediaType, "request body must be JSON sent with Content-Type: application/json")
-			return
-		}
-		h(w, r)
-	}
-}
-
-func (a *API) admin(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		auth := r.Header.Get("Authorization")
-		tok, ok := strings.CutPrefix(auth, "Bearer ")
-		if !ok || tok == "" {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="vigo"`)
-			writeError(w, http.StatusUnauthorized, "admin credential required: send Authorization: Bearer <admin token> (vigocli reads vigo-data/admin.token)")
-			return
-		}
-		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-		// Compare hashes in constant time: timing reveals nothing of the token.
-		if subtle.ConstantTimeCompare(sum[:], a.cfg.AdminTokenHash[:]) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="vigo", error="invalid_token"`)
-			writeError(w, http.StatusUnauthorized, "admin credential is not valid")
 			return
 		}
 		h(w, r)

@@ -11,7 +11,7 @@ import (
 )
 
 // actor names who made an admin request, for the audit log.
-func actor(*http.Request) string { return "admin" }
+func actor(r *http.Request) string { return callerOf(r).name }
 
 // policyCtl returns the policy controller, or answers 404.
 func (a *API) policyCtl(w http.ResponseWriter) (PolicyController, bool) {

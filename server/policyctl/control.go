@@ -89,11 +89,7 @@ func (c *Controller) setControl(ctx context.Context, change func(*store.PolicyCo
 	if err != nil {
 		return err
 	}
-	details := map[string]string{"actor": ev.Actor}
-	if ev.Revision != "" {
-		details["revision"] = ev.Revision
-	}
-	audit := store.AuditEvent{At: c.now(), Type: typ, Result: "ok", Revision: ev.Revision, Reason: truncate(ev.Reason), Replica: c.replica, Details: details}
+	audit := store.AuditEvent{At: c.now(), Type: typ, Result: "ok", Revision: ev.Revision, Reason: truncate(ev.Reason), Replica: c.replica, Actor: ev.Actor}
 	if err := c.st.SetPolicyControl(ctx, ctl, audit); err != nil {
 		return err
 	}

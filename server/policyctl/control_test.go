@@ -134,11 +134,11 @@ func TestSuspendResumePin(t *testing.T) {
 
 	var got []string
 	for _, e := range f.audit(t, store.AuditPolicySuspended) {
-		got = append(got, e.Details["actor"]+":"+e.Reason)
+		got = append(got, e.Actor+":"+e.Reason)
 	}
 	for _, typ := range []string{store.AuditPolicyResumed, store.AuditPolicyPinned, store.AuditPolicyUnpinned} {
 		for _, e := range f.audit(t, typ) {
-			got = append(got, e.Type+" by "+e.Details["actor"]+" "+e.Revision)
+			got = append(got, e.Type+" by "+e.Actor+" "+e.Revision)
 		}
 	}
 	want := []string{"alice:incident 42", "policy.resumed by alice ", "policy.pinned by bob " + a, "policy.unpinned by bob "}

@@ -42,5 +42,6 @@ func RevokedEvent(e Envoy, r Revocation, at time.Time) AuditEvent {
 		EnvoyUUID: e.UUID,
 		Reason:    r.Reason,
 		Replica:   r.Replica,
+		Actor:     r.Actor,
 	}
 }

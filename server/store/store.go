@@ -75,6 +75,10 @@ type Store interface {
 	// ListAudit returns events with At >= since, oldest first, at most limit
 	// (0 = no limit).
 	ListAudit(ctx context.Context, since time.Time, limit int) ([]AuditEvent, error)
+	// ListAuditNewest returns the events q selects, newest (highest ID)
+	// first, at most q.Limit. Page back in time by passing the smallest ID
+	// returned as the next q.Before.
+	ListAuditNewest(ctx context.Context, q AuditQuery) ([]AuditEvent, error)
 
 	// SavePolicyRevision persists the last good policy revision (replacing
 	// the previous one) so that a restart can serve it before the first sync.
@@ -105,6 +109,21 @@ type Store interface {
 	// appends audit, in one transaction.
 	SetPolicyControl(ctx context.Context, c PolicyControl, audit AuditEvent) error
 
+	// CreateAdminToken stores a named admin token and appends audit in one
+	// transaction. ErrConflict when an active (unrevoked) token has the
+	// same name, or the id exists.
+	CreateAdminToken(ctx context.Context, t AdminToken, audit AuditEvent) error
+	// GetAdminToken returns the admin token with this id (revoked or
+	// not), or ErrNotFound.
+	GetAdminToken(ctx context.Context, id string) (AdminToken, error)
+	// ListAdminTokens returns all admin tokens, revoked ones included,
+	// newest first.
+	ListAdminTokens(ctx context.Context) ([]AdminToken, error)
+	// RevokeAdminToken revokes the active admin token named name at `at`
+	// and appends audit (its TokenID filled in); it returns the token.
+	// ErrNotFound when no active token has that name.
+	RevokeAdminToken(ctx context.Context, name string, at time.Time, audit AuditEvent) (AdminToken, error)
+
 	// Prune deletes audit events older than before, revoked envoys
 	// revoked before before, and nonces expired by now. It returns how many
 	// rows went.
@@ -112,6 +131,30 @@ type Store interface {
 
 	// Close releases the database.
 	Close() error
+}
+
+// Admin roles: what an admin token may do. Every admin route needs one of
+// them (server/httpapi checks it in one place).
+const (
+	// RoleAdmin may do everything the admin API offers.
+	RoleAdmin = "admin"
+	// RoleReadOnly may read (envoys, tokens without secrets, audit, policy
+	// status, version) and ask questions that change nothing (policy
+	// explain, and so diff impact and replay), but change nothing: no
+	// token, envoy, sync or admin token. Named for what it cannot do, so
+	// that whoever hands it to CI knows what they give away.
+	RoleReadOnly = "read-only"
+)
+
+// AdminToken is a named admin token (va_<id>.<secret>). The secret is
+// never stored: only its SHA-256.
+type AdminToken struct {
+	ID         string
+	Name       string
+	Role       string // RoleAdmin or RoleReadOnly
+	SecretHash []byte
+	CreatedAt  time.Time
+	RevokedAt  time.Time // zero when active
 }
 
 // Envoy statuses.
@@ -211,6 +254,7 @@ type Revocation struct {
 	Revision string // policy revision, "" when by an operator
 	At       time.Time
 	Replica  string
+	Actor    string // the operator's admin token name, "" for the policy
 }
 
 // RenewParams is the input of Store.RenewCertificate.
@@ -250,20 +294,39 @@ type AuditEvent struct {
 	EnvoyUUID string
 	Reason    string
 	Replica   string
-	Details   map[string]string
+	// Actor names who did it through the admin API: the admin token's
+	// name ("admin" for the server's own admin token); "" for the server
+	// itself and for registrations.
+	Actor   string
+	Details map[string]string
+}
+
+// AuditQuery selects audit events for ListAuditNewest. Zero fields select
+// everything.
+type AuditQuery struct {
+	// Type selects one event type, such as AuditRegistration.
+	Type string
+	// Since selects events with At >= Since.
+	Since time.Time
+	// Before selects events with ID < Before (0: no bound).
+	Before int64
+	// Limit caps the number of events (0: no limit).
+	Limit int
 }
 
 // Audit event types.
 const (
-	AuditRegistration     = "registration"
-	AuditTokenCreated     = "token.created"
-	AuditTokenRevoked     = "token.revoked"
-	AuditEnvoyRevoked     = "envoy.revoked"
-	AuditEnvoyRenewed     = "envoy.renewed"
-	AuditEnvoyRebootstrap = "envoy.rebootstrap_requested"
-	AuditEnvoyUpdate      = "envoy.update_requested"
-	AuditPolicyApplied    = "policy.applied"
-	AuditPolicyRejected   = "policy.rejected"
+	AuditRegistration      = "registration"
+	AuditTokenCreated      = "token.created"
+	AuditTokenRevoked      = "token.revoked"
+	AuditEnvoyRevoked      = "envoy.revoked"
+	AuditEnvoyRenewed      = "envoy.renewed"
+	AuditEnvoyRebootstrap  = "envoy.rebootstrap_requested"
+	AuditEnvoyUpdate       = "envoy.update_requested"
+	AuditAdminTokenCreated = "admin_token.created"
+	AuditAdminTokenRevoked = "admin_token.revoked"
+	AuditPolicyApplied     = "policy.applied"
+	AuditPolicyRejected    = "policy.rejected"
 	// AuditPolicyFetchFailed is written when the policy source could not be
 	// fetched after it could (or at the first failure), with the reason.
 	AuditPolicyFetchFailed = "policy.fetch_failed"

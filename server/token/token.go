@@ -1,5 +1,6 @@
 // Package token generates, parses and checks one-time enrollment tokens of
-// the form vt_<id>.<secret>.
+// the form vt_<id>.<secret>, and named admin tokens of the form
+// va_<id>.<secret> (admin.go).
 //
 // The id (10 characters of base32) is stored in plain text and indexed, so a
 // token is looked up by id and an unknown id is refused without any bcrypt

@@ -182,4 +182,24 @@ ALTER TABLE envoys ADD COLUMN last_checkin_signed timestamptz;
 	`
 ALTER TABLE envoys ADD COLUMN update_allow_downgrade boolean NOT NULL DEFAULT false;
 `,
+	// 7: audit events of one type, newest first (the registrations that
+	// "vigocli policy diff --replay" reads back in time).
+	`
+CREATE INDEX audit_type_id ON audit (type, id);
+`,
+	// 8: named admin tokens with roles, and who did what through the admin
+	// API (the token's name) in the audit log.
+	`
+CREATE TABLE admin_tokens (
+	id          text        NOT NULL PRIMARY KEY,
+	name        text        NOT NULL,
+	role        text        NOT NULL CHECK (role IN ('admin', 'read-only')),
+	secret_hash bytea       NOT NULL,
+	created_at  timestamptz NOT NULL,
+	revoked_at  timestamptz
+);
+-- One active token per name; revoked ones stay for the audit trail.
+CREATE UNIQUE INDEX admin_tokens_active_name ON admin_tokens (name) WHERE revoked_at IS NULL;
+ALTER TABLE audit ADD COLUMN actor text NOT NULL DEFAULT '';
+`,
 }

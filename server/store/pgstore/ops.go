@@ -114,6 +114,100 @@ func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time, audit 
 	return nil
 }
 
+// ---- admin tokens ----
+
+const adminTokenCols = `id, name, role, secret_hash, created_at, revoked_at`
+
+func scanAdminToken(sc interface{ Scan(...any) error }) (store.AdminToken, error) {
+	var t store.AdminToken
+	var revoked *time.Time
+	if err := sc.Scan(&t.ID, &t.Name, &t.Role, &t.SecretHash, &t.CreatedAt, &revoked); err != nil {
+		return store.AdminToken{}, err
+	}
+	t.CreatedAt = t.CreatedAt.UTC()
+	if revoked != nil {
+		t.RevokedAt = revoked.UTC()
+	}
+	return t, nil
+}
+
+// CreateAdminToken stores a named admin token and appends audit in one
+// transaction.
+func (s *Store) CreateAdminToken(ctx context.Context, t store.AdminToken, audit store.AuditEvent) error {
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		hash := t.SecretHash
+		if hash == nil {
+			hash = []byte{}
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO admin_tokens (`+adminTokenCols+`) VALUES ($1, $2, $3, $4, $5, $6)`,
+			t.ID, t.Name, t.Role, hash, s.orNow(t.CreatedAt), ts(t.RevokedAt))
+		if err != nil {
+			return constraintErr(err)
+		}
+		return s.insertAudit(ctx, tx, audit)
+	})
+	if err != nil {
+		return fmt.Errorf("create admin token %q: %w", t.Name, err)
+	}
+	return nil
+}
+
+// GetAdminToken returns the admin token with this id, or store.ErrNotFound.
+func (s *Store) GetAdminToken(ctx context.Context, id string) (store.AdminToken, error) {
+	t, err := scanAdminToken(s.pool.QueryRow(ctx, `SELECT `+adminTokenCols+` FROM admin_tokens WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		return store.AdminToken{}, fmt.Errorf("get admin token %s: %w", id, err)
+	}
+	return t, nil
+}
+
+// ListAdminTokens returns all admin tokens, newest first.
+func (s *Store) ListAdminTokens(ctx context.Context) ([]store.AdminToken, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+adminTokenCols+` FROM admin_tokens ORDER BY created_at DESC, id DESC`)
+	if err != nil {
+		return nil, fmt.Errorf("list admin tokens: %w", err)
+	}
+	defer rows.Close()
+	var ts []store.AdminToken
+	for rows.Next() {
+		t, err := scanAdminToken(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list admin tokens: %w", err)
+		}
+		ts = append(ts, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list admin tokens: %w", err)
+	}
+	return ts, nil
+}
+
+// RevokeAdminToken revokes the active admin token named name and appends
+// audit.
+func (s *Store) RevokeAdminToken(ctx context.Context, name string, at time.Time, audit store.AuditEvent) (store.AdminToken, error) {
+	var t store.AdminToken
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		var err error
+		t, err = scanAdminToken(tx.QueryRow(ctx, `UPDATE admin_tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL
+			RETURNING `+adminTokenCols, name, s.orNow(at).UTC().Truncate(time.Microsecond)))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return store.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		audit.TokenID = t.ID
+		return s.insertAudit(ctx, tx, audit)
+	})
+	if err != nil {
+		return store.AdminToken{}, fmt.Errorf("revoke admin token %q: %w", name, err)
+	}
+	return t, nil
+}
+
 // ---- envoys ----
 
 const envoyCols = `uuid, hostname, public_key, cert_serial, cert_not_after, os, arch, source_ip, method, rule,
@@ -496,9 +590,9 @@ func (s *Store) insertAudit(ctx context.Context, q querier, ev store.AuditEvent)
 		details = &str
 	}
 	_, err := q.Exec(ctx, `INSERT INTO audit (at, type, result, hostname, source_ip, method, rule, revision,
-		token_id, envoy_uuid, reason, replica, details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+		token_id, envoy_uuid, reason, replica, details, actor) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
 		s.orNow(ev.At), ev.Type, ev.Result, ev.Hostname, ev.SourceIP, ev.Method, ev.Rule, ev.Revision,
-		ev.TokenID, ev.EnvoyUUID, ev.Reason, ev.Replica, details)
+		ev.TokenID, ev.EnvoyUUID, ev.Reason, ev.Replica, details, ev.Actor)
 	if err != nil {
 		return fmt.Errorf("append audit %s: %w", ev.Type, err)
 	}
@@ -533,18 +627,45 @@ func (s *Store) ListAudit(ctx context.Context, since time.Time, limit int) ([]st
 		lim = limit
 	}
 	rows, err := s.pool.Query(ctx, `SELECT id, at, type, result, hostname, source_ip, method, rule, revision,
-		token_id, envoy_uuid, reason, replica, details FROM audit WHERE at >= $1 ORDER BY at, id LIMIT $2::bigint`,
+		token_id, envoy_uuid, reason, replica, details, actor FROM audit WHERE at >= $1 ORDER BY at, id LIMIT $2::bigint`,
 		since, lim)
 	if err != nil {
 		return nil, fmt.Errorf("list audit: %w", err)
 	}
+	return scanAudit(rows)
+}
+
+// ListAuditNewest returns the events q selects, newest first.
+func (s *Store) ListAuditNewest(ctx context.Context, q store.AuditQuery) ([]store.AuditEvent, error) {
+	var lim, before, since any // NULL: no bound
+	if q.Limit > 0 {
+		lim = q.Limit
+	}
+	if q.Before > 0 {
+		before = q.Before
+	}
+	if !q.Since.IsZero() {
+		since = q.Since
+	}
+	rows, err := s.pool.Query(ctx, `SELECT id, at, type, result, hostname, source_ip, method, rule, revision,
+		token_id, envoy_uuid, reason, replica, details, actor FROM audit
+		WHERE ($1 = '' OR type = $1) AND ($2::bigint IS NULL OR id < $2::bigint) AND ($3::timestamptz IS NULL OR at >= $3::timestamptz)
+		ORDER BY id DESC LIMIT $4::bigint`,
+		q.Type, before, since, lim)
+	if err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
+	}
+	return scanAudit(rows)
+}
+
+func scanAudit(rows pgx.Rows) ([]store.AuditEvent, error) {
 	defer rows.Close()
 	var evs []store.AuditEvent
 	for rows.Next() {
 		var ev store.AuditEvent
 		var details *string
 		if err := rows.Scan(&ev.ID, &ev.At, &ev.Type, &ev.Result, &ev.Hostname, &ev.SourceIP, &ev.Method, &ev.Rule,
-			&ev.Revision, &ev.TokenID, &ev.EnvoyUUID, &ev.Reason, &ev.Replica, &details); err != nil {
+			&ev.Revision, &ev.TokenID, &ev.EnvoyUUID, &ev.Reason, &ev.Replica, &details, &ev.Actor); err != nil {
 			return nil, fmt.Errorf("list audit: %w", err)
 		}
 		ev.At = ev.At.UTC()

@@ -173,4 +173,24 @@ ALTER TABLE envoys ADD COLUMN last_checkin_signed INTEGER;
 	`
 ALTER TABLE envoys ADD COLUMN update_allow_downgrade INTEGER NOT NULL DEFAULT 0;
 `,
+	// 7: audit events of one type, newest first (the registrations that
+	// "vigocli policy diff --replay" reads back in time).
+	`
+CREATE INDEX audit_type_id ON audit (type, id);
+`,
+	// 8: named admin tokens with roles, and who did what through the admin
+	// API (the token's name) in the audit log.
+	`
+CREATE TABLE admin_tokens (
+	id          TEXT    NOT NULL PRIMARY KEY,
+	name        TEXT    NOT NULL,
+	role        TEXT    NOT NULL CHECK (role IN ('admin', 'read-only')),
+	secret_hash BLOB    NOT NULL,
+	created_at  INTEGER NOT NULL,
+	revoked_at  INTEGER
+) STRICT;
+-- One active token per name; revoked ones stay for the audit trail.
+CREATE UNIQUE INDEX admin_tokens_active_name ON admin_tokens (name) WHERE revoked_at IS NULL;
+ALTER TABLE audit ADD COLUMN actor TEXT NOT NULL DEFAULT '';
+`,
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	sqlite3 "modernc.org/sqlite/lib"
@@ -115,6 +116,100 @@ func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time, audit 
 		return fmt.Errorf("revoke token %s: %w", id, err)
 	}
 	return nil
+}
+
+// ---- admin tokens ----
+
+const adminTokenCols = `id, name, role, secret_hash, created_at, revoked_at`
+
+func scanAdminToken(sc interface{ Scan(...any) error }) (store.AdminToken, error) {
+	var t store.AdminToken
+	var created, revoked sql.NullInt64
+	if err := sc.Scan(&t.ID, &t.Name, &t.Role, &t.SecretHash, &created, &revoked); err != nil {
+		return store.AdminToken{}, err
+	}
+	t.CreatedAt, t.RevokedAt = fromMS(created), fromMS(revoked)
+	return t, nil
+}
+
+// CreateAdminToken stores a named admin token and appends audit in one
+// transaction.
+func (s *Store) CreateAdminToken(ctx context.Context, t store.AdminToken, audit store.AuditEvent) error {
+	err := s.write(ctx, func(ctx context.Context, tx *wtx) error {
+		hash := t.SecretHash
+		if hash == nil {
+			hash = []byte{}
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO admin_tokens (`+adminTokenCols+`) VALUES (?, ?, ?, ?, ?, ?)`,
+			t.ID, t.Name, t.Role, hash, s.orNow(t.CreatedAt).UnixMilli(), ms(t.RevokedAt))
+		if err != nil {
+			return constraintErr(err)
+		}
+		return s.insertAudit(ctx, tx, audit)
+	})
+	if err != nil {
+		return fmt.Errorf("create admin token %q: %w", t.Name, err)
+	}
+	return nil
+}
+
+// GetAdminToken returns the admin token with this id, or store.ErrNotFound.
+func (s *Store) GetAdminToken(ctx context.Context, id string) (store.AdminToken, error) {
+	t, err := scanAdminToken(s.rdb.QueryRowContext(ctx, `SELECT `+adminTokenCols+` FROM admin_tokens WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		return store.AdminToken{}, fmt.Errorf("get admin token %s: %w", id, err)
+	}
+	return t, nil
+}
+
+// ListAdminTokens returns all admin tokens, newest first.
+func (s *Store) ListAdminTokens(ctx context.Context) ([]store.AdminToken, error) {
+	rows, err := s.rdb.QueryContext(ctx, `SELECT `+adminTokenCols+` FROM admin_tokens ORDER BY created_at DESC, id DESC`)
+	if err != nil {
+		return nil, fmt.Errorf("list admin tokens: %w", err)
+	}
+	defer rows.Close()
+	var ts []store.AdminToken
+	for rows.Next() {
+		t, err := scanAdminToken(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list admin tokens: %w", err)
+		}
+		ts = append(ts, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list admin tokens: %w", err)
+	}
+	return ts, nil
+}
+
+// RevokeAdminToken revokes the active admin token named name and appends
+// audit.
+func (s *Store) RevokeAdminToken(ctx context.Context, name string, at time.Time, audit store.AuditEvent) (store.AdminToken, error) {
+	var t store.AdminToken
+	err := s.write(ctx, func(ctx context.Context, tx *wtx) error {
+		var err error
+		t, err = scanAdminToken(tx.QueryRowContext(ctx, `SELECT `+adminTokenCols+` FROM admin_tokens WHERE name = ? AND revoked_at IS NULL`, name))
+		if errors.Is(err, sql.ErrNoRows) {
+			return store.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		t.RevokedAt = s.orNow(at).UTC().Truncate(time.Millisecond)
+		if _, err := tx.ExecContext(ctx, `UPDATE admin_tokens SET revoked_at = ? WHERE id = ?`, t.RevokedAt.UnixMilli(), t.ID); err != nil {
+			return err
+		}
+		audit.TokenID = t.ID
+		return s.insertAudit(ctx, tx, audit)
+	})
+	if err != nil {
+		return store.AdminToken{}, fmt.Errorf("revoke admin token %q: %w", name, err)
+	}
+	return t, nil
 }
 
 // ---- envoys ----
@@ -460,9 +555,9 @@ func (s *Store) insertAudit(ctx context.Context, q querier, ev store.AuditEvent)
 		details = string(b)
 	}
 	_, err := q.ExecContext(ctx, `INSERT INTO audit (at, type, result, hostname, source_ip, method, rule, revision,
-		token_id, envoy_uuid, reason, replica, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		token_id, envoy_uuid, reason, replica, details, actor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		s.orNow(ev.At).UnixMilli(), ev.Type, ev.Result, ev.Hostname, ev.SourceIP, ev.Method, ev.Rule, ev.Revision,
-		ev.TokenID, ev.EnvoyUUID, ev.Reason, ev.Replica, details)
+		ev.TokenID, ev.EnvoyUUID, ev.Reason, ev.Replica, details, ev.Actor)
 	if err != nil {
 		return fmt.Errorf("append audit %s: %w", ev.Type, err)
 	}
@@ -496,11 +591,39 @@ func (s *Store) ListAudit(ctx context.Context, since time.Time, limit int) ([]st
 		limit = -1 // SQLite: no limit
 	}
 	rows, err := s.rdb.QueryContext(ctx, `SELECT id, at, type, result, hostname, source_ip, method, rule, revision,
-		token_id, envoy_uuid, reason, replica, details FROM audit WHERE at >= ? ORDER BY at, id LIMIT ?`,
+		token_id, envoy_uuid, reason, replica, details, actor FROM audit WHERE at >= ? ORDER BY at, id LIMIT ?`,
 		since.UnixMilli(), limit)
 	if err != nil {
 		return nil, fmt.Errorf("list audit: %w", err)
 	}
+	return scanAudit(rows)
+}
+
+// ListAuditNewest returns the events q selects, newest first.
+func (s *Store) ListAuditNewest(ctx context.Context, q store.AuditQuery) ([]store.AuditEvent, error) {
+	limit := q.Limit
+	if limit <= 0 {
+		limit = -1 // SQLite: no limit
+	}
+	before := q.Before
+	if before <= 0 {
+		before = math.MaxInt64
+	}
+	var since int64 = math.MinInt64
+	if !q.Since.IsZero() {
+		since = q.Since.UnixMilli()
+	}
+	rows, err := s.rdb.QueryContext(ctx, `SELECT id, at, type, result, hostname, source_ip, method, rule, revision,
+		token_id, envoy_uuid, reason, replica, details, actor FROM audit
+		WHERE (? = '' OR type = ?) AND id < ? AND at >= ? ORDER BY id DESC LIMIT ?`,
+		q.Type, q.Type, before, since, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
+	}
+	return scanAudit(rows)
+}
+
+func scanAudit(rows *sql.Rows) ([]store.AuditEvent, error) {
 	defer rows.Close()
 	var evs []store.AuditEvent
 	for rows.Next() {
@@ -508,7 +631,7 @@ func (s *Store) ListAudit(ctx context.Context, since time.Time, limit int) ([]st
 		var at sql.NullInt64
 		var details sql.NullString
 		if err := rows.Scan(&ev.ID, &at, &ev.Type, &ev.Result, &ev.Hostname, &ev.SourceIP, &ev.Method, &ev.Rule,
-			&ev.Revision, &ev.TokenID, &ev.EnvoyUUID, &ev.Reason, &ev.Replica, &details); err != nil {
+			&ev.Revision, &ev.TokenID, &ev.EnvoyUUID, &ev.Reason, &ev.Replica, &details, &ev.Actor); err != nil {
 			return nil, fmt.Errorf("list audit: %w", err)
 		}
 		ev.At = fromMS(at)

@@ -98,6 +98,8 @@ func Run(t *testing.T, open Opener) {
 		{"RecordCheckins", testRecordCheckins},
 		{"ListEnvoys", testListEnvoys},
 		{"Audit", testAudit},
+		{"AuditNewest", testAuditNewest},
+		{"AdminTokens", testAdminTokens},
 		{"PolicyRevision", testPolicyRevision},
 		{"PolicyRefusals", testPolicyRefusals},
 		{"PolicyHistory", testPolicyHistory},
@@ -1021,7 +1023,7 @@ func testAudit(t *testing.T, s store.Store) {
 		{At: t0, Type: store.AuditPolicyApplied, Result: "ok", Revision: "r1"},
 		{At: t0.Add(time.Second).In(berlin), Type: store.AuditPolicyRejected, Result: "rejected", Revision: "r2",
 			Details: map[string]string{"error": "policy.cue:1:2: bad"}},
-		{At: t0.Add(2 * time.Second), Type: store.AuditTokenCreated, Result: "ok", TokenID: "t1", Method: "m", Rule: "r", EnvoyUUID: "u"},
+		{At: t0.Add(2 * time.Second), Type: store.AuditTokenCreated, Result: "ok", TokenID: "t1", Method: "m", Rule: "r", EnvoyUUID: "u", Actor: "ci"},
 	}
 	if err := s.AppendAudit(ctx, evs...); err != nil {
 		t.Fatalf("AppendAudit: %v", err)
@@ -1070,6 +1072,138 @@ func testAudit(t *testing.T, s store.Store) {
 				t.Errorf("ListAudit(%v, %d) (-want +got):\n%s", tc.since, tc.limit, diff)
 			}
 		})
+	}
+}
+
+func testAuditNewest(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	var evs []store.AuditEvent
+	for i := range 7 {
+		typ := store.AuditRegistration
+		if i%3 == 2 {
+			typ = store.AuditTokenCreated
+		}
+		evs = append(evs, store.AuditEvent{At: t0.Add(time.Duration(i) * time.Second), Type: typ, Result: "allowed",
+			Hostname: fmt.Sprintf("h%d.example.com", i), SourceIP: "192.0.2.1", Method: "approved"})
+	}
+	if err := s.AppendAudit(ctx, evs...); err != nil {
+		t.Fatalf("AppendAudit: %v", err)
+	}
+	all := listAudit(t, s) // oldest first, with IDs
+	if len(all) != 7 {
+		t.Fatalf("%d events, want 7", len(all))
+	}
+	rev := func(idx ...int) []store.AuditEvent {
+		var out []store.AuditEvent
+		for _, i := range idx {
+			out = append(out, all[i])
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		q    store.AuditQuery
+		want []store.AuditEvent
+	}{
+		{"everything, newest first", store.AuditQuery{}, rev(6, 5, 4, 3, 2, 1, 0)},
+		{"one type", store.AuditQuery{Type: store.AuditRegistration}, rev(6, 4, 3, 1, 0)},
+		{"first page", store.AuditQuery{Type: store.AuditRegistration, Limit: 2}, rev(6, 4)},
+		{"next page", store.AuditQuery{Type: store.AuditRegistration, Limit: 2, Before: all[4].ID}, rev(3, 1)},
+		{"last page", store.AuditQuery{Type: store.AuditRegistration, Limit: 2, Before: all[1].ID}, rev(0)},
+		{"since inclusive", store.AuditQuery{Type: store.AuditRegistration, Since: t0.Add(3 * time.Second).In(berlin)}, rev(6, 4, 3)},
+		{"since and before", store.AuditQuery{Since: t0.Add(time.Second), Before: all[3].ID}, rev(2, 1)},
+		{"no such type", store.AuditQuery{Type: "nope"}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s.ListAuditNewest(ctx, tc.q)
+			if err != nil {
+				t.Fatalf("ListAuditNewest: %v", err)
+			}
+			if diff := cmp.Diff(tc.want, got, cmpOpts...); diff != "" {
+				t.Errorf("ListAuditNewest(%+v) (-want +got):\n%s", tc.q, diff)
+			}
+		})
+	}
+}
+
+func testAdminTokens(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	tok := func(id, name, role string, at time.Time) store.AdminToken {
+		return store.AdminToken{ID: id, Name: name, Role: role, SecretHash: []byte("sha256-of-" + id), CreatedAt: at}
+	}
+	created := func(t store.AdminToken, actor string) store.AuditEvent {
+		return store.AuditEvent{At: t.CreatedAt, Type: store.AuditAdminTokenCreated, Result: "ok", TokenID: t.ID, Actor: actor,
+			Details: map[string]string{"name": t.Name, "role": t.Role}}
+	}
+	alice := tok("aaaaaaaaaa", "alice", store.RoleAdmin, t0)
+	ci := tok("cccccccccc", "ci", store.RoleReadOnly, t0.Add(time.Second).In(berlin))
+	for _, x := range []store.AdminToken{alice, ci} {
+		if err := s.CreateAdminToken(ctx, x, created(x, "admin")); err != nil {
+			t.Fatalf("CreateAdminToken(%s): %v", x.Name, err)
+		}
+	}
+	ci.CreatedAt = ci.CreatedAt.UTC()
+	auditBefore := listAudit(t, s)
+
+	// One active token per name; an id once.
+	dup := tok("dddddddddd", "ci", store.RoleAdmin, t0)
+	wantErr(t, "CreateAdminToken(same name)", s.CreateAdminToken(ctx, dup, created(dup, "admin")), store.ErrConflict)
+	dupID := tok("aaaaaaaaaa", "bob", store.RoleAdmin, t0)
+	wantErr(t, "CreateAdminToken(same id)", s.CreateAdminToken(ctx, dupID, created(dupID, "admin")), store.ErrConflict)
+	if diff := cmp.Diff(auditBefore, listAudit(t, s), cmpOpts...); diff != "" {
+		t.Errorf("a refused CreateAdminToken wrote audit (-before +after):\n%s", diff)
+	}
+
+	got, err := s.GetAdminToken(ctx, ci.ID)
+	if err != nil {
+		t.Fatalf("GetAdminToken: %v", err)
+	}
+	if diff := cmp.Diff(ci, got, cmpOpts...); diff != "" {
+		t.Errorf("GetAdminToken (-want +got):\n%s", diff)
+	}
+	_, err = s.GetAdminToken(ctx, "zzzzzzzzzz")
+	wantErr(t, "GetAdminToken(unknown)", err, store.ErrNotFound)
+
+	list, err := s.ListAdminTokens(ctx)
+	if err != nil {
+		t.Fatalf("ListAdminTokens: %v", err)
+	}
+	if diff := cmp.Diff([]store.AdminToken{ci, alice}, list, cmpOpts...); diff != "" {
+		t.Errorf("ListAdminTokens, newest first (-want +got):\n%s", diff)
+	}
+
+	// Revoke by name: the token stays, revoked; the name is free again.
+	rev := store.AuditEvent{At: t0.Add(time.Minute), Type: store.AuditAdminTokenRevoked, Result: "ok", Actor: "alice"}
+	r, err := s.RevokeAdminToken(ctx, "ci", t0.Add(time.Minute).In(berlin), rev)
+	if err != nil {
+		t.Fatalf("RevokeAdminToken: %v", err)
+	}
+	ci.RevokedAt = t0.Add(time.Minute)
+	if diff := cmp.Diff(ci, r, cmpOpts...); diff != "" {
+		t.Errorf("RevokeAdminToken result (-want +got):\n%s", diff)
+	}
+	if got, _ := s.GetAdminToken(ctx, ci.ID); !got.RevokedAt.Equal(ci.RevokedAt) {
+		t.Errorf("GetAdminToken after revoke: RevokedAt = %v", got.RevokedAt)
+	}
+	_, err = s.RevokeAdminToken(ctx, "ci", t0, rev)
+	wantErr(t, "RevokeAdminToken(again)", err, store.ErrNotFound)
+	ci2 := tok("eeeeeeeeee", "ci", store.RoleReadOnly, t0.Add(2*time.Minute))
+	if err := s.CreateAdminToken(ctx, ci2, created(ci2, "alice")); err != nil {
+		t.Errorf("CreateAdminToken(a revoked name again): %v", err)
+	}
+	revs := auditOf(listAudit(t, s), store.AuditAdminTokenRevoked)
+	if len(revs) != 1 || revs[0].TokenID != ci.ID || revs[0].Actor != "alice" {
+		t.Errorf("revocation audit = %+v, want one event with the token id and the actor", revs)
+	}
+
+	// The operator who revokes an envoy is its audit event's actor.
+	e := enroll(t, s, newEnvoy(1, "web1.example.com"))
+	if _, err := s.RevokeEnvoys(ctx, []store.Revocation{{UUID: e.UUID, Reason: "stolen", At: t0, Actor: "alice"}}); err != nil {
+		t.Fatalf("RevokeEnvoys: %v", err)
+	}
+	if evs := auditOf(listAudit(t, s), store.AuditEnvoyRevoked); len(evs) != 1 || evs[0].Actor != "alice" {
+		t.Errorf("envoy.revoked audit = %+v, want actor alice", evs)
 	}
 }
 
