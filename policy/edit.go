@@ -52,6 +52,28 @@ type TrustedEdit struct {
 	Name    string
 	Pattern string
 	CIDRs   []string
+	// Replace is who may replace an active envoy of a matching hostname
+	// ("any", "token" or "proof"); empty leaves it out (the default, "any").
+	Replace string
+}
+
+// checkReplace checks a replace value given to an edit: empty (left out)
+// or one of the values of #Replace.
+func checkReplace(op, replace string) error {
+	switch replace {
+	case "", "any", "token", "proof":
+		return nil
+	}
+	return fmt.Errorf("%s: replace %q: want any, token or proof", op, replace)
+}
+
+// approvedPattern returns the pattern of an entry of approved: a string, or
+// the pattern field of a {pattern, replace} struct.
+func approvedPattern(e ast.Expr) (string, bool) {
+	if v, ok := stringLit(e); ok {
+		return v, true
+	}
+	return structString(e, "pattern")
 }
 
 // Settings that [SetSetting] can change, by the names vigocli uses.
@@ -63,9 +85,12 @@ const (
 // AddApproved appends patterns to the list approved. Each pattern is
 // checked and normalised (lower case, no trailing dot); one that is
 // already approved is an error.
-func AddApproved(files []File, patterns ...string) (*EditResult, error) {
+func AddApproved(files []File, replace string, patterns ...string) (*EditResult, error) {
 	if len(patterns) == 0 {
 		return nil, errors.New("approved add: no pattern given")
+	}
+	if err := checkReplace("approved add", replace); err != nil {
+		return nil, err
 	}
 	var norm []string
 	for _, p := range patterns {
@@ -89,18 +114,29 @@ func AddApproved(files []File, patterns ...string) (*EditResult, error) {
 			return nil, err
 		}
 		for i, el := range l.elems() {
-			if v, ok := stringLit(el); ok {
+			if v, ok := approvedPattern(el); ok {
 				if g, err := CompileGlob(v); err == nil && g.String() == p {
 					return nil, fmt.Errorf("approved add: pattern %s is already approved at %s (approved[%d]): %w", p, posText(el.Pos()), i, ErrNoChange)
 				}
 			}
 		}
 		where = l.where()
-		if err := s.appendElem(l, func(string) (string, error) { return cueString(p), nil }); err != nil {
+		entry := func(string) (string, error) { return cueString(p), nil }
+		if replace != "" {
+			fields := []kv{{"pattern", ast.NewString(p)}, {"replace", ast.NewString(replace)}}
+			entry = func(indent string) (string, error) { return structText(fields, false, indent) }
+		}
+		if err := s.appendElem(l, entry); err != nil {
 			return nil, err
 		}
 	}
-	return s.result(where, "approve "+strings.Join(norm, ", "), prefixed("approved: + ", norm))
+	details := prefixed("approved: + ", norm)
+	if replace != "" {
+		for i := range details {
+			details[i] += " (replace: " + replace + ")"
+		}
+	}
+	return s.result(where, "approve "+strings.Join(norm, ", "), details)
 }
 
 // RemoveApproved removes patterns from the list approved. A pattern is
@@ -127,7 +163,7 @@ func RemoveApproved(files []File, patterns ...string) (*EditResult, error) {
 		}
 		idx := -1
 		for i, el := range l.elems() {
-			if v, ok := stringLit(el); ok {
+			if v, ok := approvedPattern(el); ok {
 				if h, err := CompileGlob(v); err == nil && h.String() == g.String() {
 					idx = i
 					break
@@ -160,6 +196,9 @@ func AddTrusted(files []File, e TrustedEdit) (*EditResult, error) {
 	if len(e.CIDRs) == 0 {
 		return nil, errors.New("trusted add: at least one CIDR is required")
 	}
+	if err := checkReplace("trusted add", e.Replace); err != nil {
+		return nil, err
+	}
 	var cidrs []string
 	for _, c := range e.CIDRs {
 		p, err := netip.ParsePrefix(strings.TrimSpace(c))
@@ -185,11 +224,17 @@ func AddTrusted(files []File, e TrustedEdit) (*EditResult, error) {
 		}
 	}
 	fields := []kv{{"name", ast.NewString(e.Name)}, {"pattern", ast.NewString(g.String())}, {"cidrs", strList(cidrs)}}
+	if e.Replace != "" {
+		fields = append(fields, kv{"replace", ast.NewString(e.Replace)})
+	}
 	if err := s.appendElem(l, func(indent string) (string, error) { return structText(fields, l.multiline(), indent) }); err != nil {
 		return nil, err
 	}
-	return s.result(l.where(), fmt.Sprintf("trust %s from %s (%s)", g, strings.Join(cidrs, ", "), e.Name),
-		[]string{fmt.Sprintf("trusted_enrollment: + %q pattern %s, cidrs %s", e.Name, g, strings.Join(cidrs, " "))})
+	detail := fmt.Sprintf("trusted_enrollment: + %q pattern %s, cidrs %s", e.Name, g, strings.Join(cidrs, " "))
+	if e.Replace != "" {
+		detail += ", replace: " + e.Replace
+	}
+	return s.result(l.where(), fmt.Sprintf("trust %s from %s (%s)", g, strings.Join(cidrs, ", "), e.Name), []string{detail})
 }
 
 // RemoveTrusted removes the trusted_enrollment entry named name.

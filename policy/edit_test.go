@@ -68,10 +68,11 @@ func TestEditGolden(t *testing.T) {
 		// makes fail (vigocli then refuses to write it).
 		failing int
 	}{
-		{name: "approved_add", edit: func(f []File) (*EditResult, error) { return AddApproved(f, "*.stage.example.com") }},
+		{name: "approved_add", edit: func(f []File) (*EditResult, error) { return AddApproved(f, "", "*.stage.example.com") }},
 		{name: "approved_add_two", edit: func(f []File) (*EditResult, error) {
-			return AddApproved(f, "*.Stage.example.com.", "build?.example.com")
+			return AddApproved(f, "", "*.Stage.example.com.", "build?.example.com")
 		}},
+		{name: "approved_add_replace", edit: func(f []File) (*EditResult, error) { return AddApproved(f, "proof", "*.stage.example.com") }},
 		{name: "approved_remove", edit: func(f []File) (*EditResult, error) { return RemoveApproved(f, "backup1.example.com") }},
 		{name: "approved_remove_group", edit: func(f []File) (*EditResult, error) {
 			// The comment above the two single hosts goes with the last of them.
@@ -79,6 +80,9 @@ func TestEditGolden(t *testing.T) {
 		}, failing: 1},
 		{name: "trusted_add", edit: func(f []File) (*EditResult, error) {
 			return AddTrusted(f, TrustedEdit{Name: "lab", Pattern: "*.lab.example.com", CIDRs: []string{"10.30.0.0/16", "fd00:30::/48"}})
+		}},
+		{name: "trusted_add_replace", edit: func(f []File) (*EditResult, error) {
+			return AddTrusted(f, TrustedEdit{Name: "lab", Pattern: "*.lab.example.com", CIDRs: []string{"10.30.0.0/16"}, Replace: "token"})
 		}},
 		{name: "trusted_remove", edit: func(f []File) (*EditResult, error) { return RemoveTrusted(f, "dc2-servers") }},
 		{name: "revoke_hostname", edit: func(f []File) (*EditResult, error) {
@@ -154,14 +158,14 @@ func TestEditRefusals(t *testing.T) {
 		{
 			name:     "already approved",
 			files:    map[string]string{"a.cue": pkg + "approved: [\"*.web.example.com\"]\n"},
-			edit:     func(f []File) (*EditResult, error) { return AddApproved(f, "*.WEB.example.com.") },
+			edit:     func(f []File) (*EditResult, error) { return AddApproved(f, "", "*.WEB.example.com.") },
 			want:     "pattern *.web.example.com is already approved at a.cue:3:12 (approved[0])",
 			noChange: true,
 		},
 		{
 			name:  "invalid pattern",
 			files: map[string]string{"a.cue": pkg + "approved: []\n"},
-			edit:  func(f []File) (*EditResult, error) { return AddApproved(f, "web[1].example.com") },
+			edit:  func(f []File) (*EditResult, error) { return AddApproved(f, "", "web[1].example.com") },
 			want:  `only '*' and '?' are special`,
 		},
 		{
@@ -174,13 +178,13 @@ func TestEditRefusals(t *testing.T) {
 		{
 			name:  "built by a comprehension",
 			files: map[string]string{"a.cue": pkg + "_teams: web: [\"a.example.com\"]\napproved: [for _, l in _teams for p in l {p}]\n"},
-			edit:  func(f []File) (*EditResult, error) { return AddApproved(f, "b.example.com") },
+			edit:  func(f []File) (*EditResult, error) { return AddApproved(f, "", "b.example.com") },
 			want:  "approved at a.cue:4:11 is built by a comprehension (for ... in ...): vigocli edits only a plain list; edit the values the comprehension reads by hand",
 		},
 		{
 			name:  "built by a call",
 			files: map[string]string{"a.cue": pkg + "import \"list\"\n\n_a: [\"a.example.com\"]\n_b: [\"b.example.com\"]\napproved: list.Concat([_a, _b])\n"},
-			edit:  func(f []File) (*EditResult, error) { return AddApproved(f, "c.example.com") },
+			edit:  func(f []File) (*EditResult, error) { return AddApproved(f, "", "c.example.com") },
 			want:  "approved at a.cue:7:11 is not a list written out as [...] but an expression that builds it",
 		},
 		{
@@ -189,7 +193,7 @@ func TestEditRefusals(t *testing.T) {
 				"a.cue": pkg + "approved: [\"a.example.com\"]\n",
 				"b.cue": pkg + "approved: [\"a.example.com\"]\n",
 			},
-			edit: func(f []File) (*EditResult, error) { return AddApproved(f, "c.example.com") },
+			edit: func(f []File) (*EditResult, error) { return AddApproved(f, "", "c.example.com") },
 			want: "approved is declared 2 times (a.cue:3:1, b.cue:3:1)",
 		},
 		{
@@ -274,7 +278,7 @@ func TestEditRefusals(t *testing.T) {
 		{
 			name:  "a file that does not parse",
 			files: map[string]string{"a.cue": pkg + "approved: [\n"},
-			edit:  func(f []File) (*EditResult, error) { return AddApproved(f, "a.example.com") },
+			edit:  func(f []File) (*EditResult, error) { return AddApproved(f, "", "a.example.com") },
 			want:  "a.cue does not parse, so it cannot be edited",
 		},
 	}
@@ -313,13 +317,13 @@ func TestEditLayouts(t *testing.T) {
 		{
 			name:  "one-line list",
 			files: map[string]string{"a.cue": pkg + "approved: [\"a.example.com\"] // short\n"},
-			edit:  func(f []File) (*EditResult, error) { return AddApproved(f, "b.example.com") },
+			edit:  func(f []File) (*EditResult, error) { return AddApproved(f, "", "b.example.com") },
 			want:  map[string]string{"a.cue": pkg + "approved: [\"a.example.com\", \"b.example.com\"] // short\n"},
 		},
 		{
 			name:  "empty list",
 			files: map[string]string{"a.cue": pkg + "approved: []\n"},
-			edit:  func(f []File) (*EditResult, error) { return AddApproved(f, "b.example.com") },
+			edit:  func(f []File) (*EditResult, error) { return AddApproved(f, "", "b.example.com") },
 			want:  map[string]string{"a.cue": pkg + "approved: [\"b.example.com\"]\n"},
 		},
 		{
@@ -337,7 +341,7 @@ func TestEditLayouts(t *testing.T) {
 		{
 			name:  "last element without a comma, bracket on its line",
 			files: map[string]string{"a.cue": pkg + "approved: [\n\t\"a.example.com\"]\n"},
-			edit:  func(f []File) (*EditResult, error) { return AddApproved(f, "b.example.com") },
+			edit:  func(f []File) (*EditResult, error) { return AddApproved(f, "", "b.example.com") },
 			want:  map[string]string{"a.cue": pkg + "approved: [\n\t\"a.example.com\",\n\t\"b.example.com\",\n]\n"},
 		},
 		{
@@ -351,7 +355,7 @@ func TestEditLayouts(t *testing.T) {
 		{
 			name:  "no approved yet: a new file",
 			files: map[string]string{"t.cue": pkg + "trusted_enrollment: []\n"},
-			edit:  func(f []File) (*EditResult, error) { return AddApproved(f, "a.example.com") },
+			edit:  func(f []File) (*EditResult, error) { return AddApproved(f, "", "a.example.com") },
 			want:  map[string]string{"approved.cue": pkg + "approved: [\"a.example.com\"]\n"},
 		},
 		{
@@ -377,7 +381,7 @@ func TestEditLayouts(t *testing.T) {
 		{
 			name:  "quoted label, other file untouched",
 			files: map[string]string{"a.cue": pkg + "\"approved\": [\n\t\"a.example.com\", // first\n]\n", "b.cue": pkg + "cert_validity: \"1h\"\n"},
-			edit:  func(f []File) (*EditResult, error) { return AddApproved(f, "b.example.com") },
+			edit:  func(f []File) (*EditResult, error) { return AddApproved(f, "", "b.example.com") },
 			want:  map[string]string{"a.cue": pkg + "\"approved\": [\n\t\"a.example.com\", // first\n\t\"b.example.com\",\n]\n"},
 		},
 	}

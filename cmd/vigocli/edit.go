@@ -303,13 +303,19 @@ func newApprovedCmd(g *globals) *cobra.Command {
 	ev.register(cmd)
 	for _, add := range []bool{true, false} {
 		ef := &editFlags{}
+		var replace string
 		c := &cobra.Command{
 			Use:   "add PATTERN...",
 			Short: "Approve hostname patterns: hosts matching them enroll from anywhere without a token",
 			Long: `Add appends each PATTERN (a hostname glob, such as *.stage.example.com) to the list
 approved of the policy. A pattern already approved is refused.
+
+Anyone who can reach the server can claim an approved name, so say with --replace who
+may take over the name of a host that is already enrolled: token (a one-time token for
+that hostname, or the envoy itself) or proof (only the envoy itself; revoke it first to
+re-enroll a host that lost its key). Without --replace, anyone matching may (any).
 ` + editHelp,
-			Example: `  vigocli approved add '*.stage.example.com' --commit
+			Example: `  vigocli approved add '*.stage.example.com' --replace proof --commit
   vigocli approved add web7.example.com --dir policy --dry-run`,
 			Args: minArgs(1, "a pattern"),
 		}
@@ -326,16 +332,22 @@ enrolled by it stay enrolled; new registrations need another rule or a token.
 		c.RunE = func(cmd *cobra.Command, args []string) error {
 			return runEdit(cmd.Context(), g, ev, ef, name, func(files []policy.File) (*policy.EditResult, error) {
 				if add {
-					return policy.AddApproved(files, args...)
+					return policy.AddApproved(files, replace, args...)
 				}
 				return policy.RemoveApproved(files, args...)
 			})
+		}
+		if add {
+			c.Flags().StringVar(&replace, "replace", "", replaceHelp+" (default any)")
 		}
 		ef.register(c)
 		cmd.AddCommand(c)
 	}
 	return cmd
 }
+
+// replaceHelp describes --replace of the add commands.
+const replaceHelp = "who may replace an enrolled envoy of a matching hostname (--force): any, token or proof"
 
 func newTrustedCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
@@ -368,6 +380,7 @@ entry is named --name (unique), which names the rule in decisions and audit logs
 	add.Flags().StringVar(&te.Name, "name", "", "name of the entry (unique)")
 	add.Flags().StringVar(&te.Pattern, "pattern", "", "hostname glob, such as *.lab.example.com")
 	add.Flags().StringSliceVar(&te.CIDRs, "cidr", nil, "source network in CIDR notation (repeat, or separate with commas)")
+	add.Flags().StringVar(&te.Replace, "replace", "", replaceHelp+" (default any)")
 	addFlags.register(add)
 
 	rmFlags := &editFlags{}
