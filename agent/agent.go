@@ -161,10 +161,8 @@ func (a *Agent) Checkin(ctx context.Context) (*CheckinResult, error) {
 		Os:                runtime.GOOS,
 		Arch:              runtime.GOARCH,
 		TimestampUnixNano: a.cfg.Now().UnixNano(),
-		Nonce:             make([]byte, agentpb.NonceSize),
 	}
-	_, _ = rand.Read(req.Nonce) // never fails since Go 1.24
-	req.Signature = ed25519.Sign(enr.Key, req.SigningBytes())
+	req.Sign(enr.Key)
 
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -175,7 +173,7 @@ func (a *Agent) Checkin(ctx context.Context) (*CheckinResult, error) {
 	a.mu.Lock()
 	a.handshakeRefusals = 0
 	a.mu.Unlock()
-	if err := VerifyResponse(enr.ServerKey, req, resp); err != nil {
+	if err := agentpb.VerifyResponse(enr.ServerKey, req, resp); err != nil {
 		return nil, err
 	}
 	res := &CheckinResult{
@@ -184,18 +182,6 @@ func (a *Agent) Checkin(ctx context.Context) (*CheckinResult, error) {
 		Actions:    resp.GetActions(),
 	}
 	return res, nil
-}
-
-// VerifyResponse checks that resp answers req and is signed by the pinned
-// server key.
-func VerifyResponse(serverKey ed25519.PublicKey, req *agentpb.CheckinRequest, resp *agentpb.CheckinResponse) error {
-	if !ed25519.Verify(serverKey, resp.SigningBytes(), resp.GetSignature()) {
-		return errors.New("check-in answer is not signed by the pinned server key")
-	}
-	if resp.GetUuid() != req.GetUuid() || string(resp.GetRequestNonce()) != string(req.GetNonce()) {
-		return errors.New("check-in answer is for another request")
-	}
-	return nil
 }
 
 // classify turns refusals into a *RevokedError where they are final.

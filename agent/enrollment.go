@@ -10,8 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/vigo-enroll/vigo/schemas/agentbuild"
 	"github.com/vigo-enroll/vigo/schemas/atomicfile"
+	"github.com/vigo-enroll/vigo/schemas/pemkey"
 )
 
 // Enrollment is this envoy's identity as saved by Register: the config
@@ -45,7 +45,7 @@ func Load(dir string) (*Enrollment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load enrollment: %w", err)
 	}
-	if e.Key, err = decodeKey(kb); err != nil {
+	if e.Key, err = pemkey.ParsePrivate(kb); err != nil {
 		return nil, fmt.Errorf("load enrollment key %s: %w", path(f.KeyFile), err)
 	}
 	cb, err := os.ReadFile(path(f.CertFile))
@@ -63,7 +63,7 @@ func Load(dir string) (*Enrollment, error) {
 	if e.CA, err = decodeCert(ab); err != nil {
 		return nil, fmt.Errorf("load enrollment CA %s: %w", path(f.CAFile), err)
 	}
-	if e.ServerKey, err = decodePublicKey(f.ServerPublicKey); err != nil {
+	if e.ServerKey, err = pemkey.ParsePublic([]byte(f.ServerPublicKey)); err != nil {
 		return nil, fmt.Errorf("load enrollment: server public key: %w", err)
 	}
 	e.Interval = time.Minute
@@ -126,10 +126,7 @@ func (e *Enrollment) HTTPSTLSConfig() *tls.Config {
 // registration; from then on every agent build must be signed by it. A
 // different key already pinned is an error: a pin is never replaced.
 func (e *Enrollment) PinAgentSigningKey(key ed25519.PublicKey) error {
-	pemKey, err := agentbuild.MarshalPublicKey(key)
-	if err != nil {
-		return err
-	}
+	pemKey := pemkey.MarshalPublic(key)
 	switch cur := e.File.AgentSigningKey; {
 	case cur == string(pemKey):
 		return nil

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vigo-enroll/vigo/schemas/atomicfile"
+	"github.com/vigo-enroll/vigo/schemas/pemkey"
 )
 
 // DefaultDir is the default config folder.
@@ -101,30 +102,6 @@ func writeJSON(path string, v any, perm os.FileMode) error {
 	return atomicfile.Write(path, append(b, '\n'), perm)
 }
 
-func encodeKey(k ed25519.PrivateKey) ([]byte, error) {
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		return nil, fmt.Errorf("marshal key: %w", err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
-}
-
-func decodeKey(b []byte) (ed25519.PrivateKey, error) {
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != "PRIVATE KEY" {
-		return nil, errors.New("no PEM PRIVATE KEY block")
-	}
-	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
-	if err != nil {
-		return nil, err
-	}
-	ek, ok := k.(ed25519.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("key is %T, not Ed25519", k)
-	}
-	return ek, nil
-}
-
 func encodeCert(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
@@ -142,38 +119,11 @@ func decodeCert(b []byte) (*x509.Certificate, error) {
 	}
 }
 
-func decodePublicKey(s string) (ed25519.PublicKey, error) {
-	blk, _ := pem.Decode([]byte(s))
-	if blk == nil || blk.Type != "PUBLIC KEY" {
-		return nil, errors.New("no PEM PUBLIC KEY block")
-	}
-	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
-	if err != nil {
-		return nil, err
-	}
-	ek, ok := k.(ed25519.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("key is %T, not Ed25519", k)
-	}
-	return ek, nil
-}
-
-func encodePublicKey(k ed25519.PublicKey) (string, error) {
-	der, err := x509.MarshalPKIXPublicKey(k)
-	if err != nil {
-		return "", err
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), nil
-}
-
 // WriteEnrollment saves an enrollment in dir: ca.pem, cert.pem, key.pem
 // (0600), then config (f with the file names set), each atomically. The
 // config goes last so that it never points at missing files.
 func WriteEnrollment(dir string, f File, key ed25519.PrivateKey, cert, ca *x509.Certificate) error {
-	keyPEM, err := encodeKey(key)
-	if err != nil {
-		return err
-	}
+	keyPEM := pemkey.MarshalPrivate(key)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("save enrollment: %w", err)
 	}

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/schemas/pemkey"
 )
 
 // DefaultHTTPSPort is the server's HTTPS port when --server names none.
@@ -103,10 +104,7 @@ func Register(ctx context.Context, p RegisterParams) (*Enrollment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("register: generate key: %w", err)
 	}
-	pubPEM, err := encodePublicKey(pub)
-	if err != nil {
-		return nil, fmt.Errorf("register: encode key: %w", err)
-	}
+	pubPEM := string(pemkey.MarshalPublic(pub))
 	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
 		Subject: pkix.Name{CommonName: p.Hostname}, DNSNames: []string{p.Hostname},
 	}, key)
@@ -333,7 +331,7 @@ func checkRegisterResponse(r *apiv1.RegisterResponse, pub ed25519.PublicKey, pin
 	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return nil, nil, fmt.Errorf("register: the certificate returned does not verify against the CA returned: %w", err)
 	}
-	if _, err := decodePublicKey(r.ServerPublicKey); err != nil {
+	if _, err := pemkey.ParsePublic([]byte(r.ServerPublicKey)); err != nil {
 		return nil, nil, fmt.Errorf("register: answer server_public_key: %w", err)
 	}
 	return cert, caCert, nil

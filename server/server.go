@@ -170,7 +170,7 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 	}
 	// Every change to an envoy, whoever makes it (policy controller,
 	// admin API, registration, renewal), reaches the gRPC server's cache.
-	notify := &notifyingStore{Store: st}
+	notify := &store.Notifying{Store: st}
 	s.store = notify
 
 	distDir := cfg.Agent.DistDir
@@ -211,7 +211,7 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 	}
 	// Wired before anything can change an envoy (the policy controller's
 	// restore below included).
-	notify.changed = s.grpc.EnvoyChanged
+	notify.Changed = s.grpc.EnvoyChanged
 
 	if err := s.startFeedback(); err != nil {
 		return nil, err
@@ -663,45 +663,4 @@ func (s *Server) Close() {
 	if s.store != nil {
 		_ = s.store.Close()
 	}
-}
-
-// notifyingStore reports every envoy it changes, so the gRPC server's
-// cache drops it at once.
-type notifyingStore struct {
-	store.Store
-	changed func(uuid string)
-}
-
-func (n *notifyingStore) tell(uuid string) {
-	if n.changed != nil {
-		n.changed(uuid)
-	}
-}
-
-func (n *notifyingStore) Enroll(ctx context.Context, p store.EnrollParams) ([]store.Envoy, error) {
-	replaced, err := n.Store.Enroll(ctx, p)
-	for _, e := range replaced {
-		n.tell(e.UUID)
-	}
-	return replaced, err
-}
-
-func (n *notifyingStore) RevokeEnvoys(ctx context.Context, rs []store.Revocation) ([]store.Envoy, error) {
-	revoked, err := n.Store.RevokeEnvoys(ctx, rs)
-	for _, e := range revoked {
-		n.tell(e.UUID)
-	}
-	return revoked, err
-}
-
-func (n *notifyingStore) SetEnvoyFlags(ctx context.Context, uuid string, f store.EnvoyFlags, a store.AuditEvent) error {
-	err := n.Store.SetEnvoyFlags(ctx, uuid, f, a)
-	n.tell(uuid)
-	return err
-}
-
-func (n *notifyingStore) RenewCertificate(ctx context.Context, p store.RenewParams) error {
-	err := n.Store.RenewCertificate(ctx, p)
-	n.tell(p.UUID)
-	return err
 }

@@ -32,7 +32,7 @@ func TestNewStartupErrors(t *testing.T) {
 	}{
 		{"short webhook secret", func(c *server.Config) { c.Policy.WebhookSecretFile = short }, "the secret must be at least 16 characters"},
 		{"missing webhook secret", func(c *server.Config) { c.Policy.WebhookSecretFile = filepath.Join(dir, "missing") }, "read policy.webhook_secret_file"},
-		{"agent signing key not PEM", func(c *server.Config) { c.Agent.SigningKeyFile = notKey }, "no PEM PUBLIC KEY block"},
+		{"agent signing key not PEM", func(c *server.Config) { c.Agent.SigningKeyFile = notKey }, "not a PEM PUBLIC KEY block"},
 		{"missing policy folder", func(c *server.Config) { c.Policy.Dir = filepath.Join(dir, "no-policy") }, "policy.dir"},
 	}
 	for _, tt := range tests {

@@ -2,11 +2,9 @@ package fleetsim
 
 import (
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -58,22 +56,15 @@ func (e *Envoy) TLSCertificate() (tls.Certificate, error) {
 func (e *Envoy) SignCheckin(now time.Time) *agentpb.CheckinRequest {
 	req := &agentpb.CheckinRequest{
 		Uuid: e.UUID, Hostname: e.Hostname, AgentVersion: AgentVersion, Os: "linux", Arch: "amd64",
-		TimestampUnixNano: now.UnixNano(), Nonce: make([]byte, agentpb.NonceSize),
+		TimestampUnixNano: now.UnixNano(),
 	}
-	_, _ = rand.Read(req.Nonce) // crypto/rand.Read never fails
-	req.Signature = ed25519.Sign(e.Key, req.SigningBytes())
+	req.Sign(e.Key)
 	return req
 }
 
 // VerifyResponse checks that resp is the pinned server's answer to req.
 func (e *Envoy) VerifyResponse(req *agentpb.CheckinRequest, resp *agentpb.CheckinResponse) error {
-	if resp.GetUuid() != req.GetUuid() || string(resp.GetRequestNonce()) != string(req.GetNonce()) {
-		return errors.New("verify check-in response: it answers another request")
-	}
-	if !ed25519.Verify(e.ServerPublicKey, resp.SigningBytes(), resp.GetSignature()) {
-		return errors.New("verify check-in response: bad signature")
-	}
-	return nil
+	return agentpb.VerifyResponse(e.ServerPublicKey, req, resp)
 }
 
 // AgentVersion is the agent version the simulated envoys report.

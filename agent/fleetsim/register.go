@@ -22,6 +22,7 @@ import (
 
 	"github.com/vigo-enroll/vigo/agent"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/schemas/pemkey"
 )
 
 // ParseServer turns HOST:PORT or https://HOST[:PORT] into a base URL
@@ -87,10 +88,6 @@ func (r *registrar) register(ctx context.Context, srv int, hostname string) (*En
 	if err != nil {
 		return nil, nil, fmt.Errorf("register %s: generate key: %w", hostname, err)
 	}
-	pubDER, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return nil, nil, fmt.Errorf("register %s: %w", hostname, err)
-	}
 	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
 		Subject: pkix.Name{CommonName: hostname}, DNSNames: []string{hostname},
 	}, key)
@@ -99,7 +96,7 @@ func (r *registrar) register(ctx context.Context, srv int, hostname string) (*En
 	}
 	body, err := json.Marshal(apiv1.RegisterRequest{
 		Hostname: hostname, OS: "linux", Arch: runtime.GOARCH,
-		PublicKey: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})),
+		PublicKey: string(pemkey.MarshalPublic(pub)),
 		CSR:       string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr})),
 	})
 	if err != nil {
@@ -157,17 +154,9 @@ func EnvoyFromRegistration(r *apiv1.RegisterResponse, key ed25519.PrivateKey, se
 	if err != nil {
 		return nil, nil, fmt.Errorf("register: answer CA: %w", err)
 	}
-	spDER, err := pemBytes(r.ServerPublicKey, "PUBLIC KEY")
+	serverKey, err := pemkey.ParsePublic([]byte(r.ServerPublicKey))
 	if err != nil {
 		return nil, nil, fmt.Errorf("register: answer server_public_key: %w", err)
-	}
-	sp, err := x509.ParsePKIXPublicKey(spDER)
-	if err != nil {
-		return nil, nil, fmt.Errorf("register: answer server_public_key: %w", err)
-	}
-	serverKey, ok := sp.(ed25519.PublicKey)
-	if !ok {
-		return nil, nil, errors.New("register: answer server_public_key is not Ed25519")
 	}
 	addr, err := agent.GRPCAddress(r.GRPCAddress, base.Hostname())
 	if err != nil {

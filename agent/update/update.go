@@ -46,6 +46,7 @@ import (
 
 	"github.com/vigo-enroll/vigo/schemas/agentbuild"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/schemas/pemkey"
 )
 
 // DefaultMaxSize bounds a download when Updater.MaxSize is zero.
@@ -401,7 +402,11 @@ func (u *Updater) servedSigningKey(ctx context.Context) (ed25519.PublicKey, erro
 	if err != nil {
 		return nil, err
 	}
-	return agentbuild.ParsePublicKey(body)
+	k, err := pemkey.ParsePublic(body)
+	if err != nil {
+		return nil, fmt.Errorf("served agent signing key: %w", err)
+	}
+	return k, nil
 }
 
 // do sends a GET for a server-relative path; an absolute URL must point at

@@ -37,7 +37,7 @@ func TestRegister(t *testing.T) {
 		reached  bool // the request reached the server
 	}{
 		{"trust on first use", []string{"--hostname", "Reg1.Example.com.", "--config-dir", dir}, 0, "checked in over mTLS", "not verified", true},
-		{"hostname taken", []string{"--hostname", "reg1.example.com", "--config-dir", dir}, 1, "", "an active envoy with this hostname already exists (HTTP 409)", true},
+		{"hostname taken", []string{"--hostname", "reg1.example.com", "--config-dir", dir}, 1, "", "an active envoy with this hostname already exists; re-run with --force to replace it (the old envoy is revoked) (HTTP 409)", true},
 		{"force", []string{"--hostname", "reg1.example.com", "--force", "--config-dir", dir}, 0, "checked in over mTLS", "", true},
 		{"wrong fingerprint", []string{"--hostname", "reg2.example.com", "--ca-fingerprint", wrong, "--config-dir", pinnedDir}, 1, "", "no CA matching --ca-fingerprint", false},
 		{"bad fingerprint", []string{"--hostname", "reg2.example.com", "--ca-fingerprint", "xyz", "--config-dir", pinnedDir}, 1, "", "64 hex digits", false},

@@ -10,7 +10,7 @@ import (
 
 	"github.com/vigo-enroll/vigo/agent"
 	"github.com/vigo-enroll/vigo/agent/update"
-	"github.com/vigo-enroll/vigo/schemas/agentbuild"
+	"github.com/vigo-enroll/vigo/schemas/pemkey"
 )
 
 // updateTimeout bounds one self-update (metadata and download).
@@ -71,7 +71,7 @@ func pinnedSigningKey(e *agent.Enrollment) (ed25519.PublicKey, error) {
 	if e.File.AgentSigningKey == "" {
 		return nil, nil
 	}
-	key, err := agentbuild.ParsePublicKey([]byte(e.File.AgentSigningKey))
+	key, err := pemkey.ParsePublic([]byte(e.File.AgentSigningKey))
 	if err != nil {
 		return nil, fmt.Errorf("pinned agent signing key in %s: %w", e.Dir, err)
 	}

@@ -21,12 +21,9 @@ package agentbuild
 
 import (
 	"crypto/ed25519"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/pem"
-	"errors"
 	"fmt"
 	"strings"
 )
@@ -84,33 +81,6 @@ func Verify(pub ed25519.PublicKey, b Build, sigB64 string) bool {
 		return false
 	}
 	return ed25519.Verify(pub, st, sig)
-}
-
-// MarshalPublicKey encodes a signing public key as PEM "PUBLIC KEY" (PKIX),
-// the form the server serves, registration answers carry and envoys pin.
-func MarshalPublicKey(pub ed25519.PublicKey) ([]byte, error) {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return nil, fmt.Errorf("marshal signing public key: %w", err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
-}
-
-// ParsePublicKey decodes a PEM "PUBLIC KEY" holding an Ed25519 key.
-func ParsePublicKey(data []byte) (ed25519.PublicKey, error) {
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "PUBLIC KEY" {
-		return nil, errors.New("parse signing public key: no PEM PUBLIC KEY block")
-	}
-	k, err := x509.ParsePKIXPublicKey(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("parse signing public key: %w", err)
-	}
-	pub, ok := k.(ed25519.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("parse signing public key: %T is not Ed25519", k)
-	}
-	return pub, nil
 }
 
 // CompareVersions orders two agent versions as semantic versions

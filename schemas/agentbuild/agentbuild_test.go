@@ -75,23 +75,6 @@ func TestVerifyBindsEveryField(t *testing.T) {
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 
-func TestPublicKeyPEM(t *testing.T) {
-	pub, _, _ := ed25519.GenerateKey(rand.Reader)
-	p, err := MarshalPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := ParsePublicKey(p)
-	if err != nil || !got.Equal(pub) {
-		t.Fatalf("round trip: %v %v", got, err)
-	}
-	for _, bad := range []string{"", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"} {
-		if _, err := ParsePublicKey([]byte(bad)); err == nil {
-			t.Errorf("ParsePublicKey(%q) succeeded", bad)
-		}
-	}
-}
-
 func TestCompareVersions(t *testing.T) {
 	tests := []struct {
 		a, b string

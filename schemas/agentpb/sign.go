@@ -1,7 +1,11 @@
 package agentpb
 
 import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/binary"
+	"errors"
 )
 
 // Context strings of the signed messages (see agent.proto).
@@ -78,4 +82,25 @@ func (r *CheckinResponse) SigningBytes() []byte {
 		}
 	}
 	return e
+}
+
+// Sign sets r's nonce to fresh random bytes and its signature by key: a
+// request exactly as an envoy sends it.
+func (r *CheckinRequest) Sign(key ed25519.PrivateKey) {
+	r.Nonce = make([]byte, NonceSize)
+	_, _ = rand.Read(r.Nonce) // crypto/rand.Read never fails since Go 1.24
+	r.Signature = ed25519.Sign(key, r.SigningBytes())
+}
+
+// VerifyResponse checks that resp is the answer to req signed by the
+// pinned serverKey: the signature first, then that it names req's uuid
+// and nonce (an answer replayed from another check-in is refused).
+func VerifyResponse(serverKey ed25519.PublicKey, req *CheckinRequest, resp *CheckinResponse) error {
+	if !ed25519.Verify(serverKey, resp.SigningBytes(), resp.GetSignature()) {
+		return errors.New("check-in answer is not signed by the pinned server key")
+	}
+	if resp.GetUuid() != req.GetUuid() || !bytes.Equal(resp.GetRequestNonce(), req.GetNonce()) {
+		return errors.New("check-in answer is for another request")
+	}
+	return nil
 }

@@ -1,7 +1,11 @@
 package agentpb
 
 import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/hex"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -73,5 +77,45 @@ func TestSigningBytesAllowDowngrade(t *testing.T) {
 	}
 	if a, b := resp(renew, update(true)).SigningBytes(), resp(renew, update(false)).SigningBytes(); string(a) == string(b) {
 		t.Error("the flag is not signed")
+	}
+}
+
+func TestSignAndVerifyResponse(t *testing.T) {
+	pub, key, _ := ed25519.GenerateKey(rand.Reader)
+	srvPub, srvKey, _ := ed25519.GenerateKey(rand.Reader)
+	a, b := &CheckinRequest{Uuid: "u1", Hostname: "h"}, &CheckinRequest{Uuid: "u1", Hostname: "h"}
+	a.Sign(key)
+	b.Sign(key)
+	if !ed25519.Verify(pub, a.SigningBytes(), a.GetSignature()) {
+		t.Fatal("request signature does not verify")
+	}
+	if len(a.GetNonce()) != NonceSize || bytes.Equal(a.GetNonce(), b.GetNonce()) {
+		t.Fatal("nonces are not fresh NonceSize-byte values")
+	}
+	answer := func(req *CheckinRequest, key ed25519.PrivateKey) *CheckinResponse {
+		r := &CheckinResponse{Uuid: req.GetUuid(), RequestNonce: req.GetNonce(), ServerTimeUnixNano: 1}
+		r.Signature = ed25519.Sign(key, r.SigningBytes())
+		return r
+	}
+	tampered := answer(a, srvKey)
+	tampered.NextCheckinMillis = 5
+	tests := []struct {
+		name    string
+		req     *CheckinRequest
+		resp    *CheckinResponse
+		wantErr string
+	}{
+		{"genuine", a, answer(a, srvKey), ""},
+		{"the answer to another request", b, answer(a, srvKey), "for another request"},
+		{"signed by another key", a, answer(a, key), "not signed by the pinned server key"},
+		{"tampered after signing", a, tampered, "not signed by the pinned server key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := VerifyResponse(srvPub, tt.req, tt.resp)
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("VerifyResponse = %v, want %q", err, tt.wantErr)
+			}
+		})
 	}
 }

@@ -36,6 +36,7 @@ import (
 
 	"github.com/vigo-enroll/vigo/schemas/agentbuild"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/schemas/pemkey"
 )
 
 // DownloadPath is the route prefix of downloads; AgentLatest.URL is
@@ -131,18 +132,16 @@ func (d *Dist) reloadLocked() error {
 		if err != nil {
 			return fmt.Errorf("load agent signing key: %w", err)
 		}
-		if st.signingKey, err = agentbuild.ParsePublicKey(data); err != nil {
+		if st.signingKey, err = pemkey.ParsePublic(data); err != nil {
 			return fmt.Errorf("load agent signing key %s: %w", d.cfg.SigningKeyFile, err)
 		}
 	case m.SigningKey != "":
-		if st.signingKey, err = agentbuild.ParsePublicKey([]byte(m.SigningKey)); err != nil {
+		if st.signingKey, err = pemkey.ParsePublic([]byte(m.SigningKey)); err != nil {
 			return fmt.Errorf("load agent distribution: manifest signing_key: %w", err)
 		}
 	}
 	if st.signingKey != nil {
-		if st.signingPEM, err = agentbuild.MarshalPublicKey(st.signingKey); err != nil {
-			return err
-		}
+		st.signingPEM = pemkey.MarshalPublic(st.signingKey)
 	}
 
 	for _, f := range m.Files {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/vigo-enroll/vigo/schemas/agentbuild"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/schemas/pemkey"
 )
 
 func sha(b []byte) string {
@@ -305,7 +306,7 @@ func TestSignedDistribution(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := agentbuild.ParsePublicKey(pubPEM)
+	pub, err := pemkey.ParsePublic(pubPEM)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,8 +3,6 @@ package agentdist
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/vigo-enroll/vigo/schemas/agentbuild"
+	"github.com/vigo-enroll/vigo/schemas/pemkey"
 )
 
 // GenerateKey creates an Ed25519 signing key pair and returns the private key
@@ -26,15 +25,7 @@ func GenerateKey(rnd io.Reader) (privPEM, pubPEM []byte, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("generate signing key: %w", err)
 	}
-	privDER, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		return nil, nil, fmt.Errorf("generate signing key: %w", err)
-	}
-	pubPEM, err = agentbuild.MarshalPublicKey(pub)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER}), pubPEM, nil
+	return pemkey.MarshalPrivate(priv), pemkey.MarshalPublic(pub), nil
 }
 
 // WriteKeyPair generates a key pair and writes the private key to path
@@ -82,22 +73,14 @@ func writeExclusive(path string, data []byte, mode fs.FileMode) error {
 	return nil
 }
 
-// ParsePrivateKey decodes a PEM "PRIVATE KEY" (PKCS #8) holding an Ed25519
-// key. Errors never include the key material.
+// ParsePrivateKey decodes an agent-build signing key: a PEM "PRIVATE KEY"
+// (PKCS #8) holding an Ed25519 key. Errors never include the key material.
 func ParsePrivateKey(data []byte) (ed25519.PrivateKey, error) {
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "PRIVATE KEY" {
-		return nil, errors.New("parse signing key: no PEM PRIVATE KEY block")
-	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	k, err := pemkey.ParsePrivate(data)
 	if err != nil {
-		return nil, errors.New("parse signing key: not a PKCS #8 private key")
+		return nil, fmt.Errorf("parse signing key: %w", err)
 	}
-	priv, ok := k.(ed25519.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("parse signing key: %T is not Ed25519", k)
-	}
-	return priv, nil
+	return k, nil
 }
 
 // SignDir signs every binary listed in dir/manifest.json with priv: it
@@ -126,11 +109,7 @@ func SignDir(dir string, priv ed25519.PrivateKey) (*Manifest, error) {
 			return nil, fmt.Errorf("sign %s: %w", dir, err)
 		}
 	}
-	pubPEM, err := agentbuild.MarshalPublicKey(priv.Public().(ed25519.PublicKey))
-	if err != nil {
-		return nil, err
-	}
-	m.SigningKey = string(pubPEM)
+	m.SigningKey = string(pemkey.MarshalPublic(priv.Public().(ed25519.PublicKey)))
 	if err := WriteManifest(dir, m); err != nil {
 		return nil, fmt.Errorf("sign %s: %w", dir, err)
 	}
@@ -151,8 +130,8 @@ func Verify(dir string, pubPEM []byte) (*Manifest, error) {
 	}
 	var pub ed25519.PublicKey
 	if pubPEM != nil {
-		if pub, err = agentbuild.ParsePublicKey(pubPEM); err != nil {
-			return nil, fmt.Errorf("verify %s: %w", dir, err)
+		if pub, err = pemkey.ParsePublic(pubPEM); err != nil {
+			return nil, fmt.Errorf("verify %s: signing public key: %w", dir, err)
 		}
 	}
 	var problems []error

@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/vigo-enroll/vigo/schemas/atomicfile"
+	"github.com/vigo-enroll/vigo/schemas/pemkey"
 )
 
 // URIPrefix is the URI SAN prefix that carries an envoy's UUID.
@@ -451,11 +452,7 @@ func LoadOrCreateSigningKey(path string) (ed25519.PrivateKey, error) {
 		if err != nil {
 			return nil, fmt.Errorf("generate signing key: %w", err)
 		}
-		der, err := x509.MarshalPKCS8PrivateKey(priv)
-		if err != nil {
-			return nil, fmt.Errorf("marshal signing key: %w", err)
-		}
-		if err := atomicfile.Write(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		if err := atomicfile.Write(path, pemkey.MarshalPrivate(priv), 0o600); err != nil {
 			return nil, err
 		}
 		return priv, nil

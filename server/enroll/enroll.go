@@ -23,6 +23,7 @@ import (
 
 	"github.com/vigo-enroll/vigo/policy"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/schemas/pemkey"
 	"github.com/vigo-enroll/vigo/server/ca"
 	"github.com/vigo-enroll/vigo/server/ratelimit"
 	"github.com/vigo-enroll/vigo/server/store"
@@ -202,17 +203,9 @@ func Validate(r *apiv1.RegisterRequest) (hostname string, pub ed25519.PublicKey,
 	if r.PublicKey == "" {
 		return "", nil, bad("public_key: required (PEM, PKIX Ed25519)")
 	}
-	b, _ := pem.Decode([]byte(r.PublicKey))
-	if b == nil || b.Type != "PUBLIC KEY" {
-		return "", nil, bad("public_key: not a PEM PUBLIC KEY block")
-	}
-	k, perr := x509.ParsePKIXPublicKey(b.Bytes)
+	pub, perr := pemkey.ParsePublic([]byte(r.PublicKey))
 	if perr != nil {
 		return "", nil, bad("public_key: %v", perr)
-	}
-	pub, ok := k.(ed25519.PublicKey)
-	if !ok {
-		return "", nil, bad("public_key: must be Ed25519, got %T", k)
 	}
 	if r.CSR == "" {
 		return "", nil, bad("csr: required (PEM CERTIFICATE REQUEST)")
@@ -385,7 +378,7 @@ func (e *Enroller) Register(ctx context.Context, req Request) (*apiv1.RegisterRe
 		}
 	}
 
-	id := newUUID()
+	id := NewUUID()
 	validity := policy.DefaultCertValidity
 	if p != nil {
 		validity = p.CertValidity()
@@ -430,8 +423,7 @@ func (e *Enroller) Register(ctx context.Context, req Request) (*apiv1.RegisterRe
 		Method: d.Method, Rule: d.Rule, PolicyRevision: d.Revision,
 	}
 	if e.cfg.ServerPublicKey != nil {
-		der, _ := x509.MarshalPKIXPublicKey(e.cfg.ServerPublicKey)
-		resp.ServerPublicKey = string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+		resp.ServerPublicKey = string(pemkey.MarshalPublic(e.cfg.ServerPublicKey))
 	}
 	if e.cfg.SigningKeyPEM != nil {
 		resp.SigningKey = e.cfg.SigningKeyPEM()
@@ -532,8 +524,8 @@ func (e *Enroller) checkToken(ctx context.Context, tok token.Token, now time.Tim
 	return &policy.TokenInfo{ID: t.ID, Pattern: t.Pattern}, "", nil
 }
 
-// newUUID returns a random (version 4) UUID.
-func newUUID() string {
+// NewUUID returns a random (version 4) UUID, as envoys are named.
+func NewUUID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:]) // never fails since Go 1.24
 	b[6] = b[6]&0x0f | 0x40

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/schemas/pemkey"
 	"github.com/vigo-enroll/vigo/server"
 	"github.com/vigo-enroll/vigo/server/ca"
 	"github.com/vigo-enroll/vigo/server/store/storetest"
@@ -233,17 +234,13 @@ func NewIdentity(t testing.TB, hostname string) Identity {
 // RequestFor builds a register request whose CSR has common name cn.
 func RequestFor(t testing.TB, hostname string, pub ed25519.PublicKey, csrKey ed25519.PrivateKey, cn string) apiv1.RegisterRequest {
 	t.Helper()
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
 	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, csrKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return apiv1.RegisterRequest{
 		Hostname: hostname, OS: "linux", Arch: "amd64",
-		PublicKey: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})),
+		PublicKey: string(pemkey.MarshalPublic(pub)),
 		CSR:       string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER})),
 	}
 }

@@ -1,7 +1,8 @@
 // Package grpcapitest runs a real gRPC check-in server for tests: real CA,
-// real SQLite store in t.TempDir(), mTLS on 127.0.0.1:0, and a minimal
-// HTTPS register endpoint that serves rebootstraps the way the real
-// handler must (see Env.Register).
+// real SQLite store in t.TempDir(), mTLS on 127.0.0.1:0, and the real
+// HTTPS API (enroll.Enroller behind httpapi) with a policy that approves
+// every hostname, so that agents register, rebootstrap and replace exactly
+// as against vigosrv.
 package grpcapitest
 
 import (
@@ -10,13 +11,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/hex"
-	"encoding/json"
-	"encoding/pem"
 	"errors"
-	"fmt"
-	"mime"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -31,32 +26,40 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/vigo-enroll/vigo/agent"
+	"github.com/vigo-enroll/vigo/policy"
 	"github.com/vigo-enroll/vigo/schemas/agentpb"
-	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/schemas/pemkey"
 	"github.com/vigo-enroll/vigo/server/ca"
+	"github.com/vigo-enroll/vigo/server/enroll"
 	"github.com/vigo-enroll/vigo/server/grpcapi"
+	"github.com/vigo-enroll/vigo/server/httpapi"
 	"github.com/vigo-enroll/vigo/server/store"
 	"github.com/vigo-enroll/vigo/server/store/sqlitestore"
 )
 
-// Env is a real server (gRPC with mTLS on 127.0.0.1:0, real SQLite store,
-// real CA) plus a minimal HTTPS register endpoint standing in for the
-// lead's httpapi, which implements the rebootstrap contract.
+// Env is a real server: gRPC with mTLS on 127.0.0.1:0, the HTTPS API with
+// the real enroller, a real SQLite store and a real CA.
 type Env struct {
 	t testing.TB
-	// Store, CA, Key (response signing key), Server, Addr (gRPC) and
-	// HTTPS (register endpoint) are the running parts.
-	Store  *sqlitestore.Store
+	// Store (which tells the gRPC server of every envoy it changes), CA,
+	// Key (response signing key), Server, Addr (gRPC) and HTTPS (the HTTPS
+	// API) are the running parts.
+	Store  *store.Notifying
 	CA     *ca.CA
 	Key    ed25519.PrivateKey
 	Server *grpcapi.Server
 	Addr   string
 	HTTPS  *httptest.Server
-	// Registrations counts requests that reached the register handler.
+	// Registrations counts requests that reached the register route.
 	Registrations atomic.Int64
 
 	cfg grpcapi.Config
+	api atomic.Pointer[httpapi.API] // remade by Restart, which changes Addr
 }
+
+// approveAll is the policy of every Env: any hostname enrolls, and anyone
+// may replace an enrolled one (replace: "any", the default).
+const approveAll = "package policy\n\napproved: [\"*\"]\n"
 
 // Options configure New.
 type Options struct {
@@ -79,6 +82,7 @@ func New(t testing.TB, o Options) *Env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	ns := &store.Notifying{Store: st}
 	c, err := ca.LoadOrCreate(ca.Config{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
@@ -87,14 +91,19 @@ func New(t testing.TB, o Options) *Env {
 	if key == nil {
 		_, key, _ = ed25519.GenerateKey(rand.Reader)
 	}
-	cfg := grpcapi.Config{Store: st, CA: c, SigningKey: key, AgentVersion: o.AgentVersion, TargetVersion: o.TargetVersion, Interval: 30 * time.Second,
+	cfg := grpcapi.Config{Store: ns, CA: c, SigningKey: key, AgentVersion: o.AgentVersion, TargetVersion: o.TargetVersion, Interval: 30 * time.Second,
 		IdleTimeout: o.IdleTimeout, Registerer: o.Registerer}
 	if o.Config != nil {
 		o.Config(&cfg)
 	}
-	e := &Env{t: t, Store: st, CA: c, Key: key, cfg: cfg}
+	e := &Env{t: t, Store: ns, CA: c, Key: key, cfg: cfg}
 	e.serve()
-	e.HTTPS = httptest.NewUnstartedServer(http.HandlerFunc(e.Register))
+	e.HTTPS = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/v1/bootstrap/register" {
+			e.Registrations.Add(1)
+		}
+		e.api.Load().ServeHTTP(w, r)
+	}))
 	cert := c.ServerTLSCertificate()
 	cert.Certificate = append([][]byte{cert.Certificate[0]}, c.Certificate().Raw)
 	e.HTTPS.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
@@ -123,6 +132,24 @@ func (e *Env) serve() {
 		}
 	})
 	e.Server, e.Addr = srv, ln.Addr().String()
+	e.Store.Changed = srv.EnvoyChanged
+
+	pol, err := policy.Load([]policy.File{{Name: "policy.cue", Data: []byte(approveAll)}}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	enr, err := enroll.New(enroll.Config{
+		Store: e.Store, CA: e.CA, Policy: func() *policy.Policy { return pol },
+		GRPCAddress: e.Addr, CheckinInterval: 30 * time.Second, ServerPublicKey: e.Key.Public().(ed25519.PublicKey),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := httpapi.New(httpapi.Config{Enroller: enr, Store: e.Store, Policy: func() *policy.Policy { return pol }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.api.Store(api)
 }
 
 // Restart stops the gRPC server (writing its batched check-ins, as a
@@ -137,24 +164,9 @@ func (e *Env) Restart() {
 	e.serve()
 }
 
-// NewUUID returns a random version 4 UUID.
-func NewUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-}
-
 // PubPEM encodes an Ed25519 public key as PEM PKIX.
 func PubPEM(t testing.TB, k ed25519.PublicKey) string {
-	t.Helper()
-	der, err := x509.MarshalPKIXPublicKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	return string(pemkey.MarshalPublic(k))
 }
 
 // Envoy is one enrolled envoy: its store record and its agent folder.
@@ -173,7 +185,7 @@ func (e *Env) Config(fn func(grpcapi.Config)) { fn(e.cfg) }
 func (e *Env) Enroll(hostname string, notBefore, notAfter time.Time) Envoy {
 	e.t.Helper()
 	pub, key, _ := ed25519.GenerateKey(rand.Reader)
-	uuid := NewUUID()
+	uuid := enroll.NewUUID()
 	cert, err := e.CA.SignEnvoy(ca.EnvoyParams{PublicKey: pub, Hostname: hostname, UUID: uuid, NotBefore: notBefore, NotAfter: notAfter})
 	if err != nil {
 		e.t.Fatal(err)
@@ -255,103 +267,9 @@ func (e *Env) RawClient(cert *x509.Certificate, key ed25519.PrivateKey) agentpb.
 // SignedRequest makes a valid signed check-in for v at time at.
 func SignedRequest(v Envoy, at time.Time) *agentpb.CheckinRequest {
 	r := &agentpb.CheckinRequest{Uuid: v.UUID, Hostname: v.Hostname, AgentVersion: "test", Os: "linux", Arch: "amd64",
-		TimestampUnixNano: at.UnixNano(), Nonce: make([]byte, agentpb.NonceSize)}
-	_, _ = rand.Read(r.Nonce)
-	r.Signature = ed25519.Sign(v.Key, r.SigningBytes())
+		TimestampUnixNano: at.UnixNano()}
+	r.Sign(v.Key)
 	return r
-}
-
-// Register is a stand-in for POST /api/v1/bootstrap/register: it enrolls
-// every host (no policy, no token) and implements what the real handler
-// must do for a rebootstrap: verify the previous identity (active,
-// rebootstrap pending, signature by its stored key over
-// apiv1.RebootstrapSigningBytes, same hostname), revoke the old uuid with
-// reason "rebootstrapped", enroll the new key with force, and tell the gRPC
-// server (EnvoyChanged) about every envoy it revoked. Like the real handler
-// it accepts only Content-Type: application/json.
-func (e *Env) Register(w http.ResponseWriter, r *http.Request) {
-	fail := func(code int, msg string) {
-		w.WriteHeader(code)
-		_ = json.NewEncoder(w).Encode(apiv1.Error{Error: msg})
-	}
-	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
-		fail(http.StatusUnsupportedMediaType, "request body must be JSON sent with Content-Type: application/json")
-		return
-	}
-	var req apiv1.RegisterRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
-		fail(http.StatusBadRequest, "bad request")
-		return
-	}
-	e.Registrations.Add(1)
-	ctx := r.Context()
-	var old store.Envoy
-	if req.PreviousUUID != "" {
-		var err error
-		old, err = e.Store.GetEnvoy(ctx, req.PreviousUUID)
-		if err != nil || old.Status != store.StatusActive || !old.Rebootstrap || old.Hostname != req.Hostname {
-			fail(http.StatusForbidden, "no rebootstrap pending for this envoy")
-			return
-		}
-		sig, err := base64.StdEncoding.DecodeString(req.PreviousSignature)
-		if err != nil || !ed25519.Verify(old.PublicKey, apiv1.RebootstrapSigningBytes(req.PreviousUUID, req.Hostname, req.PublicKey), sig) {
-			fail(http.StatusForbidden, "previous identity not proven")
-			return
-		}
-	}
-	blk, _ := pem.Decode([]byte(req.PublicKey))
-	if blk == nil {
-		fail(http.StatusBadRequest, "bad key")
-		return
-	}
-	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
-	pub, ok := k.(ed25519.PublicKey)
-	if err != nil || !ok {
-		fail(http.StatusBadRequest, "bad key")
-		return
-	}
-	uuid := NewUUID()
-	cert, err := e.CA.SignEnvoy(ca.EnvoyParams{PublicKey: pub, Hostname: req.Hostname, UUID: uuid, NotAfter: time.Now().Add(24 * time.Hour)})
-	if err != nil {
-		fail(http.StatusInternalServerError, "sign")
-		return
-	}
-	if old.UUID != "" {
-		// Revoke first with the right reason; Enroll(Force) would
-		// otherwise record the old envoy as "replaced".
-		if _, err := e.Store.RevokeEnvoys(ctx, []store.Revocation{{UUID: old.UUID, Reason: "rebootstrapped", At: time.Now()}}); err != nil {
-			fail(http.StatusInternalServerError, "revoke")
-			return
-		}
-		e.Server.EnvoyChanged(old.UUID)
-	}
-	replaced, err := e.Store.Enroll(ctx, store.EnrollParams{
-		Envoy: store.Envoy{UUID: uuid, Hostname: req.Hostname, PublicKey: pub, CertSerial: ca.SerialHex(cert), CertNotAfter: cert.NotAfter,
-			OS: req.OS, Arch: req.Arch, Method: "rebootstrap"},
-		Force: req.Force, Now: time.Now(),
-		Audit: store.AuditEvent{Type: store.AuditRegistration, Result: "allowed", EnvoyUUID: uuid, Hostname: req.Hostname,
-			Details: map[string]string{"previous_uuid": old.UUID}},
-	})
-	if errors.Is(err, store.ErrHostnameTaken) {
-		fail(http.StatusConflict, store.ErrHostnameTaken.Error())
-		return
-	}
-	if err != nil {
-		fail(http.StatusInternalServerError, fmt.Sprint("enroll: ", err))
-		return
-	}
-	for _, r := range replaced {
-		e.Server.EnvoyChanged(r.UUID)
-	}
-	_ = json.NewEncoder(w).Encode(apiv1.RegisterResponse{
-		UUID: uuid, Hostname: req.Hostname,
-		Certificate:     string(ca.EncodeCertPEM(cert)),
-		CA:              string(e.CA.CertPEM()),
-		GRPCAddress:     e.Addr,
-		CheckinInterval: "30s",
-		ServerPublicKey: PubPEM(e.t, e.Key.Public().(ed25519.PublicKey)),
-		Method:          "rebootstrap",
-	})
 }
 
 // IsRevoked returns the *agent.RevokedError in err's chain.

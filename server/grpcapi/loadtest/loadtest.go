@@ -227,9 +227,8 @@ func finish(r *Result, lat []time.Duration) {
 
 func signed(e simEnvoy) *agentpb.CheckinRequest {
 	req := &agentpb.CheckinRequest{Uuid: e.uuid, Hostname: e.hostname, AgentVersion: "load", Os: "linux", Arch: "amd64",
-		TimestampUnixNano: time.Now().UnixNano(), Nonce: make([]byte, agentpb.NonceSize)}
-	_, _ = rand.Read(req.Nonce)
-	req.Signature = ed25519.Sign(e.key, req.SigningBytes())
+		TimestampUnixNano: time.Now().UnixNano()}
+	req.Sign(e.key)
 	return req
 }
 
@@ -272,8 +271,8 @@ func runRound(ctx context.Context, cfg Config, envoys []simEnvoy, clients []agen
 				}
 				t0 := time.Now()
 				resp, err := c.Checkin(context.WithoutCancel(ctx), req)
-				if err == nil && !cfg.ServerOnly && !ed25519.Verify(serverPub, resp.SigningBytes(), resp.GetSignature()) {
-					err = errors.New("bad response signature")
+				if err == nil && !cfg.ServerOnly {
+					err = agentpb.VerifyResponse(serverPub, req, resp)
 				}
 				if err != nil {
 					errs.Add(1)
