@@ -187,12 +187,14 @@ func (a *Agent) Checkin(ctx context.Context) (*CheckinResult, error) {
 // classify turns refusals into a *RevokedError where they are final.
 func (a *Agent) classify(enr *Enrollment, err error) error {
 	st := status.Convert(err)
-	switch {
-	case st.Code() == codes.PermissionDenied:
+	switch refusal := agentpb.RefusalOf(err); {
+	case refusal == agentpb.RefusalEnvoyRevoked || refusal == agentpb.RefusalEnvoyUnknown:
 		return &RevokedError{UUID: enr.File.UUID, Reason: st.Message()}
-	case st.Code() == codes.Unauthenticated && strings.Contains(st.Message(), "unknown to this server"):
+	case refusal == "" && st.Code() == codes.PermissionDenied:
+		// A server from before structured refusals: PermissionDenied
+		// was sent only for a revoked envoy.
 		return &RevokedError{UUID: enr.File.UUID, Reason: st.Message()}
-	case st.Code() == codes.Unauthenticated && strings.Contains(st.Message(), "not the current certificate"):
+	case refusal == agentpb.RefusalCertificateNotCurrent:
 		// Renewed elsewhere or by an earlier run: a new handshake
 		// presents the current certificate.
 		if rerr := a.reconnect(); rerr != nil {

@@ -143,9 +143,13 @@ func TestRevokedOnOpenConnection(t *testing.T) {
 	if diff := cmp.Diff(want.String(), status.Convert(err).String()); diff != "" {
 		t.Errorf("status (-want +got):\n%s", diff)
 	}
+	if r := agentpb.RefusalOf(err); r != agentpb.RefusalEnvoyRevoked {
+		t.Errorf("check-in refusal %q, want %q (the agent acts on it)", r, agentpb.RefusalEnvoyRevoked)
+	}
 	// A revoked envoy stays revoked: renewal is refused too.
-	if _, err := c.RenewCertificate(ctx, &agentpb.RenewCertificateRequest{}); status.Code(err) != codes.PermissionDenied {
-		t.Errorf("renew of a revoked envoy: %v", err)
+	_, err = c.RenewCertificate(ctx, &agentpb.RenewCertificateRequest{})
+	if status.Code(err) != codes.PermissionDenied || agentpb.RefusalOf(err) != agentpb.RefusalEnvoyRevoked {
+		t.Errorf("renew of a revoked envoy: %v (refusal %q)", err, agentpb.RefusalOf(err))
 	}
 }
 

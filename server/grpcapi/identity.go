@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/vigo-enroll/vigo/schemas/agentpb"
 	"github.com/vigo-enroll/vigo/server/ca"
 	"github.com/vigo-enroll/vigo/server/store"
 )
@@ -44,25 +45,29 @@ func withEnvoy(ctx context.Context, e Envoy) context.Context {
 type RefusedError struct {
 	UUID   string
 	Code   codes.Code
-	Reason string // "revoked", "not_current", "unknown", "no_uuid"
+	Reason agentpb.Refusal
 	Msg    string
 }
 
 func (e *RefusedError) Error() string { return e.Msg }
 
 // GRPCStatus lets status.FromError and the gRPC server map the error.
-func (e *RefusedError) GRPCStatus() *status.Status { return status.New(e.Code, e.Msg) }
+// The status carries Reason, which the agent acts on.
+func (e *RefusedError) GRPCStatus() *status.Status { return e.Reason.Status(e.Code, e.Msg) }
+
+// label is the reason as a metric label ("envoy_revoked").
+func (e *RefusedError) label() string { return strings.ToLower(string(e.Reason)) }
 
 // judge decides whether cert may act as the envoy described by en.
 func judge(en *entry, uuid, serial string) *RefusedError {
 	switch {
 	case !en.known:
-		return &RefusedError{UUID: uuid, Code: codes.Unauthenticated, Reason: "unknown",
+		return &RefusedError{UUID: uuid, Code: codes.Unauthenticated, Reason: agentpb.RefusalEnvoyUnknown,
 			Msg: fmt.Sprintf("envoy %s is unknown to this server", uuid)}
 	case en.status != store.StatusActive:
-		return &RefusedError{UUID: uuid, Code: codes.PermissionDenied, Reason: "revoked", Msg: revokedMessage(en)}
+		return &RefusedError{UUID: uuid, Code: codes.PermissionDenied, Reason: agentpb.RefusalEnvoyRevoked, Msg: revokedMessage(en)}
 	case en.serial != serial:
-		return &RefusedError{UUID: uuid, Code: codes.Unauthenticated, Reason: "not_current",
+		return &RefusedError{UUID: uuid, Code: codes.Unauthenticated, Reason: agentpb.RefusalCertificateNotCurrent,
 			Msg: fmt.Sprintf("certificate %s is not the current certificate of envoy %s (it was renewed); reconnect with the current one", serial, uuid)}
 	}
 	return nil
@@ -89,7 +94,7 @@ func revokedMessage(en *entry) string {
 func (s *Server) identify(ctx context.Context, cert *x509.Certificate) (Envoy, error) {
 	uuid, err := ca.EnvoyUUID(cert)
 	if err != nil {
-		return Envoy{}, &RefusedError{Code: codes.Unauthenticated, Reason: "no_uuid",
+		return Envoy{}, &RefusedError{Code: codes.Unauthenticated, Reason: agentpb.RefusalNotAnEnvoyCertificate,
 			Msg: "client certificate is not an envoy certificate: " + err.Error()}
 	}
 	serial := ca.SerialHex(cert)

@@ -377,7 +377,7 @@ func (c *loggingCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.Aut
 	if err != nil {
 		var r *RefusedError
 		if errors.As(err, &r) {
-			c.s.m.handshakeRefusals.WithLabelValues(r.Reason).Inc()
+			c.s.m.handshakeRefusals.WithLabelValues(r.label()).Inc()
 			c.s.logger.Warn("TLS handshake refused", "envoy_uuid", r.UUID, "source_ip", remoteIP(conn.RemoteAddr()), "err", r.Msg)
 		} else {
 			c.s.m.handshakeRefusals.WithLabelValues("tls").Inc()

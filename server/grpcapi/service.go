@@ -217,7 +217,7 @@ func (v *service) RenewCertificate(ctx context.Context, req *agentpb.RenewCertif
 		return nil, status.Errorf(codes.FailedPrecondition, "certificate %s of envoy %s was already renewed", id.Serial, id.UUID)
 	case errors.Is(err, store.ErrEnvoyRevoked):
 		s.dir.invalidate(id.UUID)
-		return nil, status.Errorf(codes.PermissionDenied, "envoy %s is revoked", id.UUID)
+		return nil, agentpb.RefusalEnvoyRevoked.Status(codes.PermissionDenied, fmt.Sprintf("envoy %s is revoked", id.UUID)).Err()
 	case err != nil:
 		return nil, internal(codes.Internal, "internal error", err)
 	}
