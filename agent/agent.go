@@ -64,8 +64,13 @@ type Agent struct {
 	conn   *grpc.ClientConn
 	client agentpb.AgentServiceClient
 
-	handshakeRefusals int
+	handshakeRefusals int // in a row; see handshakeAttempts
 }
+
+// handshakeAttempts is how many refusals of the envoy's certificate at the
+// TLS handshake in a row make the agent conclude that the server refuses it
+// for good: one could be a server restarting with an older directory.
+const handshakeAttempts = 3
 
 // New loads the enrollment from cfg.Dir.
 func New(cfg Config) (*Agent, error) {
@@ -216,7 +221,7 @@ func (a *Agent) classify(enr *Enrollment, err error) error {
 		a.handshakeRefusals++
 		n := a.handshakeRefusals
 		a.mu.Unlock()
-		if n >= 3 {
+		if n >= handshakeAttempts {
 			reason := "the server refused this envoy's certificate at the TLS handshake (" +
 				refused.Alert + "): it is revoked, replaced or unknown; register again with `vigo register --force`"
 			if c := enr.Certificate(); c != nil && a.cfg.Now().After(c.NotAfter) {
@@ -232,6 +237,28 @@ func (a *Agent) classify(enr *Enrollment, err error) error {
 		return fmt.Errorf("check-in: %w", refused)
 	}
 	return fmt.Errorf("check-in: %s: %s", st.Code(), st.Message())
+}
+
+// CheckinConfirmed is CheckinOnce for a single run (`vigo run --once`): a
+// refusal at the TLS handshake, which carries no reason, is tried again
+// (1 s, then 2 s later) until the agent concludes, after
+// handshakeAttempts refusals in a row, that the envoy is refused for good
+// (a *RevokedError), as the service does over its check-ins, rather than
+// reporting a transient failure.
+func (a *Agent) CheckinConfirmed(ctx context.Context) (*CheckinResult, error) {
+	for attempt := 1; ; attempt++ {
+		res, err := a.CheckinOnce(ctx)
+		if _, refused := errors.AsType[*HandshakeRefusedError](err); !refused || attempt >= handshakeAttempts {
+			return res, err
+		}
+		t := time.NewTimer(time.Duration(attempt) * time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return res, err
+		case <-t.C:
+		}
+	}
 }
 
 // CheckinOnce does one check-in and acts on the answer: renew, rebootstrap

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -50,7 +49,7 @@ envoy for good (revoked, replaced or unknown: register again).`,
 					return err
 				}
 				// a is set below, before the first check-in can call this.
-				cfg.Update = selfUpdate(func() *agent.Enrollment { return a.Enrollment() }, cfg.Version, bin, os.Args, cfg.Logger)
+				cfg.Update = agent.SelfUpdate(func() *agent.Enrollment { return a.Enrollment() }, cfg.Version, bin, os.Args, cfg.Logger)
 			}
 			a, err := agent.New(cfg)
 			if err != nil {
@@ -58,7 +57,7 @@ envoy for good (revoked, replaced or unknown: register again).`,
 			}
 			defer a.Close()
 			if once {
-				res, err := checkinOnce(cmd.Context(), a)
+				res, err := a.CheckinConfirmed(cmd.Context())
 				if err != nil {
 					return err
 				}
@@ -74,31 +73,6 @@ envoy for good (revoked, replaced or unknown: register again).`,
 	cmd.Flags().StringVar(&dir, "config-dir", agent.DefaultDir, "folder written by vigo register")
 	cmd.Flags().BoolVar(&once, "once", false, "check in once and exit (0 on success)")
 	return cmd
-}
-
-// handshakeAttempts is how many handshake refusals in a row make the agent
-// conclude that it is revoked (see agent.Agent's classify).
-const handshakeAttempts = 3
-
-// checkinOnce does one check-in. A refusal at the TLS handshake is tried
-// again until the agent concludes (after handshakeAttempts refusals in a
-// row) that the envoy is revoked, so that `vigo run --once` reports a
-// revocation with agent.ExitRevoked like the service does, rather than as
-// a transient failure.
-func checkinOnce(ctx context.Context, a *agent.Agent) (*agent.CheckinResult, error) {
-	for attempt := 1; ; attempt++ {
-		res, err := a.CheckinOnce(ctx)
-		if _, refused := errors.AsType[*agent.HandshakeRefusedError](err); !refused || attempt >= handshakeAttempts {
-			return res, err
-		}
-		t := time.NewTimer(time.Duration(attempt) * time.Second)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return res, err
-		case <-t.C:
-		}
-	}
 }
 
 func newStatus() *cobra.Command {

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"context"
@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/vigo-enroll/vigo/agent"
 	"github.com/vigo-enroll/vigo/agent/update"
 	"github.com/vigo-enroll/vigo/schemas/pemkey"
 )
@@ -16,7 +15,7 @@ import (
 // updateTimeout bounds one self-update (metadata and download).
 const updateTimeout = 10 * time.Minute
 
-// selfUpdate returns the agent.Config.Update function of `vigo run`: it
+// SelfUpdate returns the Config.Update function of `vigo run`: it
 // replaces binary with the build the server announces and execs it with
 // args. Each call reads the agent's current enrollment (enr), so that it
 // uses the current client certificate, server and pinned signing key also
@@ -27,7 +26,7 @@ const updateTimeout = 10 * time.Minute
 // once more, now reporting the new version, and exits with that check-in's
 // result. On Windows the process cannot replace itself: Update returns
 // update.ErrRestartRequired, and the service manager starts the new binary.
-func selfUpdate(enr func() *agent.Enrollment, version, binary string, args []string, logger *slog.Logger) func(ctx context.Context, want update.Want) error {
+func SelfUpdate(enr func() *Enrollment, version, binary string, args []string, logger *slog.Logger) func(ctx context.Context, want update.Want) error {
 	return func(ctx context.Context, want update.Want) error {
 		e := enr()
 		key, err := pinnedSigningKey(e)
@@ -67,7 +66,7 @@ func selfUpdate(enr func() *agent.Enrollment, version, binary string, args []str
 
 // pinnedSigningKey returns the agent signing key pinned at registration, or
 // nil when the server had none then.
-func pinnedSigningKey(e *agent.Enrollment) (ed25519.PublicKey, error) {
+func pinnedSigningKey(e *Enrollment) (ed25519.PublicKey, error) {
 	if e.File.AgentSigningKey == "" {
 		return nil, nil
 	}
