@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/vigo-enroll/vigo/schemas/apiv1"
 )
 
 // Error is one problem found in a policy folder, located by file, line and
@@ -39,6 +41,17 @@ func (e *Error) Error() string {
 	}
 	b.WriteString(e.Msg)
 	return b.String()
+}
+
+// Wire returns e as the API carries it (policy status, vet -o json).
+func (e *Error) Wire() apiv1.PolicyError {
+	return apiv1.PolicyError{File: e.File, Line: e.Line, Col: e.Col, Path: e.Path, Message: e.Msg}
+}
+
+// ErrorFromWire is the inverse of [Error.Wire], to print a problem received
+// from the API as [Error.Error] does.
+func ErrorFromWire(w apiv1.PolicyError) *Error {
+	return &Error{File: w.File, Line: w.Line, Col: w.Col, Path: w.Path, Msg: w.Message}
 }
 
 // Errors is the list of every problem found by [Load], sorted by position.

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"path/filepath"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -32,15 +30,6 @@ func newPolicyCmd(g *globals) *cobra.Command {
 	cmd.AddCommand(newPolicyEditCmds(g, ev)...)
 	cmd.AddCommand(newPolicyImportCmd(g, ev), newPolicyWaitCmd(g))
 	return cmd
-}
-
-// vetError is one problem as vet prints it in JSON.
-type vetError struct {
-	File    string `json:"file"`
-	Line    int    `json:"line"`
-	Col     int    `json:"col"`
-	Path    string `json:"path"`
-	Message string `json:"message"`
 }
 
 func newPolicyVetCmd(g *globals, ev *evalFlags) *cobra.Command {
@@ -95,15 +84,9 @@ func vet(ctx context.Context, g *globals, ev *evalFlags, dir, format string) err
 	if err != nil {
 		return err
 	}
-	out := make([]vetError, len(errs))
+	out := make([]apiv1.PolicyError, len(errs))
 	for i, e := range errs {
-		file := e.File
-		if file != "" && filepath.Clean(dir) != "." {
-			// Name files from the current folder, so that editors and
-			// GitHub (which runs from the repository root) find them.
-			file = filepath.ToSlash(filepath.Join(dir, file))
-		}
-		out[i] = vetError{File: file, Line: e.Line, Col: e.Col, Path: e.Path, Message: e.Msg}
+		out[i] = wireErrorIn(e, dir)
 	}
 	summary := ""
 	if len(errs) == 0 {
@@ -130,7 +113,7 @@ func vet(ctx context.Context, g *globals, ev *evalFlags, dir, format string) err
 		}
 	default:
 		for _, e := range out {
-			fmt.Fprintln(g.stdout, (&policy.Error{File: e.File, Line: e.Line, Col: e.Col, Path: e.Path, Msg: e.Message}).Error())
+			fmt.Fprintln(g.stdout, policy.ErrorFromWire(e).Error())
 		}
 		if summary != "" {
 			fmt.Fprintln(g.stdout, summary)
@@ -152,22 +135,12 @@ func plural(n int, one, many string) string {
 
 // githubAnnotation formats e as a GitHub Actions workflow command, escaped as
 // GitHub documents (properties also escape ':' and ',').
-func githubAnnotation(e vetError) string {
-	data := strings.NewReplacer("%", "%25", "\r", "%0D", "\n", "%0A")
-	prop := strings.NewReplacer("%", "%25", "\r", "%0D", "\n", "%0A", ":", "%3A", ",", "%2C")
+func githubAnnotation(e apiv1.PolicyError) string {
 	msg := e.Message
 	if e.Path != "" {
 		msg = e.Path + ": " + msg
 	}
-	var props []string
-	if e.File != "" {
-		props = append(props, "file="+prop.Replace(e.File))
-		if e.Line > 0 {
-			props = append(props, fmt.Sprintf("line=%d,col=%d", e.Line, e.Col))
-		}
-	}
-	props = append(props, "title="+prop.Replace("vigocli policy vet"))
-	return "::error " + strings.Join(props, ",") + "::" + data.Replace(msg)
+	return ghCommand("error", e.File, e.Line, e.Col, "vigocli policy vet", msg)
 }
 
 func newPolicyExplainCmd(g *globals, ev *evalFlags) *cobra.Command {

@@ -171,7 +171,7 @@ job require an explicit approval.`,
 			if len(errs) > 0 {
 				if format == "github" {
 					for _, e := range errs {
-						fmt.Fprintln(g.stdout, githubAnnotation(vetErrorIn(e, newDir)))
+						fmt.Fprintln(g.stdout, githubAnnotation(wireErrorIn(e, newDir)))
 					}
 				} else {
 					fmt.Fprintln(g.stderr, prefixErrors(errs, newDir))
@@ -338,7 +338,8 @@ func envoyRefs(envoys []apiv1.Envoy) []policy.EnvoyRef {
 	return refs
 }
 
-// fileIn names a policy file from the current folder, as vet does.
+// fileIn names a policy file from the current folder, so that editors and
+// GitHub (which runs from the repository root) find it.
 func fileIn(dir, file string) string {
 	if file == "" || filepath.Clean(dir) == "." {
 		return file
@@ -346,16 +347,19 @@ func fileIn(dir, file string) string {
 	return filepath.ToSlash(filepath.Join(dir, file))
 }
 
-func vetErrorIn(e *policy.Error, dir string) vetError {
-	return vetError{File: fileIn(dir, e.File), Line: e.Line, Col: e.Col, Path: e.Path, Message: e.Msg}
+// wireErrorIn is e as the API carries it, its file named from the current
+// folder.
+func wireErrorIn(e *policy.Error, dir string) apiv1.PolicyError {
+	w := e.Wire()
+	w.File = fileIn(dir, w.File)
+	return w
 }
 
 // prefixErrors prints errs one a line, files named from the current folder.
 func prefixErrors(errs policy.Errors, dir string) string {
 	lines := make([]string, len(errs))
 	for i, e := range errs {
-		v := vetErrorIn(e, dir)
-		lines[i] = (&policy.Error{File: v.File, Line: v.Line, Col: v.Col, Path: v.Path, Msg: v.Message}).Error()
+		lines[i] = policy.ErrorFromWire(wireErrorIn(e, dir)).Error()
 	}
 	return strings.Join(lines, "\n")
 }

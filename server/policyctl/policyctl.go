@@ -948,12 +948,9 @@ func (c *Controller) setHealth() {
 func wireErrors(pe policy.Errors) []apiv1.PolicyError {
 	out := make([]apiv1.PolicyError, 0, len(pe))
 	for _, e := range pe {
-		out = append(out, apiv1.PolicyError{File: e.File, Line: e.Line, Col: e.Col, Path: e.Path, Message: e.Msg})
+		out = append(out, e.Wire())
 	}
 	return out
 }
 
-func formatError(e apiv1.PolicyError) string {
-	pe := policy.Error{File: e.File, Line: e.Line, Col: e.Col, Path: e.Path, Msg: e.Message}
-	return pe.Error()
-}
+func formatError(e apiv1.PolicyError) string { return policy.ErrorFromWire(e).Error() }
