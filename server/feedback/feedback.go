@@ -33,6 +33,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vigo-enroll/vigo/server/delivery"
 	"github.com/vigo-enroll/vigo/server/policyctl"
 )
 
@@ -228,28 +229,15 @@ func (p *Poster) Run(ctx context.Context) error {
 }
 
 func (p *Poster) post(ctx context.Context, s status) {
-	wait := p.cfg.Backoff
-	var last error
-	for attempt := 1; attempt <= p.cfg.MaxAttempts; attempt++ {
-		retry, err := p.send(ctx, s)
-		if err == nil {
-			p.count.WithLabelValues("posted").Inc()
-			p.log.Debug("commit status posted", "revision", s.sha, "state", s.state)
-			return
-		}
-		last = err
-		if !retry || attempt == p.cfg.MaxAttempts {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 5*time.Minute)
+	err := delivery.Retry(ctx, p.cfg.MaxAttempts, p.cfg.Backoff, func(ctx context.Context) (bool, error) { return p.send(ctx, s) }, nil)
+	switch {
+	case err == nil:
+		p.count.WithLabelValues("posted").Inc()
+		p.log.Debug("commit status posted", "revision", s.sha, "state", s.state)
+	case ctx.Err() == nil:
+		p.count.WithLabelValues("failed").Inc()
+		p.log.Warn("commit status not posted", "revision", s.sha, "state", s.state, "err", err)
 	}
-	p.count.WithLabelValues("failed").Inc()
-	p.log.Warn("commit status not posted", "revision", s.sha, "state", s.state, "err", last)
 }
 
 // send posts s once in the forge's dialect.
@@ -290,13 +278,7 @@ func (p *Poster) send(ctx context.Context, s status) (retry bool, err error) {
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	switch {
-	case resp.StatusCode < 300:
-		return false, nil
-	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
-		return true, fmt.Errorf("HTTP %d", resp.StatusCode)
-	}
-	return false, fmt.Errorf("HTTP %d: %s (check the token's permission to write commit statuses)", resp.StatusCode, strings.TrimSpace(string(msg)))
+	return delivery.Result(resp.StatusCode, strings.TrimSpace(string(msg))+" (check the token's permission to write commit statuses)")
 }
 
 // RepositoryFromURL derives owner/repo (or a GitLab project path) from the

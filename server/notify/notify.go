@@ -41,6 +41,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vigo-enroll/vigo/server/delivery"
 	"github.com/vigo-enroll/vigo/server/policyctl"
 )
 
@@ -149,10 +150,10 @@ type refusal struct {
 
 type receiver struct {
 	Receiver
-	queue chan delivery
+	queue chan message
 }
 
-type delivery struct {
+type message struct {
 	typ  string
 	id   string
 	body []byte
@@ -202,7 +203,7 @@ func New(cfg Config) (*Notifier, error) {
 			}
 		}
 		names[r.Name] = true
-		n.receivers = append(n.receivers, &receiver{Receiver: r, queue: make(chan delivery, cfg.QueueSize)})
+		n.receivers = append(n.receivers, &receiver{Receiver: r, queue: make(chan message, cfg.QueueSize)})
 		for _, res := range []string{"delivered", "failed", "dropped"} {
 			n.sent.WithLabelValues(r.Name, res)
 		}
@@ -312,7 +313,7 @@ func (n *Notifier) send(p Payload) {
 			continue
 		}
 		select {
-		case r.queue <- delivery{typ: typ, id: p.ID, body: body, text: p.Text}:
+		case r.queue <- message{typ: typ, id: p.ID, body: body, text: p.Text}:
 		default:
 			n.sent.WithLabelValues(r.Name, "dropped").Inc()
 			n.log.Warn("notification dropped: the receiver's queue is full", "receiver", r.Name, "event", typ)
@@ -339,33 +340,22 @@ func (n *Notifier) deliverAll(ctx context.Context, r *receiver) {
 }
 
 // deliver sends d to r, retrying network errors, 429 and 5xx answers.
-func (n *Notifier) deliver(ctx context.Context, r *receiver, d delivery) {
-	wait := n.cfg.Backoff
+func (n *Notifier) deliver(ctx context.Context, r *receiver, d message) {
 	ts := strconv.FormatInt(n.cfg.Now().Unix(), 10)
-	var last string
-	for attempt := 1; attempt <= n.cfg.MaxAttempts; attempt++ {
-		retry, err := n.post(ctx, r, d, ts)
-		if err == nil {
-			n.sent.WithLabelValues(r.Name, "delivered").Inc()
-			return
-		}
-		last = err.Error()
-		if !retry || attempt == n.cfg.MaxAttempts {
-			break
-		}
-		n.log.Debug("notification failed, retrying", "receiver", r.Name, "event", d.typ, "attempt", attempt, "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 5*time.Minute)
+	err := delivery.Retry(ctx, n.cfg.MaxAttempts, n.cfg.Backoff, func(ctx context.Context) (bool, error) { return n.post(ctx, r, d, ts) },
+		func(attempt int, err error) {
+			n.log.Debug("notification failed, retrying", "receiver", r.Name, "event", d.typ, "attempt", attempt, "err", err)
+		})
+	switch {
+	case err == nil:
+		n.sent.WithLabelValues(r.Name, "delivered").Inc()
+	case ctx.Err() == nil:
+		n.sent.WithLabelValues(r.Name, "failed").Inc()
+		n.log.Warn("notification not delivered", "receiver", r.Name, "event", d.typ, "err", err)
 	}
-	n.sent.WithLabelValues(r.Name, "failed").Inc()
-	n.log.Warn("notification not delivered", "receiver", r.Name, "event", d.typ, "err", last)
 }
 
-func (n *Notifier) post(ctx context.Context, r *receiver, d delivery, ts string) (retry bool, err error) {
+func (n *Notifier) post(ctx context.Context, r *receiver, d message, ts string) (retry bool, err error) {
 	body := d.body
 	if r.Kind == "slack" {
 		body, _ = json.Marshal(map[string]string{"text": d.text})
@@ -388,13 +378,7 @@ func (n *Notifier) post(ctx context.Context, r *receiver, d delivery, ts string)
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	switch {
-	case resp.StatusCode < 300:
-		return false, nil
-	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
-		return true, fmt.Errorf("HTTP %d", resp.StatusCode)
-	}
-	return false, fmt.Errorf("HTTP %d (not retried)", resp.StatusCode)
+	return delivery.Result(resp.StatusCode, "")
 }
 
 // redactURL removes the receiver's URL from an error: Slack and similar
