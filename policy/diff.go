@@ -151,7 +151,7 @@ func orEmpty(p *Policy) *Policy {
 	return p
 }
 
-// FormatDuration formats d as a policy writes it: "2160h", "1h30m", "90s";
+// FormatDuration formats d as a policy writes it: "2160h", "1h30m", "1m30s";
 // "none" for 0.
 func FormatDuration(d time.Duration) string {
 	if d == 0 {

@@ -18,7 +18,7 @@ func FuzzDecodeRegister(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body string) {
 		r := httptest.NewRequest("POST", "/api/v1/bootstrap/register", strings.NewReader(body))
 		w := httptest.NewRecorder()
-		req, err := DecodeRegister(w, r)
+		req, err := decodeRegister(w, r)
 		if err != nil {
 			if err.Error() == "" {
 				t.Fatal("empty error message")

@@ -455,6 +455,8 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 		case errors.As(err, &se):
 			return fmt.Errorf("request body is not valid JSON: %v", err)
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			// encoding/json has no typed error for DisallowUnknownFields;
+			// its message is the only place that names the field.
 			name, _ := strconv.Unquote(strings.TrimPrefix(err.Error(), "json: unknown field "))
 			return fmt.Errorf("request body has an unknown field %s", clip(name, 40))
 		default:

@@ -8,15 +8,15 @@ import (
 	"github.com/vigo-enroll/vigo/server/enroll"
 )
 
-// DecodeRegister reads a registration request body (exported for fuzzing).
-func DecodeRegister(w http.ResponseWriter, r *http.Request) (apiv1.RegisterRequest, error) {
+// decodeRegister reads a registration request body (FuzzDecodeRegister feeds it).
+func decodeRegister(w http.ResponseWriter, r *http.Request) (apiv1.RegisterRequest, error) {
 	var req apiv1.RegisterRequest
 	err := decodeJSON(w, r, &req)
 	return req, err
 }
 
 func (a *API) handleRegister(w http.ResponseWriter, r *http.Request) {
-	req, err := DecodeRegister(w, r)
+	req, err := decodeRegister(w, r)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return

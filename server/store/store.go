@@ -54,7 +54,7 @@ type Store interface {
 	// audit. ErrNotFound when unknown; ErrEnvoyRevoked when revoked.
 	SetEnvoyFlags(ctx context.Context, uuid string, f EnvoyFlags, audit AuditEvent) error
 	// RenewCertificate records a new certificate (and possibly a new public
-	// key) for an active envoy, only if its current serial is oldSerial
+	// key) for an active envoy, only if its current serial is p.OldSerial
 	// (ErrConflict otherwise, ErrEnvoyRevoked when revoked), and appends audit.
 	RenewCertificate(ctx context.Context, p RenewParams) error
 	// RecordCheckins stores last_seen, agent version and peer address for a
