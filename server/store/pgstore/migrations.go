@@ -177,4 +177,15 @@ CREATE TABLE policy_control (
 	`
 ALTER TABLE envoys ADD COLUMN last_checkin_signed timestamptz;
 `,
+	// 6: browsing (QueryEnvoys, QueryAudit): the orders by hostname, with
+	// and without a status, and newest-first audit by type, hostname and
+	// envoy. No index on last_seen: check-ins rewrite it all the time,
+	// and an indexed column would end their HOT updates.
+	`
+CREATE INDEX envoys_hostname_uuid ON envoys (hostname, uuid);
+CREATE INDEX envoys_status_hostname ON envoys (status, hostname, uuid);
+CREATE INDEX audit_type_at ON audit (type, at, id);
+CREATE INDEX audit_hostname_at ON audit (hostname, at, id);
+CREATE INDEX audit_envoy_at ON audit (envoy_uuid, at, id);
+`,
 }
