@@ -27,6 +27,7 @@ import (
 
 	"github.com/vigo-enroll/vigo/gitsync"
 	"github.com/vigo-enroll/vigo/policy"
+	"github.com/vigo-enroll/vigo/server/admin"
 	"github.com/vigo-enroll/vigo/server/agentdist"
 	"github.com/vigo-enroll/vigo/server/bootstrap"
 	"github.com/vigo-enroll/vigo/server/ca"
@@ -251,8 +252,13 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 	if s.ctl != nil {
 		ctl = s.ctl
 	}
+	ops, err := admin.New(admin.Config{Store: notify, Policy: s.policy, PublicURL: publicURL, Replica: cfg.Server.Replica, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	auth := admin.ServerToken{Hash: adminHash}
 	api, err := httpapi.New(httpapi.Config{
-		Enroller: enr, Store: notify, Policy: s.policy, PolicyCtl: ctl, Dist: s.dist,
+		Enroller: enr, Store: notify, Policy: s.policy, PolicyCtl: ctl, Dist: s.dist, Ops: ops, Auth: auth,
 		Bootstrap: func(goos string) ([]byte, string, error) {
 			script, err := bootstrap.Render(bootstrap.Params{ServerURL: publicURL, GRPCAddress: grpcAddr, CAFingerprint: s.ca.Fingerprint(), OS: goos,
 				// An operator's certificate is meant to be trusted by hosts:
@@ -260,8 +266,8 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 				VerifyTLS: s.httpsCert != nil})
 			return script, bootstrap.ContentType(goos), err
 		},
-		Judge:          s.grpc.Judge,
-		AdminTokenHash: adminHash, WebhookSecret: webhookSecret, TrustedProxies: proxies,
+		Judge:         s.grpc.Judge,
+		WebhookSecret: webhookSecret, TrustedProxies: proxies,
 		PerAddress: limit(cfg.Bootstrap.RateLimit.PerSecond, cfg.Bootstrap.RateLimit.Burst),
 		PerNetwork: limit(cfg.Bootstrap.RateLimit.NetworkPerSecond, cfg.Bootstrap.RateLimit.NetworkBurst),
 		PublicURL:  publicURL, Replica: cfg.Server.Replica, Ready: s.ready,

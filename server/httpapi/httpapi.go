@@ -7,8 +7,6 @@ package httpapi
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -28,6 +26,7 @@ import (
 
 	"github.com/vigo-enroll/vigo/policy"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/server/admin"
 	"github.com/vigo-enroll/vigo/server/bootstrap"
 	"github.com/vigo-enroll/vigo/server/enroll"
 	"github.com/vigo-enroll/vigo/server/ratelimit"
@@ -59,10 +58,17 @@ type AgentDist interface {
 	HandleSigningKey(w http.ResponseWriter, r *http.Request)
 }
 
-// Config configures the API. Enroller, Store and AdminTokenHash are required.
+// Config configures the API. Enroller, Store, Ops and Auth are required.
 type Config struct {
 	Enroller *enroll.Enroller
 	Store    store.Store
+	// Ops runs the admin use cases (tokens, envoy actions).
+	Ops *admin.Ops
+	// Auth authenticates admin credentials (Authorization: Bearer).
+	Auth admin.Authenticator
+	// Console serves the web console under /ui/ (and GET / redirects
+	// there); nil serves none.
+	Console http.Handler
 	// Policy returns the active policy (nil when none is valid yet).
 	Policy func() *policy.Policy
 	// PolicyCtl serves status and sync; nil disables those routes.
@@ -74,8 +80,6 @@ type Config struct {
 	// Judge explains to an envoy why the check-in service refuses its
 	// certificate (GET /api/v1/agent/self); nil disables the route.
 	Judge func(ctx context.Context, cert *x509.Certificate) (uuid, msg string, accepted bool, err error)
-	// AdminTokenHash is the SHA-256 of the admin token.
-	AdminTokenHash [32]byte
 	// WebhookSecret is the policy webhook's shared secret; empty disables the webhook.
 	WebhookSecret []byte
 	// TrustedProxies may set X-Forwarded-For.
@@ -114,8 +118,8 @@ type API struct {
 
 // New returns the API handler.
 func New(cfg Config) (*API, error) {
-	if cfg.Enroller == nil || cfg.Store == nil {
-		return nil, errors.New("httpapi: Enroller and Store are required")
+	if cfg.Enroller == nil || cfg.Store == nil || cfg.Ops == nil || cfg.Auth == nil {
+		return nil, errors.New("httpapi: Enroller, Store, Ops and Auth are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -160,7 +164,14 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTT
 func (a *API) routes() *http.ServeMux {
 	m := http.NewServeMux()
 	open := func(pattern string, h http.HandlerFunc) { m.Handle(pattern, a.observe(pattern, a.rateLimited(h))) }
-	admin := func(pattern string, h http.HandlerFunc) { m.Handle(pattern, a.observe(pattern, a.admin(h))) }
+	// Every admin route says what it needs: admin.Read or admin.Change
+	// (see authorize, the one check).
+	read := func(pattern string, h http.HandlerFunc) {
+		m.Handle(pattern, a.observe(pattern, a.authorize(admin.Read, h)))
+	}
+	change := func(pattern string, h http.HandlerFunc) {
+		m.Handle(pattern, a.observe(pattern, a.authorize(admin.Change, h)))
+	}
 	plain := func(pattern string, h http.HandlerFunc) { m.Handle(pattern, a.observe(pattern, h)) }
 
 	// Open to anyone, rate-limited per source address.
@@ -188,27 +199,36 @@ func (a *API) routes() *http.ServeMux {
 	}
 
 	// Admin API.
-	admin("POST /api/v1/tokens", a.handleTokenCreate)
-	admin("GET /api/v1/tokens", a.handleTokenList)
-	admin("DELETE /api/v1/tokens/{id}", a.handleTokenRevoke)
-	admin("GET /api/v1/envoys", a.handleEnvoyList)
-	admin("GET /api/v1/envoys/{id}", a.handleEnvoyShow)
-	admin("POST /api/v1/envoys/{id}/revoke", a.handleEnvoyRevoke)
-	admin("POST /api/v1/envoys/{id}/rebootstrap", a.handleEnvoyRebootstrap)
-	admin("POST /api/v1/envoys/{id}/update", a.handleEnvoyUpdate)
-	admin("GET /api/v1/audit", a.handleAudit)
-	admin("GET /api/v1/policy/status", a.handlePolicyStatus)
-	admin("POST /api/v1/policy/sync", a.handlePolicySync)
-	admin("POST /api/v1/policy/suspend", a.handlePolicySuspend)
-	admin("POST /api/v1/policy/resume", a.handlePolicyResume)
-	admin("POST /api/v1/policy/pin", a.handlePolicyPin)
-	admin("POST /api/v1/policy/unpin", a.handlePolicyUnpin)
-	admin("GET /api/v1/policy/history", a.handlePolicyHistory)
+	change("POST /api/v1/tokens", a.handleTokenCreate)
+	read("GET /api/v1/tokens", a.handleTokenList)
+	change("DELETE /api/v1/tokens/{id}", a.handleTokenRevoke)
+	read("GET /api/v1/envoys", a.handleEnvoyList)
+	read("GET /api/v1/envoys/{id}", a.handleEnvoyShow)
+	change("POST /api/v1/envoys/{id}/revoke", a.handleEnvoyRevoke)
+	change("POST /api/v1/envoys/{id}/rebootstrap", a.handleEnvoyRebootstrap)
+	change("POST /api/v1/envoys/{id}/update", a.handleEnvoyUpdate)
+	read("GET /api/v1/audit", a.handleAudit)
+	read("GET /api/v1/policy/status", a.handlePolicyStatus)
+	change("POST /api/v1/policy/sync", a.handlePolicySync)
+	change("POST /api/v1/policy/suspend", a.handlePolicySuspend)
+	change("POST /api/v1/policy/resume", a.handlePolicyResume)
+	change("POST /api/v1/policy/pin", a.handlePolicyPin)
+	change("POST /api/v1/policy/unpin", a.handlePolicyUnpin)
+	read("GET /api/v1/policy/history", a.handlePolicyHistory)
 
 	// Anything else under /api/ is unknown: admin-only so it reveals nothing.
-	admin("/api/", func(w http.ResponseWriter, r *http.Request) {
+	read("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", method(r), clip(r.URL.Path, 100)))
 	})
+
+	// The web console authenticates its own sessions (signed in with an
+	// admin credential, checked by the same Caller.Allows).
+	if a.cfg.Console != nil {
+		plain("/ui/", a.cfg.Console.ServeHTTP)
+		plain("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "/ui/", http.StatusSeeOther)
+		})
+	}
 	plain("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s; the bootstrap script is at GET /bootstrap", method(r), clip(r.URL.Path, 100)))
 	})
@@ -322,25 +342,41 @@ func jsonOnly(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-func (a *API) admin(h http.HandlerFunc) http.HandlerFunc {
+// authorize is the admin API's authentication and its one authorization
+// check: the bearer credential must be valid (401 otherwise, saying
+// nothing of why) and its caller's role must allow need
+// (admin.Caller.Allows, the check the console applies too; 403
+// otherwise). The caller travels in the request's context.
+func (a *API) authorize(need admin.Access, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		auth := r.Header.Get("Authorization")
-		tok, ok := strings.CutPrefix(auth, "Bearer ")
-		if !ok || tok == "" {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || strings.TrimSpace(tok) == "" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="vigo"`)
 			writeError(w, http.StatusUnauthorized, "admin credential required: send Authorization: Bearer <admin token> (vigocli reads vigo-data/admin.token)")
 			return
 		}
-		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-		// Compare hashes in constant time: timing reveals nothing of the token.
-		if subtle.ConstantTimeCompare(sum[:], a.cfg.AdminTokenHash[:]) != 1 {
+		c, err := a.cfg.Auth.Authenticate(r.Context(), tok)
+		switch {
+		case errors.Is(err, admin.ErrInvalidCredential):
 			w.Header().Set("WWW-Authenticate", `Bearer realm="vigo", error="invalid_token"`)
 			writeError(w, http.StatusUnauthorized, "admin credential is not valid")
 			return
+		case err != nil:
+			a.internal(w, "authenticate admin credential", err)
+			return
 		}
-		h(w, r)
+		if !c.Allows(need) {
+			writeError(w, http.StatusForbidden, fmt.Sprintf("admin credential %q has the role %s, which may not %s %s",
+				c.Name, c.Role, method(r), clip(r.URL.Path, 100)))
+			return
+		}
+		h(w, r.WithContext(admin.WithCaller(r.Context(), c)))
 	}
 }
+
+// SourceIP is the client address of r, as the open routes see it (see
+// sourceIP); the console rate-limits sign-ins by it.
+func (a *API) SourceIP(r *http.Request) netip.Addr { return a.sourceIP(r) }
 
 // sourceIP is the TCP peer, or the client named in X-Forwarded-For when the
 // peer is a configured trusted proxy (see clientAddr). Trusting the header

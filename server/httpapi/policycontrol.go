@@ -7,11 +7,12 @@ import (
 	"strings"
 
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/server/admin"
 	"github.com/vigo-enroll/vigo/server/policyctl"
 )
 
 // actor names who made an admin request, for the audit log.
-func actor(*http.Request) string { return "admin" }
+func actor(r *http.Request) string { return admin.CallerFrom(r.Context()).Name }
 
 // policyCtl returns the policy controller, or answers 404.
 func (a *API) policyCtl(w http.ResponseWriter) (PolicyController, bool) {
