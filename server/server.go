@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -31,6 +32,7 @@ import (
 	"github.com/vigo-enroll/vigo/server/agentdist"
 	"github.com/vigo-enroll/vigo/server/bootstrap"
 	"github.com/vigo-enroll/vigo/server/ca"
+	"github.com/vigo-enroll/vigo/server/console"
 	"github.com/vigo-enroll/vigo/server/enroll"
 	"github.com/vigo-enroll/vigo/server/feedback"
 	"github.com/vigo-enroll/vigo/server/grpcapi"
@@ -257,8 +259,21 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 		return nil, err
 	}
 	auth := admin.ServerToken{Hash: adminHash}
-	api, err := httpapi.New(httpapi.Config{
-		Enroller: enr, Store: notify, Policy: s.policy, PolicyCtl: ctl, Dist: s.dist, Ops: ops, Auth: auth,
+	var api *httpapi.API // the console asks it for a request's source address
+	var consoleCtl console.PolicyController
+	if s.ctl != nil {
+		consoleCtl = s.ctl
+	}
+	con, err := console.New(console.Config{
+		Store: notify, Ops: ops, Auth: auth, Policy: s.policy, PolicyCtl: consoleCtl,
+		CheckinInterval: interval, SourceIP: func(r *http.Request) netip.Addr { return api.SourceIP(r) },
+		PublicURL: publicURL, Replica: cfg.Server.Replica, Logger: logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	api, err = httpapi.New(httpapi.Config{
+		Enroller: enr, Store: notify, Policy: s.policy, PolicyCtl: ctl, Dist: s.dist, Ops: ops, Auth: auth, Console: con,
 		Bootstrap: func(goos string) ([]byte, string, error) {
 			script, err := bootstrap.Render(bootstrap.Params{ServerURL: publicURL, GRPCAddress: grpcAddr, CAFingerprint: s.ca.Fingerprint(), OS: goos,
 				// An operator's certificate is meant to be trusted by hosts:

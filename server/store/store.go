@@ -393,6 +393,11 @@ const (
 	AuditPolicyResumed   = "policy.resumed"
 	AuditPolicyPinned    = "policy.pinned"
 	AuditPolicyUnpinned  = "policy.unpinned"
+	// AuditConsoleSignIn records a sign-in attempt to the web console
+	// (result "ok" or "denied"; never the credential); AuditConsoleSignOut
+	// a sign-out.
+	AuditConsoleSignIn  = "console.sign_in"
+	AuditConsoleSignOut = "console.sign_out"
 )
 
 // PolicyRevision is a persisted, valid policy revision.
