@@ -115,9 +115,12 @@ type client struct {
 
 func (f *fixture) client() *client {
 	jar, _ := cookiejar.New(nil)
-	hc := f.srv.Client()
-	hc.Jar = jar
-	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	// A client of its own (srv.Client() is one shared client), trusting
+	// the server's certificate.
+	hc := &http.Client{
+		Transport: f.srv.Client().Transport, Jar: jar, Timeout: time.Minute,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 	return &client{t: f.t, f: f, hc: hc, jar: jar}
 }
 
@@ -645,5 +648,29 @@ func TestOverviewCounts(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("overview lacks %s", want)
 		}
+	}
+}
+
+// TestSignInRenewsTheSession: signing in always starts a new session and
+// ends the one the browser carried, so a session id planted in a browser
+// before its owner signs in is worth nothing after.
+func TestSignInRenewsTheSession(t *testing.T) {
+	f := newFixture(t, nil)
+	attacker := f.client()
+	attacker.signIn(roSecret)
+	planted := attacker.jar.Cookies(mustURL(t, f.url))
+
+	victim := f.client()
+	_, page := victim.get("/ui/sign-in") // signed out: the form and its pre-session cookie
+	victim.jar.SetCookies(mustURL(t, f.url), planted)
+	resp, _ := victim.post("/ui/sign-in", url.Values{"csrf": {csrfOf(t, page)}, "credential": {adminSecret}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign in: HTTP %d", resp.StatusCode)
+	}
+	if resp, _ := attacker.get("/ui/"); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("the planted session still works after the victim signed in: HTTP %d", resp.StatusCode)
+	}
+	if _, body := victim.get("/ui/"); !strings.Contains(body, "alice") {
+		t.Error("the victim is not signed in as themselves")
 	}
 }

@@ -73,6 +73,9 @@ func (c *Console) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		c.renderSignIn(w, r, http.StatusForbidden, next, "That credential may not use the console.")
 		return
 	}
+	// A new session id at every sign-in (and the one the browser had, if
+	// any, ended): an id planted before sign-in is worth nothing after.
+	c.sessions.end(cookieValue(r, sessionCookie))
 	id, _ := c.sessions.create(caller, now)
 	ev.Result, ev.Details = "ok", map[string]string{"actor": caller.Name, "role": caller.Role}
 	c.audit(r, ev)
