@@ -16,6 +16,9 @@ import (
 // PageSize is the number of envoys on a page.
 const PageSize = 50
 
+// MaxCount is the most envoys the envoys page counts ("10000+ match").
+const MaxCount = 10_000
+
 type envoysData struct {
 	Query url.Values
 	// Filter values, as given.
@@ -24,7 +27,10 @@ type envoysData struct {
 	Sort                                            string
 	Desc                                            bool
 	Envoys                                          []envoyRow
-	Total                                           int
+	// Total is the number of envoys that match, MaxCount at most
+	// (TotalCapped then).
+	Total       int
+	TotalCapped bool
 	// Prev and Next are the queries of the neighbouring pages ("" when
 	// there is none).
 	Prev, Next string
@@ -164,16 +170,27 @@ func (c *Console) handleEnvoys(w http.ResponseWriter, r *http.Request, s *sessio
 		return
 	}
 	more := len(es) > PageSize
+	if eq.After == nil && eq.Before == nil && !more {
+		d.Total = len(es) // the whole list is on this page: no count needed
+	} else {
+		// Counted up to MaxCount: a filter that many envoys match costs
+		// no more than a page.
+		cq := eq
+		cq.Limit = MaxCount + 1
+		if d.Total, err = c.cfg.Store.CountEnvoys(ctx, cq); err != nil {
+			c.internal(w, r, s, "count envoys", err)
+			return
+		}
+		if d.Total > MaxCount {
+			d.Total, d.TotalCapped = MaxCount, true
+		}
+	}
 	if more {
 		if eq.Before != nil {
 			es = es[1:] // read backwards: the extra one is the first
 		} else {
 			es = es[:PageSize]
 		}
-	}
-	if d.Total, err = c.cfg.Store.CountEnvoys(ctx, eq); err != nil {
-		c.internal(w, r, s, "count envoys", err)
-		return
 	}
 	staleBefore := now.Add(-d.StaleAfter)
 	for _, e := range es {

@@ -17,13 +17,20 @@ import (
 )
 
 var (
-	rowRE  = regexp.MustCompile(`class="envoy" href="/ui/envoys/[^"]+">([^<]+)<`)
-	nextRE = regexp.MustCompile(`id="next" href="([^"]+)"`)
-	prevRE = regexp.MustCompile(`id="prev" href="([^"]+)"`)
+	rowRE   = regexp.MustCompile(`class="envoy" href="/ui/envoys/[^"]+">([^<]+)<`)
+	nextRE  = regexp.MustCompile(`id="next" href="([^"]+)"`)
+	prevRE  = regexp.MustCompile(`id="prev" href="([^"]+)"`)
+	totalRE = regexp.MustCompile(`id="envoy-total">([0-9]+\+?) envoys match`)
 )
 
 // pageOf returns the hostnames of an envoys page and its links.
 func pageOf(t *testing.T, c *client, path string) (hosts []string, prev, next string) {
+	hosts, prev, next, _ = pageTotal(t, c, path)
+	return hosts, prev, next
+}
+
+// pageTotal is pageOf, and the page's count of matching envoys.
+func pageTotal(t *testing.T, c *client, path string) (hosts []string, prev, next, total string) {
 	t.Helper()
 	resp, body := c.get(path)
 	if resp.StatusCode != http.StatusOK {
@@ -38,7 +45,10 @@ func pageOf(t *testing.T, c *client, path string) (hosts []string, prev, next st
 	if m := nextRE.FindStringSubmatch(body); m != nil {
 		next = "/ui/envoys" + html.UnescapeString(m[1])
 	}
-	return hosts, prev, next
+	if m := totalRE.FindStringSubmatch(body); m != nil {
+		total = m[1]
+	}
+	return hosts, prev, next, total
 }
 
 // TestEnvoysPages: following Next through a filtered, sorted list shows
@@ -89,9 +99,12 @@ func TestEnvoysPages(t *testing.T) {
 			path := "/ui/envoys" + tc.query
 			var last string
 			for path != "" {
-				hosts, _, next := pageOf(t, c, path)
+				hosts, _, next, total := pageTotal(t, c, path)
 				if len(hosts) > console.PageSize {
 					t.Fatalf("%d envoys on a page", len(hosts))
+				}
+				if total != fmt.Sprint(len(want)) {
+					t.Errorf("%s: %s envoys match, want %d", path, total, len(want))
 				}
 				got = append(got, hosts)
 				last, path = path, next

@@ -50,8 +50,8 @@ type Store interface {
 	// at most q.Limit, starting after q.After or ending before q.Before
 	// (keyset pagination: a deep page costs what the first one does).
 	QueryEnvoys(ctx context.Context, q EnvoyQuery) ([]Envoy, error)
-	// CountEnvoys counts the envoys matching q's filters (its order,
-	// cursors and limit are ignored).
+	// CountEnvoys counts the envoys matching q's filters, at most q.Limit
+	// of them when it is set (its order and cursors are ignored).
 	CountEnvoys(ctx context.Context, q EnvoyQuery) (int, error)
 	// RevokeEnvoys revokes every active envoy matched by one of rs (by UUID
 	// or by hostname) and appends one "envoy.revoked" audit event for each.

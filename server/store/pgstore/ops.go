@@ -324,11 +324,11 @@ func (s *Store) QueryEnvoys(ctx context.Context, q store.EnvoyQuery) ([]store.En
 	return es, nil
 }
 
-// CountEnvoys counts the envoys matching q's filters.
+// CountEnvoys counts the envoys matching q's filters, at most q.Limit.
 func (s *Store) CountEnvoys(ctx context.Context, q store.EnvoyQuery) (int, error) {
-	where, args := sqlq.CountEnvoys(q, dialect)
+	query, args := sqlq.CountEnvoys(q, dialect)
 	var n int
-	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM envoys`+where, args...).Scan(&n); err != nil {
+	if err := s.pool.QueryRow(ctx, query, args...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count envoys: %w", err)
 	}
 	return n, nil

@@ -288,6 +288,9 @@ func (s *Store) ListEnvoys(ctx context.Context, f store.EnvoyFilter) ([]store.En
 var dialect = sqlq.Dialect{
 	Placeholder: func(int) string { return "?" },
 	Time:        func(t time.Time) any { return t.UnixMilli() },
+	// The store runs no ANALYZE: without statistics SQLite takes an
+	// equality on an indexed column for a rare one.
+	Common: func(cond string) string { return "likelihood(" + cond + ", 0.9)" },
 }
 
 // QueryEnvoys returns a page of the envoys matching q, in q's order.
@@ -303,11 +306,11 @@ func (s *Store) QueryEnvoys(ctx context.Context, q store.EnvoyQuery) ([]store.En
 	return es, nil
 }
 
-// CountEnvoys counts the envoys matching q's filters.
+// CountEnvoys counts the envoys matching q's filters, at most q.Limit.
 func (s *Store) CountEnvoys(ctx context.Context, q store.EnvoyQuery) (int, error) {
-	where, args := sqlq.CountEnvoys(q, dialect)
+	query, args := sqlq.CountEnvoys(q, dialect)
 	var n int
-	if err := s.rdb.QueryRowContext(ctx, `SELECT count(*) FROM envoys`+where, args...).Scan(&n); err != nil {
+	if err := s.rdb.QueryRowContext(ctx, query, args...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count envoys: %w", err)
 	}
 	return n, nil

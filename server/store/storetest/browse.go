@@ -114,6 +114,13 @@ func testQueryEnvoys(t *testing.T, s store.Store) {
 			if err != nil || n != len(want) {
 				t.Errorf("CountEnvoys = %d, %v; want %d", n, err, len(want))
 			}
+			// A limit caps the count (and a cursor changes nothing).
+			capped := f.q
+			capped.Limit, capped.After = 3, &store.EnvoyCursor{Hostname: "zzz", UUID: "z"}
+			n, err = s.CountEnvoys(ctx, capped)
+			if want := min(len(want), 3); err != nil || n != want {
+				t.Errorf("CountEnvoys(limit 3) = %d, %v; want %d", n, err, want)
+			}
 		})
 		for _, o := range orders {
 			q := f.q

@@ -20,6 +20,9 @@ type Dialect struct {
 	Placeholder func(n int) string
 	// Time converts a time to the stored form of a time column.
 	Time func(time.Time) any
+	// Common marks a condition that most rows meet (such as a status),
+	// for a planner without statistics; nil leaves it as it is.
+	Common func(cond string) string
 }
 
 // builder collects a WHERE clause and its arguments.
@@ -59,8 +62,17 @@ func likeEscape(s string) string {
 }
 
 func (b *builder) envoyFilters(q store.EnvoyQuery) {
+	common := func(cond string) string { return cond }
+	if b.d.Common != nil {
+		common = b.d.Common
+	}
+	// A status is common (most envoys are active): with "not seen
+	// since", the index of the last check-in must win over the status's.
+	if q.Status != "" {
+		b.add(common("status = %s"), q.Status)
+	}
 	for _, f := range []struct{ col, v string }{
-		{"status", q.Status}, {"method", q.Method}, {"rule", q.Rule},
+		{"method", q.Method}, {"rule", q.Rule},
 		{"policy_revision", q.PolicyRevision}, {"agent_version", q.AgentVersion},
 	} {
 		if f.v != "" {
@@ -110,11 +122,16 @@ func Envoys(q store.EnvoyQuery, d Dialect) (clauses string, args []any, reversed
 	return clauses, b.args, reversed
 }
 
-// CountEnvoys returns the WHERE clause of q's filters and its arguments.
+// CountEnvoys returns the query that counts the envoys matching q's
+// filters, at most q.Limit of them when it is set, and its arguments.
 func CountEnvoys(q store.EnvoyQuery, d Dialect) (string, []any) {
 	b := &builder{d: d}
 	b.envoyFilters(q)
-	return b.where(), b.args
+	if q.Limit > 0 {
+		// Counting stops at the limit: a common filter costs what a page does.
+		return `SELECT count(*) FROM (SELECT 1 FROM envoys` + b.where() + ` LIMIT ` + b.arg(q.Limit) + `) AS matched`, b.args
+	}
+	return `SELECT count(*) FROM envoys` + b.where(), b.args
 }
 
 // Audit returns the WHERE, ORDER BY and LIMIT clauses of q and its
