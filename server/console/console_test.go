@@ -396,6 +396,24 @@ func mapValues(m map[string]string) []string {
 	return out
 }
 
+// postedForm is a form and where it posts.
+type postedForm struct {
+	path string
+	form url.Values
+}
+
+// changeForms are the console's forms that change something, filled in,
+// for an envoy and an unused token.
+func changeForms(envoyUUID, tokenID string) []postedForm {
+	return []postedForm{
+		{"/ui/envoys/" + envoyUUID + "/revoke", url.Values{"reason": {"stolen"}}},
+		{"/ui/envoys/" + envoyUUID + "/rebootstrap", url.Values{}},
+		{"/ui/envoys/" + envoyUUID + "/update", url.Values{"version": {"v2"}}},
+		{"/ui/tokens", url.Values{"pattern": {"y.example.com"}}},
+		{"/ui/tokens/" + tokenID + "/revoke", url.Values{}},
+	}
+}
+
 // TestFormWithoutCSRFRefused: every form that changes something is
 // refused without the session's CSRF token, with a wrong one, or posted
 // from another site; the sign-in form without its pre-session token.
@@ -412,17 +430,7 @@ func TestFormWithoutCSRFRefused(t *testing.T) {
 	}
 	c := f.client()
 	csrf := c.signIn(adminSecret)
-	forms := []struct {
-		path string
-		form url.Values
-	}{
-		{"/ui/envoys/" + e.UUID + "/revoke", url.Values{"reason": {"stolen"}}},
-		{"/ui/envoys/" + e.UUID + "/rebootstrap", url.Values{}},
-		{"/ui/envoys/" + e.UUID + "/update", url.Values{"version": {"v2"}}},
-		{"/ui/tokens", url.Values{"pattern": {"y.example.com"}}},
-		{"/ui/tokens/" + issued.Token.ID + "/revoke", url.Values{}},
-		{"/ui/sign-out", url.Values{}},
-	}
+	forms := append(changeForms(e.UUID, issued.Token.ID), postedForm{"/ui/sign-out", url.Values{}})
 	for _, fm := range forms {
 		for _, tc := range []struct {
 			name   string
@@ -501,16 +509,7 @@ func TestReadOnlySessionChangesNothing(t *testing.T) {
 			t.Errorf("GET %s: %d forms post; want only the sign-out form", path, n)
 		}
 	}
-	for _, fm := range []struct {
-		path string
-		form url.Values
-	}{
-		{"/ui/envoys/" + e.UUID + "/revoke", url.Values{"reason": {"stolen"}}},
-		{"/ui/envoys/" + e.UUID + "/rebootstrap", url.Values{}},
-		{"/ui/envoys/" + e.UUID + "/update", url.Values{"version": {"v2"}}},
-		{"/ui/tokens", url.Values{"pattern": {"y.example.com"}}},
-		{"/ui/tokens/" + issued.Token.ID + "/revoke", url.Values{}},
-	} {
+	for _, fm := range changeForms(e.UUID, issued.Token.ID) {
 		fm.form.Set("csrf", csrf)
 		resp, body := c.post(fm.path, fm.form)
 		if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "read-only") {
