@@ -83,6 +83,7 @@ bench: ## Run the Go benchmarks that BENCHMARKS.md reports (see it for the fleet
 	$(GO) test -run '^$$' -bench 'Decide|Load' -benchtime 2s ./policy
 	$(GO) test -run '^$$' -bench 'Registration|PushToActive|BootstrapOneLiner' -benchtime 20x ./server
 	$(GO) test -run '^$$' -bench Load -benchtime 1x ./server/grpcapi/loadtest
+	$(GO) test -run '^$$' -bench EnvoysPage100k -benchtime 20x ./server/console
 
 clean: ## Remove build outputs (not the data folder)
 	rm -rf $(BIN) dist build

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -27,9 +28,11 @@ import (
 
 	"github.com/vigo-enroll/vigo/gitsync"
 	"github.com/vigo-enroll/vigo/policy"
+	"github.com/vigo-enroll/vigo/server/admin"
 	"github.com/vigo-enroll/vigo/server/agentdist"
 	"github.com/vigo-enroll/vigo/server/bootstrap"
 	"github.com/vigo-enroll/vigo/server/ca"
+	"github.com/vigo-enroll/vigo/server/console"
 	"github.com/vigo-enroll/vigo/server/enroll"
 	"github.com/vigo-enroll/vigo/server/feedback"
 	"github.com/vigo-enroll/vigo/server/grpcapi"
@@ -276,8 +279,34 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 			oneLiner.ServerKeyPin = bootstrap.ServerKeyPin(leaf)
 		}
 	}
-	api, err := httpapi.New(httpapi.Config{
-		Enroller: enr, Store: notify, Policy: s.policy, PolicyCtl: ctl, Dist: s.dist,
+	ops, err := admin.New(admin.Config{Store: notify, Policy: s.policy, Replica: cfg.Server.Replica, Logger: logger,
+		OneLiner: func(token string) (string, error) {
+			p := oneLiner
+			p.Token = token
+			return bootstrap.OneLiner(p)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The server's own admin token and the named ones of the store, for
+	// the admin API and the console alike.
+	auth := admin.Tokens{ServerHash: adminHash, Store: notify}
+	var api *httpapi.API // the console asks it for a request's source address
+	var consoleCtl console.PolicyController
+	if s.ctl != nil {
+		consoleCtl = s.ctl
+	}
+	con, err := console.New(console.Config{
+		Store: notify, Ops: ops, Auth: auth, Policy: s.policy, PolicyCtl: consoleCtl,
+		CheckinInterval: interval, SourceIP: func(r *http.Request) netip.Addr { return api.SourceIP(r) },
+		Replica: cfg.Server.Replica, Logger: logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	api, err = httpapi.New(httpapi.Config{
+		Enroller: enr, Store: notify, Policy: s.policy, PolicyCtl: ctl, Dist: s.dist, Ops: ops, Auth: auth, Console: con,
 		Bootstrap: func(goos string) ([]byte, string, error) {
 			script, err := bootstrap.Render(bootstrap.Params{ServerURL: publicURL, GRPCAddress: grpcAddr, CAFingerprint: s.ca.Fingerprint(), OS: goos,
 				// An operator's certificate is meant to be trusted by hosts:
@@ -285,16 +314,11 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 				VerifyTLS: s.httpsCert != nil})
 			return script, bootstrap.ContentType(goos), err
 		},
-		Judge:          s.grpc.Judge,
-		AdminTokenHash: adminHash, WebhookSecret: webhookSecret, TrustedProxies: proxies,
+		Judge:         s.grpc.Judge,
+		WebhookSecret: webhookSecret, TrustedProxies: proxies,
 		PerAddress: limit(cfg.Bootstrap.RateLimit.PerSecond, cfg.Bootstrap.RateLimit.Burst),
 		PerNetwork: limit(cfg.Bootstrap.RateLimit.NetworkPerSecond, cfg.Bootstrap.RateLimit.NetworkBurst),
 		PublicURL:  publicURL, Replica: cfg.Server.Replica, Ready: s.ready,
-		OneLiner: func(token string) (string, error) {
-			p := oneLiner
-			p.Token = token
-			return bootstrap.OneLiner(p)
-		},
 		Registerer: s.registry, Gatherer: s.registry, Logger: logger,
 		MetricsElsewhere: s.metLn != nil,
 	})

@@ -47,12 +47,12 @@ func replayAudit(ctx context.Context, g *globals, base, head *policy.Policy, per
 	}
 	r := &replayReport{}
 	var attempts []policy.Attempt
-	var before int64
+	var before string // the cursor of the oldest event read so far
 	for r.Events < limit {
 		page := min(replayPage, limit-r.Events)
 		q := url.Values{"order": {"newest"}, "type": {"registration"}, "since": {period.String()}, "limit": {strconv.Itoa(page)}}
-		if before > 0 {
-			q.Set("before", strconv.FormatInt(before, 10))
+		if before != "" {
+			q.Set("before", before)
 		}
 		var evs []apiv1.AuditEvent
 		if err := c.do(ctx, "GET", "/api/v1/audit?"+q.Encode(), nil, &evs); err != nil {
@@ -60,9 +60,7 @@ func replayAudit(ctx context.Context, g *globals, base, head *policy.Policy, per
 		}
 		for _, e := range evs {
 			r.Events++
-			if before == 0 || e.ID < before {
-				before = e.ID
-			}
+			before = e.Cursor() // newest first: the last one is the oldest
 			if a, ok := attemptOf(e); ok {
 				attempts = append(attempts, a)
 			} else {

@@ -3,7 +3,12 @@
 // else is shared between the agent and the server.
 package apiv1
 
-import "time"
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+)
 
 // Headers of every authenticated admin answer: the server's build
 // (buildinfo.Info's Version and Commit; the commit only when known), so
@@ -184,6 +189,24 @@ type AuditEvent struct {
 	// server's own); empty for the server itself and registrations.
 	Actor   string            `json:"actor,omitempty"`
 	Details map[string]string `json:"details,omitempty"`
+}
+
+// Cursor is the position of e in the audit log's newest-first order (its
+// time, then its id), for GET /api/v1/audit?order=newest&before=CURSOR: the
+// next page holds the events older than e.
+func (e AuditEvent) Cursor() string {
+	return strconv.FormatInt(e.At.UnixNano(), 10) + "." + strconv.FormatInt(e.ID, 10)
+}
+
+// ParseAuditCursor reads a Cursor.
+func ParseAuditCursor(s string) (at time.Time, id int64, err error) {
+	ns, idText, ok := strings.Cut(s, ".")
+	n, err1 := strconv.ParseInt(ns, 10, 64)
+	id, err2 := strconv.ParseInt(idText, 10, 64)
+	if !ok || err1 != nil || err2 != nil || id < 0 {
+		return time.Time{}, 0, errors.New("not an audit cursor (the cursor of the last event of a page)")
+	}
+	return time.Unix(0, n).UTC(), id, nil
 }
 
 // AdminTokenCreateRequest is the body of POST /api/v1/admin-tokens.

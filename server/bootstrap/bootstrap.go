@@ -160,13 +160,15 @@ var (
 // not in the fetched script, makes vigo register pin the CA. With an
 // operator's certificate curl verifies it (no -k, no key pin); the CA
 // fingerprint still pins Vigo's CA for registration. Options may be
-// appended (--hostname H, --no-service).
+// appended (--hostname H, --no-service). Without a token it is the line for
+// hosts the policy admits without one (trusted or approved): the same pins,
+// no VIGO_TOKEN.
 func OneLiner(p OneLinerParams) (string, error) {
 	n, err := Params{ServerURL: p.ServerURL, CAFingerprint: p.CAFingerprint}.normalise()
 	if err != nil {
 		return "", err
 	}
-	if !tokenRe.MatchString(p.Token) {
+	if p.Token != "" && !tokenRe.MatchString(p.Token) {
 		return "", errors.New("render one-liner: token has characters a token never has")
 	}
 	// normalise allows only letters, digits, ".-_:/" and the brackets of
@@ -184,7 +186,10 @@ func OneLiner(p OneLinerParams) (string, error) {
 		}
 		curl = "curl -sSfk --pinnedpubkey 'sha256//" + p.ServerKeyPin + "' " + url
 	}
-	line := "export VIGO_TOKEN=" + p.Token + "; " + curl + " | sudo --preserve-env=VIGO_TOKEN sh -s --"
+	line := curl + " | sudo sh -s --"
+	if p.Token != "" {
+		line = "export VIGO_TOKEN=" + p.Token + "; " + curl + " | sudo --preserve-env=VIGO_TOKEN sh -s --"
+	}
 	if n.CAFingerprint != "" {
 		line += " --ca-fingerprint " + n.CAFingerprint
 	}

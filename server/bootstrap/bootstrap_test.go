@@ -282,7 +282,11 @@ func TestOneLiner(t *testing.T) {
 			want: "export VIGO_TOKEN=" + tok + "; curl -sSf 'https://[2001:db8::1]:8443/bootstrap' | sudo --preserve-env=VIGO_TOKEN sh -s --",
 		},
 		{name: "token with shell characters", p: OneLinerParams{ServerURL: "https://h", Token: "vt_$(id)"}, wantErr: "token has characters"},
-		{name: "no token", p: OneLinerParams{ServerURL: "https://h"}, wantErr: "token has characters"},
+		{
+			name: "no token: the line for hosts the policy admits without one",
+			p:    OneLinerParams{ServerURL: "https://vigo.example.com:8443", CAFingerprint: fp, ServerKeyPin: pin},
+			want: "curl -sSfk --pinnedpubkey 'sha256//" + pin + "' https://vigo.example.com:8443/bootstrap | sudo sh -s -- --ca-fingerprint " + fp,
+		},
 		{name: "bad pin", p: OneLinerParams{ServerURL: "https://h", Token: tok, CAFingerprint: fp, ServerKeyPin: "x';id;'"}, wantErr: "pin must be"},
 		{name: "bad fingerprint", p: OneLinerParams{ServerURL: "https://h", Token: tok, CAFingerprint: "zz;id", ServerKeyPin: pin}, wantErr: "fingerprint must be hex"},
 		{name: "bad server", p: OneLinerParams{ServerURL: "https://h/x?y", Token: tok}, wantErr: "must be https://host[:port]"},

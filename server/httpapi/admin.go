@@ -12,14 +12,29 @@ import (
 	"time"
 
 	"github.com/vigo-enroll/vigo/policy"
-	"github.com/vigo-enroll/vigo/schemas/agentbuild"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/server/admin"
 	"github.com/vigo-enroll/vigo/server/store"
 	"github.com/vigo-enroll/vigo/server/token"
 )
 
 // DefaultTokenTTL is the lifetime of a token when none is asked for.
-const DefaultTokenTTL = 24 * time.Hour
+const DefaultTokenTTL = admin.DefaultTokenTTL
+
+// opError answers a refused or failed operation of admin.Ops: its message
+// with 400, 404 or 409, or 500 (logged) for anything else.
+func (a *API) opError(w http.ResponseWriter, op string, err error) {
+	switch {
+	case errors.Is(err, admin.ErrInvalid):
+		writeError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, admin.ErrNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, admin.ErrConflict):
+		writeError(w, http.StatusConflict, err.Error())
+	default:
+		a.internal(w, op, err)
+	}
+}
 
 func (a *API) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
 	var req apiv1.TokenCreateRequest
@@ -27,61 +42,14 @@ func (a *API) handleTokenCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	pattern := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(req.Pattern)), ".")
-	if pattern == "" {
-		writeError(w, http.StatusBadRequest, "pattern: required (a hostname or a glob such as *.web.example.com)")
-		return
-	}
-	if _, err := policy.CompileGlob(pattern); err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("pattern: %v", err))
-		return
-	}
-	if len(req.Note) > 500 {
-		writeError(w, http.StatusBadRequest, "note: at most 500 characters")
-		return
-	}
-	ttl := DefaultTokenTTL
-	var maxTTL time.Duration
-	if p := a.cfg.Policy(); p != nil {
-		maxTTL = p.TokenMaxTTL()
-	}
-	if req.TTL != "" {
-		d, err := time.ParseDuration(req.TTL)
-		if err != nil || d <= 0 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("ttl: %q is not a positive duration (examples: 30m, 24h)", req.TTL))
-			return
-		}
-		if maxTTL > 0 && d > maxTTL {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("ttl: %s is longer than the policy's tokens.max_ttl of %s", d, maxTTL))
-			return
-		}
-		ttl = d
-	} else if maxTTL > 0 && ttl > maxTTL {
-		ttl = maxTTL
-	}
-	tok := token.Generate()
-	hash, err := token.Hash(tok)
+	t, err := a.cfg.Ops.CreateToken(r.Context(), admin.CallerFrom(r.Context()), admin.TokenRequest{Pattern: req.Pattern, TTL: req.TTL, Note: req.Note})
 	if err != nil {
-		a.internal(w, "create token", err)
+		a.opError(w, "create token", err)
 		return
 	}
-	now := a.cfg.Now().UTC()
-	t := store.Token{ID: tok.ID, SecretHash: hash, Pattern: pattern, Note: req.Note, CreatedAt: now, ExpiresAt: now.Add(ttl)}
-	ev := store.AuditEvent{At: now, Type: store.AuditTokenCreated, Result: "ok", TokenID: tok.ID, Replica: a.cfg.Replica,
-		Actor: callerOf(r).name, Details: map[string]string{"pattern": pattern, "expires_at": t.ExpiresAt.Format(time.RFC3339)}}
-	if err := a.cfg.Store.CreateToken(r.Context(), t, ev); err != nil {
-		a.internal(w, "create token", err)
-		return
-	}
-	a.log.Info("token created", "token_id", tok.ID, "pattern", pattern)
-	out := apiv1.TokenCreated{ID: tok.ID, Token: tok.String(), Pattern: pattern, Note: req.Note, ExpiresAt: t.ExpiresAt}
-	if a.cfg.OneLiner != nil {
-		if out.Command, err = a.cfg.OneLiner(tok.String()); err != nil {
-			// The token exists: answer with it rather than lose it.
-			a.log.Error("render the bootstrap one-liner", "token_id", tok.ID, "err", err)
-		}
-	}
-	writeJSON(w, http.StatusCreated, out)
+	writeJSON(w, http.StatusCreated, apiv1.TokenCreated{
+		ID: t.Token.ID, Token: t.Secret, Pattern: t.Token.Pattern, Note: t.Token.Note, ExpiresAt: t.Token.ExpiresAt, Command: t.Command,
+	})
 }
 
 func (a *API) handleTokenList(w http.ResponseWriter, r *http.Request) {
@@ -101,49 +69,19 @@ func (a *API) handleTokenList(w http.ResponseWriter, r *http.Request) {
 // TokenView converts a stored token (never its hash) to its wire form.
 func TokenView(t store.Token, now time.Time) apiv1.Token {
 	v := apiv1.Token{ID: t.ID, Pattern: t.Pattern, Note: t.Note, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, UsedBy: t.UsedBy}
-	switch {
-	case !t.RevokedAt.IsZero():
-		v.State = "revoked"
-	case !t.UsedAt.IsZero():
-		v.State = "used"
-	case !now.Before(t.ExpiresAt):
-		v.State = "expired"
-	default:
-		v.State = "unused"
-	}
+	v.State = admin.TokenState(t, now)
 	v.UsedAt = timePtr(t.UsedAt)
 	v.RevokedAt = timePtr(t.RevokedAt)
 	return v
 }
 
 func (a *API) handleTokenRevoke(w http.ResponseWriter, r *http.Request) {
-	id := strings.TrimPrefix(r.PathValue("id"), token.Prefix)
-	if tok, err := token.Parse(r.PathValue("id")); err == nil {
-		id = tok.ID // a whole token was pasted: use its id only
-	}
-	if !token.ValidID(id) {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("%q is not a token id (10 characters, as shown by `vigocli tokens list`)", id))
+	t, err := a.cfg.Ops.RevokeToken(r.Context(), admin.CallerFrom(r.Context()), r.PathValue("id"))
+	if err != nil {
+		a.opError(w, "revoke token", err)
 		return
 	}
-	now := a.cfg.Now().UTC()
-	ev := store.AuditEvent{At: now, Type: store.AuditTokenRevoked, Result: "ok", TokenID: id, Replica: a.cfg.Replica, Actor: callerOf(r).name}
-	err := a.cfg.Store.RevokeToken(r.Context(), id, now, ev)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no token with id %s", id))
-	case errors.Is(err, store.ErrTokenUnavailable):
-		writeError(w, http.StatusConflict, fmt.Sprintf("token %s is already used or revoked", id))
-	case err != nil:
-		a.internal(w, "revoke token", err)
-	default:
-		a.log.Info("token revoked", "token_id", id)
-		t, err := a.cfg.Store.GetToken(r.Context(), id)
-		if err != nil {
-			a.internal(w, "revoke token", err)
-			return
-		}
-		writeJSON(w, http.StatusOK, TokenView(t, now))
-	}
+	writeJSON(w, http.StatusOK, TokenView(t, a.cfg.Now()))
 }
 
 func (a *API) handleEnvoyList(w http.ResponseWriter, r *http.Request) {
@@ -211,31 +149,13 @@ func timePtr(t time.Time) *time.Time {
 	return &t
 }
 
-// lookupEnvoy finds an envoy by UUID, or by hostname (the active one).
-func (a *API) lookupEnvoy(w http.ResponseWriter, r *http.Request) (store.Envoy, bool) {
-	id := strings.ToLower(r.PathValue("id"))
-	e, err := a.cfg.Store.GetEnvoy(r.Context(), id)
-	if errors.Is(err, store.ErrNotFound) {
-		h, herr := policy.NormalizeHostname(id)
-		if herr == nil {
-			e, err = a.cfg.Store.GetActiveEnvoyByHostname(r.Context(), h)
-		}
-	}
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no envoy with uuid or active hostname %q", id))
-		return e, false
-	case err != nil:
-		a.internal(w, "look up envoy", err)
-		return e, false
-	}
-	return e, true
-}
-
 func (a *API) handleEnvoyShow(w http.ResponseWriter, r *http.Request) {
-	if e, ok := a.lookupEnvoy(w, r); ok {
-		writeJSON(w, http.StatusOK, EnvoyView(e))
+	e, err := a.cfg.Ops.Envoy(r.Context(), r.PathValue("id"))
+	if err != nil {
+		a.opError(w, "look up envoy", err)
+		return
 	}
+	writeJSON(w, http.StatusOK, EnvoyView(e))
 }
 
 func (a *API) handleEnvoyRevoke(w http.ResponseWriter, r *http.Request) {
@@ -244,28 +164,11 @@ func (a *API) handleEnvoyRevoke(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if strings.TrimSpace(req.Reason) == "" {
-		writeError(w, http.StatusBadRequest, "reason: required")
-		return
-	}
-	e, ok := a.lookupEnvoy(w, r)
-	if !ok {
-		return
-	}
-	if e.Status != store.StatusActive {
-		writeError(w, http.StatusConflict, fmt.Sprintf("envoy %s is already revoked: %s", e.UUID, e.RevokedReason))
-		return
-	}
-	if _, err := a.cfg.Store.RevokeEnvoys(r.Context(), []store.Revocation{{UUID: e.UUID, Reason: req.Reason, At: a.cfg.Now().UTC(), Replica: a.cfg.Replica, Actor: callerOf(r).name}}); err != nil {
-		a.internal(w, "revoke envoy", err)
-		return
-	}
-	a.log.Info("envoy revoked", "envoy_uuid", e.UUID, "hostname", e.Hostname)
-	a.respondEnvoy(w, r, e.UUID)
+	a.respondEnvoy(w, "revoke envoy")(a.cfg.Ops.RevokeEnvoy(r.Context(), admin.CallerFrom(r.Context()), r.PathValue("id"), req.Reason))
 }
 
 func (a *API) handleEnvoyRebootstrap(w http.ResponseWriter, r *http.Request) {
-	a.setFlags(w, r, func(f *store.EnvoyFlags) { f.Rebootstrap = true }, store.AuditEnvoyRebootstrap, nil)
+	a.respondEnvoy(w, "request rebootstrap")(a.cfg.Ops.RequestRebootstrap(r.Context(), admin.CallerFrom(r.Context()), r.PathValue("id")))
 }
 
 func (a *API) handleEnvoyUpdate(w http.ResponseWriter, r *http.Request) {
@@ -274,72 +177,18 @@ func (a *API) handleEnvoyUpdate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if req.Version == "" || len(req.Version) > 64 || strings.ContainsAny(req.Version, " \t\n/") {
-		writeError(w, http.StatusBadRequest, "version: required, e.g. v1.2.3")
-		return
-	}
-	details := map[string]string{"version": req.Version}
-	if req.AllowDowngrade {
-		details["allow_downgrade"] = "true"
-	}
-	// The agent refuses a version older than its own (or that it cannot
-	// order against its own) unless the operator allows a downgrade: say
-	// so now rather than let every check-in fail.
-	check := func(e store.Envoy) error {
-		if req.AllowDowngrade || e.AgentVersion == "" || e.AgentVersion == req.Version {
-			return nil
-		}
-		switch c, ok := agentbuild.CompareVersions(req.Version, e.AgentVersion); {
-		case !ok:
-			return fmt.Errorf("envoy %s runs agent %s, which cannot be ordered against %s (not semantic versions): its agent refuses a possible downgrade unless you allow it (allow_downgrade, vigocli envoys update --allow-downgrade)", e.UUID, e.AgentVersion, req.Version)
-		case c < 0:
-			return fmt.Errorf("envoy %s runs agent %s, newer than %s: its agent refuses a downgrade unless you allow it (allow_downgrade, vigocli envoys update --allow-downgrade)", e.UUID, e.AgentVersion, req.Version)
-		}
-		return nil
-	}
-	a.setFlagsChecked(w, r, check, func(f *store.EnvoyFlags) { f.UpdateVersion, f.UpdateAllowDowngrade = req.Version, req.AllowDowngrade }, store.AuditEnvoyUpdate, details)
+	a.respondEnvoy(w, "request update")(a.cfg.Ops.RequestUpdate(r.Context(), admin.CallerFrom(r.Context()), r.PathValue("id"), req.Version, req.AllowDowngrade))
 }
 
-func (a *API) setFlags(w http.ResponseWriter, r *http.Request, set func(*store.EnvoyFlags), typ string, details map[string]string) {
-	a.setFlagsChecked(w, r, nil, set, typ, details)
-}
-
-// setFlagsChecked is setFlags with a check of the envoy first: its error
-// is the 409 answer.
-func (a *API) setFlagsChecked(w http.ResponseWriter, r *http.Request, check func(store.Envoy) error, set func(*store.EnvoyFlags), typ string, details map[string]string) {
-	e, ok := a.lookupEnvoy(w, r)
-	if !ok {
-		return
-	}
-	if check != nil {
-		if err := check(e); err != nil {
-			writeError(w, http.StatusConflict, err.Error())
+// respondEnvoy answers with the envoy an operation returned, or its error.
+func (a *API) respondEnvoy(w http.ResponseWriter, op string) func(store.Envoy, error) {
+	return func(e store.Envoy, err error) {
+		if err != nil {
+			a.opError(w, op, err)
 			return
 		}
+		writeJSON(w, http.StatusOK, EnvoyView(e))
 	}
-	f := e.EnvoyFlags
-	set(&f)
-	ev := store.AuditEvent{At: a.cfg.Now().UTC(), Type: typ, Result: "ok", EnvoyUUID: e.UUID, Hostname: e.Hostname, Replica: a.cfg.Replica,
-		Actor: callerOf(r).name, Details: details}
-	err := a.cfg.Store.SetEnvoyFlags(r.Context(), e.UUID, f, ev)
-	switch {
-	case errors.Is(err, store.ErrEnvoyRevoked):
-		writeError(w, http.StatusConflict, fmt.Sprintf("envoy %s is revoked: %s", e.UUID, e.RevokedReason))
-		return
-	case err != nil:
-		a.internal(w, "set envoy flags", err)
-		return
-	}
-	a.respondEnvoy(w, r, e.UUID)
-}
-
-func (a *API) respondEnvoy(w http.ResponseWriter, r *http.Request, uuid string) {
-	e, err := a.cfg.Store.GetEnvoy(r.Context(), uuid)
-	if err != nil {
-		a.internal(w, "get envoy", err)
-		return
-	}
-	writeJSON(w, http.StatusOK, EnvoyView(e))
 }
 
 func (a *API) handleAudit(w http.ResponseWriter, r *http.Request) {
@@ -372,23 +221,26 @@ func (a *API) handleAudit(w http.ResponseWriter, r *http.Request) {
 		}
 		evs, err = a.cfg.Store.ListAudit(r.Context(), since, limit)
 	case "newest":
-		// Newest first, in pages: before=ID continues below the smallest
-		// ID of the previous page. A page is bounded so that a client
-		// reading a busy week does not hold the database (or the answer)
-		// for long.
+		// Newest first, in pages: before=CURSOR (apiv1.AuditEvent.Cursor
+		// of the last event of the previous page) continues below it. A
+		// page is bounded so that a client reading a busy week does not
+		// hold the database (or the answer) for long.
 		if limit == 0 || limit > maxAuditPage {
 			limit = maxAuditPage
 		}
-		aq := store.AuditQuery{Type: q.Get("type"), Since: since, Limit: limit}
+		aq := store.AuditQuery{Since: since, Limit: limit}
+		if t := q.Get("type"); t != "" {
+			aq.Types = []string{t}
+		}
 		if b := q.Get("before"); b != "" {
-			n, perr := strconv.ParseInt(b, 10, 64)
-			if perr != nil || n <= 0 {
-				writeError(w, http.StatusBadRequest, "before: must be a positive event id")
+			at, id, perr := apiv1.ParseAuditCursor(b)
+			if perr != nil {
+				writeError(w, http.StatusBadRequest, "before: "+perr.Error())
 				return
 			}
-			aq.Before = n
+			aq.Before = &store.AuditCursor{At: at, ID: id}
 		}
-		evs, err = a.cfg.Store.ListAuditNewest(r.Context(), aq)
+		evs, err = a.cfg.Store.QueryAudit(r.Context(), aq)
 	default:
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("order: %q must be oldest or newest", order))
 		return
@@ -455,8 +307,8 @@ func (a *API) handleAdminTokenCreate(w http.ResponseWriter, r *http.Request) {
 	case !adminTokenName.MatchString(req.Name):
 		writeError(w, http.StatusBadRequest, "name: 1 to 63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit (such as ci-github)")
 		return
-	case req.Name == ServerTokenName:
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("name: %q names the server's own admin token in audit events; choose another", ServerTokenName))
+	case req.Name == admin.ServerTokenName:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("name: %q names the server's own admin token in audit events; choose another", admin.ServerTokenName))
 		return
 	}
 	if req.Role == "" {
@@ -470,7 +322,7 @@ func (a *API) handleAdminTokenCreate(w http.ResponseWriter, r *http.Request) {
 	now := a.cfg.Now().UTC()
 	t := store.AdminToken{ID: tok.ID, Name: req.Name, Role: req.Role, SecretHash: token.AdminHash(tok), CreatedAt: now}
 	ev := store.AuditEvent{At: now, Type: store.AuditAdminTokenCreated, Result: "ok", TokenID: tok.ID, Replica: a.cfg.Replica,
-		Actor: callerOf(r).name, Details: map[string]string{"name": req.Name, "role": req.Role}}
+		Actor: actor(r), Details: map[string]string{"name": req.Name, "role": req.Role}}
 	err := a.cfg.Store.CreateAdminToken(r.Context(), t, ev)
 	switch {
 	case errors.Is(err, store.ErrConflict):
@@ -501,7 +353,7 @@ func (a *API) handleAdminTokenRevoke(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	now := a.cfg.Now().UTC()
 	ev := store.AuditEvent{At: now, Type: store.AuditAdminTokenRevoked, Result: "ok", Replica: a.cfg.Replica,
-		Actor: callerOf(r).name, Details: map[string]string{"name": name}}
+		Actor: actor(r), Details: map[string]string{"name": name}}
 	t, err := a.cfg.Store.RevokeAdminToken(r.Context(), name, now, ev)
 	switch {
 	case errors.Is(err, store.ErrNotFound):

@@ -1,17 +1,13 @@
 package httpapi
 
 import (
-	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
-	"github.com/vigo-enroll/vigo/server/store"
-	"github.com/vigo-enroll/vigo/server/token"
+	"github.com/vigo-enroll/vigo/server/admin"
 )
 
 // access is what a route asks of its caller.
@@ -21,12 +17,12 @@ const (
 	accessOpen   access = iota // anyone, rate-limited: the bootstrap routes
 	accessPublic               // anyone: health, readiness, unknown paths
 	accessHook                 // the policy webhook's HMAC
-	accessRead                 // an admin token of any role
-	accessAdmin                // an admin token with the role admin
+	accessRead                 // an admin credential of any role (admin.Read)
+	accessAdmin                // an admin credential with the role admin (admin.Change)
 )
 
 func (x access) String() string {
-	return [...]string{"open", "public", "webhook HMAC", store.RoleReadOnly + " or " + store.RoleAdmin, store.RoleAdmin}[x]
+	return [...]string{"open", "public", "webhook HMAC", admin.RoleReadOnly + " or " + admin.RoleAdmin, admin.RoleAdmin}[x]
 }
 
 // route is an entry of the route table, for the tests that check every
@@ -36,40 +32,42 @@ type route struct {
 	access  access
 }
 
-// caller is who sent an authenticated admin request.
-type caller struct {
-	// name is the admin token's name ("admin" for the server's own admin
-	// token): the actor of the audit events the request writes.
-	name string
-	role string
-}
-
-// ServerTokenName is the name of the server's own admin token (the one
-// written at first start) in audit events; named tokens cannot take it.
-const ServerTokenName = "admin"
-
-type callerKey struct{}
-
-// callerOf returns the caller that authorize let through.
-func callerOf(r *http.Request) caller {
-	c, _ := r.Context().Value(callerKey{}).(caller)
-	return c
-}
-
-// authorize is the one authorization check of the admin API: every admin
-// route goes through it. It authenticates the bearer token (the server's
-// own admin token, or a named admin token from the store) and lets the
-// request through when the token's role may use a route that needs need:
-// any role for accessRead, the role admin for accessAdmin.
+// authorize is the admin API's authentication and its one authorization
+// check: every admin route goes through it. The bearer credential must be
+// valid (401 otherwise, saying nothing of why: unknown, revoked and wrong
+// secret look alike) and its caller's role must allow what the route needs
+// (admin.Caller.Allows, the check the console applies too; 403 otherwise).
+// The caller travels in the request's context (admin.CallerFrom): it is
+// the actor of the audit events the request writes.
 func (a *API) authorize(need access, h http.HandlerFunc) http.HandlerFunc {
+	want := admin.Read
+	if need == accessAdmin {
+		want = admin.Change
+	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		c, ok := a.authenticate(w, r)
-		if !ok {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || strings.TrimSpace(tok) == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="vigo"`)
+			writeError(w, http.StatusUnauthorized, "admin credential required: send Authorization: Bearer <admin token> (vigocli reads vigo-data/admin.token)")
 			return
 		}
-		if need == accessAdmin && c.role != store.RoleAdmin {
+		c, err := a.cfg.Auth.Authenticate(r.Context(), tok)
+		switch {
+		case errors.Is(err, admin.ErrInvalidCredential):
+			w.Header().Set("WWW-Authenticate", `Bearer realm="vigo", error="invalid_token"`)
+			writeError(w, http.StatusUnauthorized, "admin credential is not valid")
+			return
+		case err != nil:
+			a.internal(w, "authenticate admin credential", err)
+			return
+		}
+		if !c.Allows(want) {
+			path := r.URL.Path
+			if len(path) > 100 {
+				path = strings.ToValidUTF8(path[:100], "") + "…"
+			}
 			writeError(w, http.StatusForbidden, fmt.Sprintf("admin token %q has the role %s: %s %s needs the role %s",
-				c.name, c.role, r.Method, r.URL.Path, store.RoleAdmin))
+				c.Name, c.Role, method(r), path, admin.RoleAdmin))
 			return
 		}
 		// Administrators learn the server's build with every answer, so
@@ -79,44 +77,9 @@ func (a *API) authorize(need access, h http.HandlerFunc) http.HandlerFunc {
 		if a.cfg.Build.Commit != "" {
 			w.Header().Set(apiv1.HeaderServerCommit, a.cfg.Build.Commit)
 		}
-		h(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, c)))
+		h(w, r.WithContext(admin.WithCaller(r.Context(), c)))
 	}
 }
 
-// authenticate finds who sent r, or answers 401 (500 when the store
-// fails) and returns false. Refusals do not say whether a named token
-// exists, was revoked or has another secret.
-func (a *API) authenticate(w http.ResponseWriter, r *http.Request) (caller, bool) {
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	tok = strings.TrimSpace(tok)
-	if !ok || tok == "" {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="vigo"`)
-		writeError(w, http.StatusUnauthorized, "admin credential required: send Authorization: Bearer <admin token> (vigocli reads vigo-data/admin.token)")
-		return caller{}, false
-	}
-	invalid := func() (caller, bool) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="vigo", error="invalid_token"`)
-		writeError(w, http.StatusUnauthorized, "admin credential is not valid")
-		return caller{}, false
-	}
-	if t, named := token.ParseAdmin(tok); named {
-		// Looked up by its id (not secret); one constant-time compare.
-		st, err := a.cfg.Store.GetAdminToken(r.Context(), t.ID)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			return invalid()
-		case err != nil:
-			a.internal(w, "look up admin token", err)
-			return caller{}, false
-		case !token.AdminCompare(st.SecretHash, t) || !st.RevokedAt.IsZero():
-			return invalid()
-		}
-		return caller{name: st.Name, role: st.Role}, true
-	}
-	sum := sha256.Sum256([]byte(tok))
-	// Compare hashes in constant time: timing reveals nothing of the token.
-	if subtle.ConstantTimeCompare(sum[:], a.cfg.AdminTokenHash[:]) != 1 {
-		return invalid()
-	}
-	return caller{name: ServerTokenName, role: store.RoleAdmin}, true
-}
+// actor names who made an admin request, for the audit log.
+func actor(r *http.Request) string { return admin.CallerFrom(r.Context()).Name }

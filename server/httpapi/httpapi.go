@@ -27,6 +27,7 @@ import (
 	"github.com/vigo-enroll/vigo/policy"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
 	"github.com/vigo-enroll/vigo/schemas/buildinfo"
+	"github.com/vigo-enroll/vigo/server/admin"
 	"github.com/vigo-enroll/vigo/server/bootstrap"
 	"github.com/vigo-enroll/vigo/server/enroll"
 	"github.com/vigo-enroll/vigo/server/ratelimit"
@@ -58,10 +59,17 @@ type AgentDist interface {
 	HandleSigningKey(w http.ResponseWriter, r *http.Request)
 }
 
-// Config configures the API. Enroller, Store and AdminTokenHash are required.
+// Config configures the API. Enroller, Store, Ops and Auth are required.
 type Config struct {
 	Enroller *enroll.Enroller
 	Store    store.Store
+	// Ops runs the admin use cases (tokens, envoy actions).
+	Ops *admin.Ops
+	// Auth authenticates admin credentials (Authorization: Bearer).
+	Auth admin.Authenticator
+	// Console serves the web console under /ui/ (and GET / redirects
+	// there); nil serves none.
+	Console http.Handler
 	// Policy returns the active policy (nil when none is valid yet).
 	Policy func() *policy.Policy
 	// PolicyCtl serves status and sync; nil disables those routes.
@@ -73,8 +81,6 @@ type Config struct {
 	// Judge explains to an envoy why the check-in service refuses its
 	// certificate (GET /api/v1/agent/self); nil disables the route.
 	Judge func(ctx context.Context, cert *x509.Certificate) (uuid, msg string, accepted bool, err error)
-	// AdminTokenHash is the SHA-256 of the admin token.
-	AdminTokenHash [32]byte
 	// WebhookSecret is the policy webhook's shared secret; empty disables the webhook.
 	WebhookSecret []byte
 	// TrustedProxies may set X-Forwarded-For.
@@ -84,9 +90,6 @@ type Config struct {
 	PerAddress, PerNetwork ratelimit.Limit
 	// PublicURL is the https://host:port agents and operators use.
 	PublicURL string
-	// OneLiner renders the command printed with a new token (the server
-	// builds it with bootstrap.OneLiner); nil prints none.
-	OneLiner func(token string) (string, error)
 	// Ready reports readiness for /readyz ("" = ready, else the reason).
 	Ready func() string
 	// Replica names this server.
@@ -120,8 +123,8 @@ type API struct {
 
 // New returns the API handler.
 func New(cfg Config) (*API, error) {
-	if cfg.Enroller == nil || cfg.Store == nil {
-		return nil, errors.New("httpapi: Enroller and Store are required")
+	if cfg.Enroller == nil || cfg.Store == nil || cfg.Ops == nil || cfg.Auth == nil {
+		return nil, errors.New("httpapi: Enroller, Store, Ops and Auth are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -234,6 +237,15 @@ func (a *API) routes() *http.ServeMux {
 	read("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", method(r), clip(r.URL.Path, 100)))
 	})
+
+	// The web console authenticates its own sessions (signed in with an
+	// admin credential, checked by the same Caller.Allows).
+	if a.cfg.Console != nil {
+		plain("/ui/", a.cfg.Console.ServeHTTP)
+		plain("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "/ui/", http.StatusSeeOther)
+		})
+	}
 	plain("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s; the bootstrap script is at GET /bootstrap", method(r), clip(r.URL.Path, 100)))
 	})
@@ -346,6 +358,10 @@ func jsonOnly(h http.HandlerFunc) http.HandlerFunc {
 		h(w, r)
 	}
 }
+
+// SourceIP is the client address of r, as the open routes see it (see
+// sourceIP); the console rate-limits sign-ins by it.
+func (a *API) SourceIP(r *http.Request) netip.Addr { return a.sourceIP(r) }
 
 // sourceIP is the TCP peer, or the client named in X-Forwarded-For when the
 // peer is a configured trusted proxy (see clientAddr). Trusting the header

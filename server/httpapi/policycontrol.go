@@ -10,9 +10,6 @@ import (
 	"github.com/vigo-enroll/vigo/server/policyctl"
 )
 
-// actor names who made an admin request, for the audit log.
-func actor(r *http.Request) string { return callerOf(r).name }
-
 // policyCtl returns the policy controller, or answers 404.
 func (a *API) policyCtl(w http.ResponseWriter) (PolicyController, bool) {
 	if a.cfg.PolicyCtl == nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/vigo-enroll/vigo/gitsync"
 	"github.com/vigo-enroll/vigo/policy/sandbox"
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/server/admin"
 	"github.com/vigo-enroll/vigo/server/ca"
 	"github.com/vigo-enroll/vigo/server/enroll"
 	"github.com/vigo-enroll/vigo/server/policyctl"
@@ -77,8 +78,13 @@ func newAPIEnv(t *testing.T) *apiEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api, err := New(Config{Enroller: enr, Store: st, Policy: ctl.Active, PolicyCtl: ctl,
-		AdminTokenHash: sha256.Sum256([]byte(serverAdminToken)), WebhookSecret: []byte(hookSecret), Replica: "test"})
+	ops, err := admin.New(admin.Config{Store: st, Policy: ctl.Active, Replica: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := New(Config{Enroller: enr, Store: st, Policy: ctl.Active, PolicyCtl: ctl, Ops: ops,
+		Auth:          admin.Tokens{ServerHash: sha256.Sum256([]byte(serverAdminToken)), Store: st},
+		WebhookSecret: []byte(hookSecret), Replica: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +354,7 @@ func TestAdminTokensAPI(t *testing.T) {
 		actors[ev.Type+" "+ev.Details["name"]] = ev.Actor
 	}
 	for k, v := range map[string]string{
-		store.AuditAdminTokenCreated + " ci-github": ServerTokenName,
+		store.AuditAdminTokenCreated + " ci-github": admin.ServerTokenName,
 		store.AuditTokenCreated + " ":               "alice",
 		store.AuditAdminTokenRevoked + " ci-github": "alice",
 	} {

@@ -46,6 +46,13 @@ type Store interface {
 	// ListEnvoys returns envoys matching f, ordered by created_at then uuid
 	// (by the time of their last change with f.ChangedSince).
 	ListEnvoys(ctx context.Context, f EnvoyFilter) ([]Envoy, error)
+	// QueryEnvoys returns a page of the envoys matching q, in q's order:
+	// at most q.Limit, starting after q.After or ending before q.Before
+	// (keyset pagination: a deep page costs what the first one does).
+	QueryEnvoys(ctx context.Context, q EnvoyQuery) ([]Envoy, error)
+	// CountEnvoys counts the envoys matching q's filters, at most q.Limit
+	// of them when it is set (its order and cursors are ignored).
+	CountEnvoys(ctx context.Context, q EnvoyQuery) (int, error)
 	// RevokeEnvoys revokes every active envoy matched by one of rs (by UUID
 	// or by hostname) and appends one "envoy.revoked" audit event for each.
 	// Envoys already revoked are left alone. It returns the envoys it revoked.
@@ -75,10 +82,13 @@ type Store interface {
 	// ListAudit returns events with At >= since, oldest first, at most limit
 	// (0 = no limit).
 	ListAudit(ctx context.Context, since time.Time, limit int) ([]AuditEvent, error)
-	// ListAuditNewest returns the events q selects, newest (highest ID)
-	// first, at most q.Limit. Page back in time by passing the smallest ID
-	// returned as the next q.Before.
-	ListAuditNewest(ctx context.Context, q AuditQuery) ([]AuditEvent, error)
+	// QueryAudit returns the events matching q, newest first (by At, then
+	// ID), at most q.Limit (0 = no limit).
+	QueryAudit(ctx context.Context, q AuditQuery) ([]AuditEvent, error)
+	// CountAudit counts the events of the given types (all when none) at
+	// or after since, grouped by type, result, method and generalised
+	// reason (see AuditCount), largest groups first.
+	CountAudit(ctx context.Context, since time.Time, types ...string) ([]AuditCount, error)
 
 	// SavePolicyRevision persists the last good policy revision (replacing
 	// the previous one) so that a restart can serve it before the first sync.
@@ -234,6 +244,77 @@ type EnvoyFilter struct {
 	ChangedSince time.Time
 }
 
+// EnvoySort is an order of Store.QueryEnvoys. Every order ends with the
+// UUID, so that it is total and a cursor names one position.
+type EnvoySort string
+
+// Orders of Store.QueryEnvoys.
+const (
+	// SortHostname orders by hostname (the default).
+	SortHostname EnvoySort = "hostname"
+	// SortCreated orders by enrollment time.
+	SortCreated EnvoySort = "created"
+	// SortSeen orders by the last check-in, or the enrollment time of an
+	// envoy that never checked in (see Envoy.Seen).
+	SortSeen EnvoySort = "seen"
+)
+
+// EnvoyQuery selects envoys for browsing: filters, an order and a page.
+// Zero fields match everything. String filters are exact, except Search.
+type EnvoyQuery struct {
+	Status         string
+	Method         string
+	Rule           string
+	PolicyRevision string
+	AgentVersion   string
+	// Search selects the hostnames that contain it (hostnames are stored
+	// lower-case: give it lower-case).
+	Search string
+	// SeenBefore selects the envoys not seen since then: whose Seen time
+	// is before it. With Status active and the time three check-in
+	// intervals ago, these are the stale envoys.
+	SeenBefore time.Time
+
+	// Sort is the order (SortHostname when empty); Desc reverses it.
+	Sort EnvoySort
+	Desc bool
+	// After starts the page after this position, Before ends it before
+	// this one (the page before; still returned in the query's order). At
+	// most one of them is set. Cursor makes a position from an envoy.
+	After, Before *EnvoyCursor
+	// Limit is the size of the page (0 = no limit).
+	Limit int
+}
+
+// EnvoyCursor is a position in an order of envoys: the sort key of an
+// envoy (Hostname for SortHostname, Time for the others) and its UUID.
+type EnvoyCursor struct {
+	Hostname string
+	Time     time.Time
+	UUID     string
+}
+
+// Cursor returns the position of e in the order of q.
+func (q EnvoyQuery) Cursor(e Envoy) EnvoyCursor {
+	switch q.Sort {
+	case SortCreated:
+		return EnvoyCursor{Time: e.CreatedAt, UUID: e.UUID}
+	case SortSeen:
+		return EnvoyCursor{Time: e.Seen(), UUID: e.UUID}
+	default:
+		return EnvoyCursor{Hostname: e.Hostname, UUID: e.UUID}
+	}
+}
+
+// Seen is when the envoy was last heard of: its last check-in, or its
+// enrollment when it never checked in.
+func (e Envoy) Seen() time.Time {
+	if e.LastSeen.IsZero() {
+		return e.CreatedAt
+	}
+	return e.LastSeen
+}
+
 // EnrollParams is the input of Store.Enroll.
 type EnrollParams struct {
 	Envoy   Envoy // Status is set to active by Enroll
@@ -301,17 +382,40 @@ type AuditEvent struct {
 	Details map[string]string
 }
 
-// AuditQuery selects audit events for ListAuditNewest. Zero fields select
-// everything.
+// AuditQuery selects audit events. Zero fields match everything.
 type AuditQuery struct {
-	// Type selects one event type, such as AuditRegistration.
-	Type string
-	// Since selects events with At >= Since.
-	Since time.Time
-	// Before selects events with ID < Before (0: no bound).
-	Before int64
-	// Limit caps the number of events (0: no limit).
+	// Types selects events of any of these types.
+	Types     []string
+	Result    string
+	Hostname  string
+	EnvoyUUID string
+	// Since and Until bound At: Since <= At < Until.
+	Since, Until time.Time
+	// Before selects events older than this position (the next page),
+	// After events newer than it (new events since a page was shown).
+	// Positions are in the order At, ID.
+	Before, After *AuditCursor
+	// Limit is the most events returned (0 = no limit); with After, the
+	// newest ones.
 	Limit int
+}
+
+// AuditCursor is the position of an audit event in the order At, ID.
+type AuditCursor struct {
+	At time.Time
+	ID int64
+}
+
+// AuditCount is a number of audit events sharing a type, result, method
+// and generalised reason: the reason with the event's own hostname, source
+// address and token id replaced by "<host>", "<addr>" and "<token>", so
+// that the refusals of many hosts for one cause count together.
+type AuditCount struct {
+	Type   string
+	Result string
+	Method string
+	Reason string
+	Count  int
 }
 
 // Audit event types.
@@ -339,6 +443,11 @@ const (
 	AuditPolicyResumed   = "policy.resumed"
 	AuditPolicyPinned    = "policy.pinned"
 	AuditPolicyUnpinned  = "policy.unpinned"
+	// AuditConsoleSignIn records a sign-in attempt to the web console
+	// (result "ok" or "denied"; never the credential); AuditConsoleSignOut
+	// a sign-out.
+	AuditConsoleSignIn  = "console.sign_in"
+	AuditConsoleSignOut = "console.sign_out"
 )
 
 // PolicyRevision is a persisted, valid policy revision.

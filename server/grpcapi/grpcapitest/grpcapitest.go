@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -29,6 +30,7 @@ import (
 	"github.com/vigo-enroll/vigo/policy"
 	"github.com/vigo-enroll/vigo/schemas/agentpb"
 	"github.com/vigo-enroll/vigo/schemas/pemkey"
+	"github.com/vigo-enroll/vigo/server/admin"
 	"github.com/vigo-enroll/vigo/server/ca"
 	"github.com/vigo-enroll/vigo/server/enroll"
 	"github.com/vigo-enroll/vigo/server/grpcapi"
@@ -145,7 +147,13 @@ func (e *Env) serve() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api, err := httpapi.New(httpapi.Config{Enroller: enr, Store: e.Store, Policy: func() *policy.Policy { return pol }})
+	ops, err := admin.New(admin.Config{Store: e.Store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Only the open routes are used: no admin credential is valid.
+	api, err := httpapi.New(httpapi.Config{Enroller: enr, Store: e.Store, Policy: func() *policy.Policy { return pol },
+		Ops: ops, Auth: admin.Tokens{ServerHash: sha256.Sum256(nil)}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -202,4 +202,16 @@ CREATE TABLE admin_tokens (
 CREATE UNIQUE INDEX admin_tokens_active_name ON admin_tokens (name) WHERE revoked_at IS NULL;
 ALTER TABLE audit ADD COLUMN actor text NOT NULL DEFAULT '';
 `,
+	// 9: browsing (QueryEnvoys, QueryAudit): the orders by hostname, with
+	// and without a status, and newest-first audit by type, hostname and
+	// envoy. Unlike SQLite, no index on last_seen: check-ins rewrite it
+	// all the time, and an indexed column would end their HOT updates (a
+	// sequential scan of 100,000 rows is cheap here).
+	`
+CREATE INDEX envoys_hostname_uuid ON envoys (hostname, uuid);
+CREATE INDEX envoys_status_hostname ON envoys (status, hostname, uuid);
+CREATE INDEX audit_type_at ON audit (type, at, id);
+CREATE INDEX audit_hostname_at ON audit (hostname, at, id);
+CREATE INDEX audit_envoy_at ON audit (envoy_uuid, at, id);
+`,
 }

@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/vigo-enroll/vigo/server/store"
+	"github.com/vigo-enroll/vigo/server/store/internal/sqlq"
 )
 
 // querier is what *pgxpool.Pool and pgx.Tx have in common.
@@ -396,6 +399,35 @@ func (s *Store) ListEnvoys(ctx context.Context, f store.EnvoyFilter) ([]store.En
 	return es, nil
 }
 
+// dialect is PostgreSQL's, for the queries built by sqlq.
+var dialect = sqlq.Dialect{
+	Placeholder: func(n int) string { return "$" + strconv.Itoa(n) },
+	Time:        func(t time.Time) any { return t },
+}
+
+// QueryEnvoys returns a page of the envoys matching q, in q's order.
+func (s *Store) QueryEnvoys(ctx context.Context, q store.EnvoyQuery) ([]store.Envoy, error) {
+	clauses, args, reversed := sqlq.Envoys(q, dialect)
+	es, err := collectEnvoys(s.pool.Query(ctx, `SELECT `+envoyCols+` FROM envoys`+clauses, args...))
+	if err != nil {
+		return nil, fmt.Errorf("query envoys: %w", err)
+	}
+	if reversed {
+		slices.Reverse(es)
+	}
+	return es, nil
+}
+
+// CountEnvoys counts the envoys matching q's filters, at most q.Limit.
+func (s *Store) CountEnvoys(ctx context.Context, q store.EnvoyQuery) (int, error) {
+	query, args := sqlq.CountEnvoys(q, dialect)
+	var n int
+	if err := s.pool.QueryRow(ctx, query, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count envoys: %w", err)
+	}
+	return n, nil
+}
+
 // RevokeEnvoys revokes the active envoys matched by rs. A Revocation with
 // both UUID and Hostname set revokes the envoy with that UUID and the
 // active envoy with that hostname; one with neither matches nothing.
@@ -626,39 +658,53 @@ func (s *Store) ListAudit(ctx context.Context, since time.Time, limit int) ([]st
 	if limit > 0 {
 		lim = limit
 	}
-	rows, err := s.pool.Query(ctx, `SELECT id, at, type, result, hostname, source_ip, method, rule, revision,
-		token_id, envoy_uuid, reason, replica, details, actor FROM audit WHERE at >= $1 ORDER BY at, id LIMIT $2::bigint`,
-		since, lim)
+	evs, err := collectAudit(s.pool.Query(ctx, `SELECT `+auditCols+` FROM audit WHERE at >= $1 ORDER BY at, id LIMIT $2::bigint`,
+		since, lim))
 	if err != nil {
 		return nil, fmt.Errorf("list audit: %w", err)
 	}
-	return scanAudit(rows)
+	return evs, nil
 }
 
-// ListAuditNewest returns the events q selects, newest first.
-func (s *Store) ListAuditNewest(ctx context.Context, q store.AuditQuery) ([]store.AuditEvent, error) {
-	var lim, before, since any // NULL: no bound
-	if q.Limit > 0 {
-		lim = q.Limit
-	}
-	if q.Before > 0 {
-		before = q.Before
-	}
-	if !q.Since.IsZero() {
-		since = q.Since
-	}
-	rows, err := s.pool.Query(ctx, `SELECT id, at, type, result, hostname, source_ip, method, rule, revision,
-		token_id, envoy_uuid, reason, replica, details, actor FROM audit
-		WHERE ($1 = '' OR type = $1) AND ($2::bigint IS NULL OR id < $2::bigint) AND ($3::timestamptz IS NULL OR at >= $3::timestamptz)
-		ORDER BY id DESC LIMIT $4::bigint`,
-		q.Type, before, since, lim)
+// QueryAudit returns the events matching q, newest first.
+func (s *Store) QueryAudit(ctx context.Context, q store.AuditQuery) ([]store.AuditEvent, error) {
+	clauses, args := sqlq.Audit(q, dialect)
+	evs, err := collectAudit(s.pool.Query(ctx, `SELECT `+auditCols+` FROM audit`+clauses, args...))
 	if err != nil {
-		return nil, fmt.Errorf("list audit: %w", err)
+		return nil, fmt.Errorf("query audit: %w", err)
 	}
-	return scanAudit(rows)
+	return evs, nil
 }
 
-func scanAudit(rows pgx.Rows) ([]store.AuditEvent, error) {
+// CountAudit counts events since a time by type, result, method and
+// generalised reason.
+func (s *Store) CountAudit(ctx context.Context, since time.Time, types ...string) ([]store.AuditCount, error) {
+	query, args := sqlq.CountAudit(since, types, dialect)
+	rows, err := s.pool.Query(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("count audit: %w", err)
+	}
+	defer rows.Close()
+	var out []store.AuditCount
+	for rows.Next() {
+		var c store.AuditCount
+		if err := rows.Scan(&c.Type, &c.Result, &c.Method, &c.Reason, &c.Count); err != nil {
+			return nil, fmt.Errorf("count audit: %w", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count audit: %w", err)
+	}
+	return out, nil
+}
+
+const auditCols = `id, at, type, result, hostname, source_ip, method, rule, revision, token_id, envoy_uuid, reason, replica, details, actor`
+
+func collectAudit(rows pgx.Rows, err error) ([]store.AuditEvent, error) {
+	if err != nil {
+		return nil, err
+	}
 	defer rows.Close()
 	var evs []store.AuditEvent
 	for rows.Next() {
@@ -666,20 +712,17 @@ func scanAudit(rows pgx.Rows) ([]store.AuditEvent, error) {
 		var details *string
 		if err := rows.Scan(&ev.ID, &ev.At, &ev.Type, &ev.Result, &ev.Hostname, &ev.SourceIP, &ev.Method, &ev.Rule,
 			&ev.Revision, &ev.TokenID, &ev.EnvoyUUID, &ev.Reason, &ev.Replica, &details, &ev.Actor); err != nil {
-			return nil, fmt.Errorf("list audit: %w", err)
+			return nil, err
 		}
 		ev.At = ev.At.UTC()
 		if details != nil && *details != "" {
 			if err := json.Unmarshal([]byte(*details), &ev.Details); err != nil {
-				return nil, fmt.Errorf("list audit: decode details of event %d: %w", ev.ID, err)
+				return nil, fmt.Errorf("decode details of event %d: %w", ev.ID, err)
 			}
 		}
 		evs = append(evs, ev)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list audit: %w", err)
-	}
-	return evs, nil
+	return evs, rows.Err()
 }
 
 // ---- policy revision ----

@@ -193,4 +193,19 @@ CREATE TABLE admin_tokens (
 CREATE UNIQUE INDEX admin_tokens_active_name ON admin_tokens (name) WHERE revoked_at IS NULL;
 ALTER TABLE audit ADD COLUMN actor TEXT NOT NULL DEFAULT '';
 `,
+	// 9: browsing (QueryEnvoys, QueryAudit): the orders by hostname, with
+	// and without a status, and by when an envoy was last seen (which also
+	// serves "not seen since": stale envoys), and newest-first audit by
+	// type, hostname and envoy. The seen index costs every check-in an
+	// index update (about 1 µs of the 5 µs a recorded check-in takes); with
+	// 100,000 envoys a stale count or a page by last seen would otherwise
+	// read the whole table (40-50 ms).
+	`
+CREATE INDEX envoys_hostname_uuid ON envoys (hostname, uuid);
+CREATE INDEX envoys_status_hostname ON envoys (status, hostname, uuid);
+CREATE INDEX envoys_seen ON envoys (COALESCE(last_seen, created_at), uuid);
+CREATE INDEX audit_type_at ON audit (type, at, id);
+CREATE INDEX audit_hostname_at ON audit (hostname, at, id);
+CREATE INDEX audit_envoy_at ON audit (envoy_uuid, at, id);
+`,
 }

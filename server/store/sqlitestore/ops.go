@@ -6,12 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
+	"slices"
 	"time"
 
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/vigo-enroll/vigo/server/store"
+	"github.com/vigo-enroll/vigo/server/store/internal/sqlq"
 )
 
 // querier is what *sql.DB and *sql.Tx have in common.
@@ -377,6 +378,38 @@ func (s *Store) ListEnvoys(ctx context.Context, f store.EnvoyFilter) ([]store.En
 	return es, nil
 }
 
+// dialect is SQLite's, for the queries built by sqlq.
+var dialect = sqlq.Dialect{
+	Placeholder: func(int) string { return "?" },
+	Time:        func(t time.Time) any { return t.UnixMilli() },
+	// The store runs no ANALYZE: without statistics SQLite takes an
+	// equality on an indexed column for a rare one.
+	Common: func(cond string) string { return "likelihood(" + cond + ", 0.9)" },
+}
+
+// QueryEnvoys returns a page of the envoys matching q, in q's order.
+func (s *Store) QueryEnvoys(ctx context.Context, q store.EnvoyQuery) ([]store.Envoy, error) {
+	clauses, args, reversed := sqlq.Envoys(q, dialect)
+	es, err := collectEnvoys(s.rdb.QueryContext(ctx, `SELECT `+envoyCols+` FROM envoys`+clauses, args...))
+	if err != nil {
+		return nil, fmt.Errorf("query envoys: %w", err)
+	}
+	if reversed {
+		slices.Reverse(es)
+	}
+	return es, nil
+}
+
+// CountEnvoys counts the envoys matching q's filters, at most q.Limit.
+func (s *Store) CountEnvoys(ctx context.Context, q store.EnvoyQuery) (int, error) {
+	query, args := sqlq.CountEnvoys(q, dialect)
+	var n int
+	if err := s.rdb.QueryRowContext(ctx, query, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count envoys: %w", err)
+	}
+	return n, nil
+}
+
 // RevokeEnvoys revokes the active envoys matched by rs. A Revocation with
 // both UUID and Hostname set revokes the envoy with that UUID and the
 // active envoy with that hostname; one with neither matches nothing.
@@ -590,40 +623,53 @@ func (s *Store) ListAudit(ctx context.Context, since time.Time, limit int) ([]st
 	if limit <= 0 {
 		limit = -1 // SQLite: no limit
 	}
-	rows, err := s.rdb.QueryContext(ctx, `SELECT id, at, type, result, hostname, source_ip, method, rule, revision,
-		token_id, envoy_uuid, reason, replica, details, actor FROM audit WHERE at >= ? ORDER BY at, id LIMIT ?`,
-		since.UnixMilli(), limit)
+	evs, err := collectAudit(s.rdb.QueryContext(ctx, `SELECT `+auditCols+` FROM audit WHERE at >= ? ORDER BY at, id LIMIT ?`,
+		since.UnixMilli(), limit))
 	if err != nil {
 		return nil, fmt.Errorf("list audit: %w", err)
 	}
-	return scanAudit(rows)
+	return evs, nil
 }
 
-// ListAuditNewest returns the events q selects, newest first.
-func (s *Store) ListAuditNewest(ctx context.Context, q store.AuditQuery) ([]store.AuditEvent, error) {
-	limit := q.Limit
-	if limit <= 0 {
-		limit = -1 // SQLite: no limit
-	}
-	before := q.Before
-	if before <= 0 {
-		before = math.MaxInt64
-	}
-	var since int64 = math.MinInt64
-	if !q.Since.IsZero() {
-		since = q.Since.UnixMilli()
-	}
-	rows, err := s.rdb.QueryContext(ctx, `SELECT id, at, type, result, hostname, source_ip, method, rule, revision,
-		token_id, envoy_uuid, reason, replica, details, actor FROM audit
-		WHERE (? = '' OR type = ?) AND id < ? AND at >= ? ORDER BY id DESC LIMIT ?`,
-		q.Type, q.Type, before, since, limit)
+// QueryAudit returns the events matching q, newest first.
+func (s *Store) QueryAudit(ctx context.Context, q store.AuditQuery) ([]store.AuditEvent, error) {
+	clauses, args := sqlq.Audit(q, dialect)
+	evs, err := collectAudit(s.rdb.QueryContext(ctx, `SELECT `+auditCols+` FROM audit`+clauses, args...))
 	if err != nil {
-		return nil, fmt.Errorf("list audit: %w", err)
+		return nil, fmt.Errorf("query audit: %w", err)
 	}
-	return scanAudit(rows)
+	return evs, nil
 }
 
-func scanAudit(rows *sql.Rows) ([]store.AuditEvent, error) {
+// CountAudit counts events since a time by type, result, method and
+// generalised reason.
+func (s *Store) CountAudit(ctx context.Context, since time.Time, types ...string) ([]store.AuditCount, error) {
+	query, args := sqlq.CountAudit(since, types, dialect)
+	rows, err := s.rdb.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("count audit: %w", err)
+	}
+	defer rows.Close()
+	var out []store.AuditCount
+	for rows.Next() {
+		var c store.AuditCount
+		if err := rows.Scan(&c.Type, &c.Result, &c.Method, &c.Reason, &c.Count); err != nil {
+			return nil, fmt.Errorf("count audit: %w", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count audit: %w", err)
+	}
+	return out, nil
+}
+
+const auditCols = `id, at, type, result, hostname, source_ip, method, rule, revision, token_id, envoy_uuid, reason, replica, details, actor`
+
+func collectAudit(rows *sql.Rows, err error) ([]store.AuditEvent, error) {
+	if err != nil {
+		return nil, err
+	}
 	defer rows.Close()
 	var evs []store.AuditEvent
 	for rows.Next() {
@@ -632,20 +678,17 @@ func scanAudit(rows *sql.Rows) ([]store.AuditEvent, error) {
 		var details sql.NullString
 		if err := rows.Scan(&ev.ID, &at, &ev.Type, &ev.Result, &ev.Hostname, &ev.SourceIP, &ev.Method, &ev.Rule,
 			&ev.Revision, &ev.TokenID, &ev.EnvoyUUID, &ev.Reason, &ev.Replica, &details, &ev.Actor); err != nil {
-			return nil, fmt.Errorf("list audit: %w", err)
+			return nil, err
 		}
 		ev.At = fromMS(at)
 		if details.Valid && details.String != "" {
 			if err := json.Unmarshal([]byte(details.String), &ev.Details); err != nil {
-				return nil, fmt.Errorf("list audit: decode details of event %d: %w", ev.ID, err)
+				return nil, fmt.Errorf("decode details of event %d: %w", ev.ID, err)
 			}
 		}
 		evs = append(evs, ev)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list audit: %w", err)
-	}
-	return evs, nil
+	return evs, rows.Err()
 }
 
 // ---- policy revision ----
