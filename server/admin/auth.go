@@ -50,6 +50,9 @@ type Caller struct {
 	Name string
 	// Role is RoleAdmin or RoleReadOnly.
 	Role string
+	// TokenID is the id of a named admin token ("" for the server's own),
+	// by which a session made with it is ended when it is revoked.
+	TokenID string
 }
 
 // Allows reports whether c may make a request that needs access. It is the
@@ -133,5 +136,29 @@ func (t Tokens) Authenticate(ctx context.Context, credential string) (Caller, er
 	case !token.AdminCompare(st.SecretHash, tok) || !st.RevokedAt.IsZero():
 		return Caller{}, ErrInvalidCredential
 	}
-	return Caller{Name: st.Name, Role: st.Role}, nil
+	return Caller{Name: st.Name, Role: st.Role, TokenID: st.ID}, nil
+}
+
+// StillValid reports whether the credential c authenticated with is still
+// valid: a named admin token may have been revoked since (the console
+// asks at every request of a session, so that revoking a token ends its
+// sessions at once).
+func (t Tokens) StillValid(ctx context.Context, c Caller) (bool, error) {
+	if c.TokenID == "" || t.Store == nil {
+		return true, nil
+	}
+	st, err := t.Store.GetAdminToken(ctx, c.TokenID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("look up admin token: %w", err)
+	}
+	return st.RevokedAt.IsZero(), nil
+}
+
+// Revocable is implemented by Authenticators whose credentials can be
+// revoked while a session made with one lives (Tokens).
+type Revocable interface {
+	StillValid(ctx context.Context, c Caller) (bool, error)
 }

@@ -2,6 +2,7 @@ package console_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 	"github.com/vigo-enroll/vigo/server/console"
 	"github.com/vigo-enroll/vigo/server/store"
 	"github.com/vigo-enroll/vigo/server/store/sqlitestore"
+	"github.com/vigo-enroll/vigo/server/token"
 )
 
 // These tests drive the console's handler over real HTTPS with a real
@@ -674,5 +676,54 @@ func TestSignInRenewsTheSession(t *testing.T) {
 	}
 	if _, body := victim.get("/ui/"); !strings.Contains(body, "alice") {
 		t.Error("the victim is not signed in as themselves")
+	}
+}
+
+// TestNamedAdminTokensInTheConsole signs in with real named admin tokens
+// of the store (vigocli admin-tokens create): a read-only one gets a
+// read-only session, and revoking a token ends the sessions made with it
+// at their next request.
+func TestNamedAdminTokensInTheConsole(t *testing.T) {
+	var st store.Store
+	f := newFixture(t, func(c *console.Config) {
+		st = c.Store
+		c.Auth = admin.Tokens{ServerHash: sha256.Sum256([]byte(adminSecret)), Store: c.Store}
+	})
+	named := func(name, role string) string {
+		tok := token.Generate()
+		at := store.AdminToken{ID: tok.ID, Name: name, Role: role, SecretHash: token.AdminHash(tok), CreatedAt: t0}
+		if err := st.CreateAdminToken(t.Context(), at, store.AuditEvent{At: t0, Type: store.AuditAdminTokenCreated, Result: "ok"}); err != nil {
+			t.Fatal(err)
+		}
+		return token.AdminString(tok)
+	}
+	ro, ops := named("ci", admin.RoleReadOnly), named("bob", admin.RoleAdmin)
+
+	c := f.client()
+	c.signIn(ro)
+	if _, page := c.get("/ui/envoys"); !strings.Contains(page, "Read-only session") {
+		t.Error("a read-only admin token did not get a read-only session")
+	}
+
+	c2 := f.client()
+	c2.signIn(ops)
+	if resp, _ := c2.get("/ui/tokens"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /ui/tokens as bob: HTTP %d", resp.StatusCode)
+	}
+	if _, err := st.RevokeAdminToken(t.Context(), "bob", t0, store.AuditEvent{At: t0, Type: store.AuditAdminTokenRevoked, Result: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	resp, _ := c2.get("/ui/tokens")
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/ui/sign-in") {
+		t.Errorf("after its token was revoked, the session still opens /ui/tokens: HTTP %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if resp, _ := c.get("/ui/"); resp.StatusCode != http.StatusOK {
+		t.Errorf("another token's session ended too: HTTP %d", resp.StatusCode)
+	}
+	// The revoked token no longer signs in.
+	_, page := f.client().get("/ui/sign-in")
+	resp, _ = f.client().post("/ui/sign-in", url.Values{"csrf": {csrfOf(t, page)}, "credential": {ops}, "next": {"/ui/"}})
+	if resp.StatusCode == http.StatusSeeOther {
+		t.Error("a revoked admin token signed in")
 	}
 }

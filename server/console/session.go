@@ -159,6 +159,24 @@ func (c *Console) authorized(need admin.Access, h handler) http.Handler {
 			c.fail(w, r, nil, http.StatusUnauthorized, "You are signed out (or your session expired): sign in again.")
 			return
 		}
+		if v, ok := c.cfg.Auth.(admin.Revocable); ok {
+			valid, err := v.StillValid(r.Context(), s.caller)
+			if err != nil {
+				c.internal(w, r, nil, "check the session's credential", err)
+				return
+			}
+			if !valid {
+				// Its admin token was revoked: the session ends with it.
+				c.sessions.end(cookieValue(r, sessionCookie))
+				setCookie(w, sessionCookie, "", -1)
+				if r.Method == http.MethodGet || r.Method == http.MethodHead {
+					http.Redirect(w, r, "/ui/sign-in?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+					return
+				}
+				c.fail(w, r, nil, http.StatusUnauthorized, "The admin token you signed in with was revoked: sign in again.")
+				return
+			}
+		}
 		if !s.caller.Allows(need) {
 			c.fail(w, r, s, http.StatusForbidden, "Your credential ("+s.caller.Name+") has the role "+s.caller.Role+", which may not do this.")
 			return
