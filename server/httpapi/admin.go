@@ -18,8 +18,6 @@ import (
 	"github.com/vigo-enroll/vigo/server/token"
 )
 
-// DefaultTokenTTL is the lifetime of a token when none is asked for.
-const DefaultTokenTTL = admin.DefaultTokenTTL
 
 // opError answers a refused or failed operation of admin.Ops: its message
 // with 400, 404 or 409, or 500 (logged) for anything else.
