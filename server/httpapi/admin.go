@@ -18,7 +18,6 @@ import (
 	"github.com/vigo-enroll/vigo/server/token"
 )
 
-
 // opError answers a refused or failed operation of admin.Ops: its message
 // with 400, 404 or 409, or 500 (logged) for anything else.
 func (a *API) opError(w http.ResponseWriter, op string, err error) {
