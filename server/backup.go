@@ -61,6 +61,7 @@ func backupEntries(cfg *Config) []backupEntry {
 		{name: "tls/ca_key", path: p.CAKey, mode: 0o600, required: true},
 		{name: "tls/response_signing_key", path: p.SigningKey, mode: 0o600, required: true},
 		{name: "admin.token.sha256", path: p.AdminTokenHash, mode: 0o600, required: true},
+		{name: "admin.token.previous.sha256", path: p.AdminTokenPrevious, mode: 0o600},
 		// The token itself, for vigocli on the restored host; a server
 		// needs only the hash.
 		{name: "admin.token", path: p.AdminToken, mode: 0o600},

@@ -511,8 +511,10 @@ type StatePaths struct {
 	// SigningKey signs check-in responses (server.tls.response_signing_key_file).
 	SigningKey string
 	// AdminToken is where the admin token is written for vigocli
-	// (admin.token_file); AdminTokenHash is what the server checks.
-	AdminToken, AdminTokenHash string
+	// (admin.token_file); AdminTokenHash is what the server checks;
+	// AdminTokenPrevious holds the previous token's hash and expiry during
+	// a rotation (vigosrv admin-token rotate).
+	AdminToken, AdminTokenHash, AdminTokenPrevious string
 	// Database is the SQLite file; "" with PostgreSQL.
 	Database string
 }
@@ -535,6 +537,7 @@ func (c *Config) StatePaths() StatePaths {
 		p.AdminToken = filepath.Join(data, "admin.token")
 	}
 	p.AdminTokenHash = p.AdminToken + ".sha256"
+	p.AdminTokenPrevious = p.AdminToken + ".previous.sha256"
 	if c.Database.Driver != "postgres" {
 		p.Database = c.Database.DSN
 		if p.Database == "" {

@@ -291,7 +291,22 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 	}
 	// The server's own admin token and the named ones of the store, for
 	// the admin API and the console alike.
-	auth := admin.Tokens{ServerHash: adminHash, Store: notify}
+	// The server's token follows vigosrv admin-token rotate without a
+	// restart; each rotation this replica sees is audited.
+	serverToken := newAdminTokenFiles(paths, adminHash, logger, func(until time.Time) {
+		logger.Info("admin token rotated", "previous_accepted_until", until)
+		prev := "no longer accepted"
+		if !until.IsZero() {
+			prev = until.UTC().Format(time.RFC3339)
+		}
+		ev := store.AuditEvent{At: time.Now(), Type: store.AuditAdminTokenRotated, Result: "ok",
+			Actor: "vigosrv admin-token rotate", Replica: cfg.Server.Replica,
+			Details: map[string]string{"previous_accepted_until": prev}}
+		if err := notify.AppendAudit(context.Background(), ev); err != nil {
+			logger.Error("audit the admin token rotation", "err", err)
+		}
+	})
+	auth := admin.Tokens{Server: serverToken, Store: notify}
 	var api *httpapi.API // the console asks it for a request's source address
 	var consoleCtl console.PolicyController
 	if s.ctl != nil {

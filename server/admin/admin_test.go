@@ -58,7 +58,7 @@ func TestServerToken(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := auth.Authenticate(t.Context(), tc.credential)
 			if tc.ok {
-				if err != nil || c != (admin.Caller{Name: admin.ServerTokenName, Role: admin.RoleAdmin}) {
+				if err != nil || c != (admin.Caller{Name: admin.ServerTokenName, Role: admin.RoleAdmin, ServerTokenHash: auth.Hash}) {
 					t.Errorf("Authenticate = %+v, %v; want the admin", c, err)
 				}
 				return

@@ -53,6 +53,10 @@ type Caller struct {
 	// TokenID is the id of a named admin token ("" for the server's own),
 	// by which a session made with it is ended when it is revoked.
 	TokenID string
+	// ServerTokenHash is the SHA-256 of the server's own admin token when
+	// that is the credential, by which a session made with it is ended
+	// when the token is rotated.
+	ServerTokenHash [32]byte
 }
 
 // Allows reports whether c may make a request that needs access. It is the
@@ -93,7 +97,7 @@ func (t ServerToken) Authenticate(_ context.Context, credential string) (Caller,
 	if subtle.ConstantTimeCompare(sum[:], t.Hash[:]) != 1 {
 		return Caller{}, ErrInvalidCredential
 	}
-	return Caller{Name: ServerTokenName, Role: RoleAdmin}, nil
+	return Caller{Name: ServerTokenName, Role: RoleAdmin, ServerTokenHash: t.Hash}, nil
 }
 
 type callerKey struct{}
@@ -111,13 +115,14 @@ func CallerFrom(ctx context.Context) Caller {
 }
 
 // Tokens is the Authenticator of the server: the server's own admin token
-// (known by its SHA-256; role admin, named ServerTokenName) and the named
+// (Server: a ServerToken, or the server's files that follow a rotation;
+// role admin, named ServerTokenName) and the named
 // admin tokens of the store (vigocli admin-tokens create), each with its
 // role. A named token is looked up by its id, which is not secret, and its
 // secret compared in constant time.
 type Tokens struct {
-	ServerHash [32]byte
-	Store      store.Store
+	Server Authenticator
+	Store  store.Store
 }
 
 // Authenticate implements Authenticator.
@@ -125,7 +130,10 @@ func (t Tokens) Authenticate(ctx context.Context, credential string) (Caller, er
 	credential = strings.TrimSpace(credential)
 	tok, named := token.ParseAdmin(credential)
 	if !named || t.Store == nil {
-		return ServerToken{Hash: t.ServerHash}.Authenticate(ctx, credential)
+		if t.Server == nil {
+			return Caller{}, ErrInvalidCredential
+		}
+		return t.Server.Authenticate(ctx, credential)
 	}
 	st, err := t.Store.GetAdminToken(ctx, tok.ID)
 	switch {
@@ -140,11 +148,19 @@ func (t Tokens) Authenticate(ctx context.Context, credential string) (Caller, er
 }
 
 // StillValid reports whether the credential c authenticated with is still
-// valid: a named admin token may have been revoked since (the console
+// valid: a named admin token may have been revoked since, the server's
+// own token rotated (the console
 // asks at every request of a session, so that revoking a token ends its
 // sessions at once).
 func (t Tokens) StillValid(ctx context.Context, c Caller) (bool, error) {
-	if c.TokenID == "" || t.Store == nil {
+	if c.TokenID == "" {
+		// The server's own token: still valid unless it was rotated.
+		if r, ok := t.Server.(Revocable); ok {
+			return r.StillValid(ctx, c)
+		}
+		return true, nil
+	}
+	if t.Store == nil {
 		return true, nil
 	}
 	st, err := t.Store.GetAdminToken(ctx, c.TokenID)

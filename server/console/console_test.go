@@ -687,7 +687,7 @@ func TestNamedAdminTokensInTheConsole(t *testing.T) {
 	var st store.Store
 	f := newFixture(t, func(c *console.Config) {
 		st = c.Store
-		c.Auth = admin.Tokens{ServerHash: sha256.Sum256([]byte(adminSecret)), Store: c.Store}
+		c.Auth = admin.Tokens{Server: admin.ServerToken{Hash: sha256.Sum256([]byte(adminSecret))}, Store: c.Store}
 	})
 	named := func(name, role string) string {
 		tok := token.Generate()

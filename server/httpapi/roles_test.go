@@ -83,7 +83,7 @@ func newAPIEnv(t *testing.T) *apiEnv {
 		t.Fatal(err)
 	}
 	api, err := New(Config{Enroller: enr, Store: st, Policy: ctl.Active, PolicyCtl: ctl, Ops: ops,
-		Auth:          admin.Tokens{ServerHash: sha256.Sum256([]byte(serverAdminToken)), Store: st},
+		Auth:          admin.Tokens{Server: admin.ServerToken{Hash: sha256.Sum256([]byte(serverAdminToken))}, Store: st},
 		WebhookSecret: []byte(hookSecret), Replica: "test"})
 	if err != nil {
 		t.Fatal(err)

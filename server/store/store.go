@@ -429,6 +429,9 @@ const (
 	AuditEnvoyUpdate       = "envoy.update_requested"
 	AuditAdminTokenCreated = "admin_token.created"
 	AuditAdminTokenRevoked = "admin_token.revoked"
+	// AuditAdminTokenRotated is written when a server sees that its own
+	// admin token was rotated (vigosrv admin-token rotate).
+	AuditAdminTokenRotated = "admin_token.rotated"
 	AuditPolicyApplied     = "policy.applied"
 	AuditPolicyRejected    = "policy.rejected"
 	// AuditPolicyFetchFailed is written when the policy source could not be

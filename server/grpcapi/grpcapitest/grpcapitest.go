@@ -153,7 +153,7 @@ func (e *Env) serve() {
 	}
 	// Only the open routes are used: no admin credential is valid.
 	api, err := httpapi.New(httpapi.Config{Enroller: enr, Store: e.Store, Policy: func() *policy.Policy { return pol },
-		Ops: ops, Auth: admin.Tokens{ServerHash: sha256.Sum256(nil)}})
+		Ops: ops, Auth: admin.Tokens{Server: admin.ServerToken{Hash: sha256.Sum256(nil)}}})
 	if err != nil {
 		t.Fatal(err)
 	}
