@@ -191,6 +191,8 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 	grpcAddr := net.JoinHostPort(advertised, strconv.Itoa(grpcPort))
 	publicURL := "https://" + net.JoinHostPort(advertised, strconv.Itoa(apiPort))
 	interval := time.Duration(cfg.Bootstrap.CheckinInterval)
+	// The fleet's gauges, counted at most every 30 s whatever the scrapes.
+	s.registry.MustRegister(newFleetCollector(notify, console.StaleIntervals*interval, 30*time.Second, logger))
 
 	s.grpc, err = grpcapi.New(grpcapi.Config{
 		Store: notify, CA: s.ca, SigningKey: signKey, Logger: logger, Interval: interval,

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/vigo-enroll/vigo/server"
+	"github.com/vigo-enroll/vigo/server/servertest"
 )
 
 // TestSystemdUnitVerifies (issue 16, item 6): examples/vigosrv.service
@@ -80,5 +83,52 @@ func TestContainerConfigLoads(t *testing.T) {
 	}
 	if cfg.Server.DataDir != "/srv/vigo" || cfg.Agent.DistDir != "/usr/share/vigo/dist" {
 		t.Errorf("container server.yaml: data_dir %q, agent.dist_dir %q", cfg.Server.DataDir, cfg.Agent.DistDir)
+	}
+}
+
+// TestMonitoringExamples (issue 17, item 3): the alert rules pass
+// `promtool check rules`, and every vigo_ metric the rules and the Grafana
+// dashboard use is one the server exports (a renamed metric would leave
+// an alert that never fires).
+func TestMonitoringExamples(t *testing.T) {
+	dir := filepath.Join("..", "..", "examples", "monitoring")
+	var used []string
+	for _, f := range []string{"alerts.yml", "grafana-dashboard.json"} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		used = append(used, regexp.MustCompile(`\bvigo_[a-z_]+`).FindAllString(string(b), -1)...)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "grafana-dashboard.json"))
+	if err := json.Unmarshal(b, &dash); err != nil || len(dash.Panels) == 0 {
+		t.Fatalf("the dashboard is not a Grafana dashboard: %v", err)
+	}
+
+	in := servertest.Start(t, servertest.Options{})
+	// Histograms and counters with labels appear once observed: one
+	// registration and one check of every kind is enough.
+	in.Register(t, servertest.NewIdentity(t, "a.approved.test").Req)
+	in.Register(t, servertest.NewIdentity(t, "nobody.example.org").Req)
+	_, metrics := in.Do(t, "GET", "/metrics", nil, true)
+	for _, m := range used {
+		base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(m, "_bucket"), "_sum"), "_count")
+		if !regexp.MustCompile(`(?m)^# HELP ` + base + ` `).Match(metrics) {
+			t.Errorf("the monitoring examples use %s, which the server does not export", m)
+		}
+	}
+
+	if _, err := exec.LookPath("promtool"); err != nil {
+		t.Skip("promtool is not installed (apt-get install prometheus): the rules were not checked")
+	}
+	out, err := exec.Command("promtool", "check", "rules", filepath.Join(dir, "alerts.yml")).CombinedOutput()
+	if err != nil {
+		t.Errorf("promtool check rules: %v\n%s", err, out)
 	}
 }

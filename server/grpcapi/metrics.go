@@ -3,9 +3,13 @@ package grpcapi
 import (
 	"context"
 	"fmt"
+	"path"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/stats"
+
+	"github.com/vigo-enroll/vigo/schemas/agentpb"
 )
 
 type metrics struct {
@@ -30,7 +34,7 @@ func newMetrics(reg prometheus.Registerer, g *guard) (*metrics, error) {
 		}, []string{"method"}),
 		handshakeRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vigo_grpc_handshake_refusals_total",
-			Help: "TLS handshakes refused, by reason (revoked, not_current, unknown, no_uuid, tls).",
+			Help: "TLS handshakes refused, by reason (envoy_revoked, certificate_not_current, envoy_unknown, not_an_envoy_certificate, tls).",
 		}, []string{"reason"}),
 		flushed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigo_grpc_checkins_recorded_total",
@@ -44,6 +48,17 @@ func newMetrics(reg prometheus.Registerer, g *guard) (*metrics, error) {
 			Name: "vigo_grpc_connections",
 			Help: "Open agent connections (each costs memory; see server.grpc_idle_timeout).",
 		}),
+	}
+	// Every known series exists from the start, at zero: a rate() over
+	// it, and an alert on it, works before the first event.
+	for _, r := range []agentpb.Refusal{agentpb.RefusalEnvoyRevoked, agentpb.RefusalCertificateNotCurrent,
+		agentpb.RefusalEnvoyUnknown, agentpb.RefusalNotAnEnvoyCertificate} {
+		m.handshakeRefusals.WithLabelValues((&RefusedError{Reason: r}).label())
+	}
+	m.handshakeRefusals.WithLabelValues("tls")
+	for _, name := range []string{agentpb.AgentService_Checkin_FullMethodName, agentpb.AgentService_RenewCertificate_FullMethodName} {
+		m.duration.WithLabelValues(path.Base(name))
+		m.requests.WithLabelValues(path.Base(name), codes.OK.String())
 	}
 	if reg == nil {
 		return m, nil

@@ -53,6 +53,11 @@ type Store interface {
 	// CountEnvoys counts the envoys matching q's filters, at most q.Limit
 	// of them when it is set (its order and cursors are ignored).
 	CountEnvoys(ctx context.Context, q EnvoyQuery) (int, error)
+	// CountFleet counts all envoys in one pass, grouped by status and
+	// agent version, with how many of each group are not seen since
+	// q.SeenBefore and how many hold a certificate ending before each of
+	// q.CertEndsBefore: the fleet's gauges, at a fixed cost per call.
+	CountFleet(ctx context.Context, q FleetQuery) ([]FleetGroup, error)
 	// RevokeEnvoys revokes every active envoy matched by one of rs (by UUID
 	// or by hostname) and appends one "envoy.revoked" audit event for each.
 	// Envoys already revoked are left alone. It returns the envoys it revoked.
@@ -284,6 +289,26 @@ type EnvoyQuery struct {
 	After, Before *EnvoyCursor
 	// Limit is the size of the page (0 = no limit).
 	Limit int
+}
+
+// FleetQuery is what Store.CountFleet counts besides the envoys.
+type FleetQuery struct {
+	// SeenBefore: an envoy whose Seen time is before it is stale.
+	SeenBefore time.Time
+	// CertEndsBefore are the horizons of certificate expiry counted.
+	CertEndsBefore []time.Time
+}
+
+// FleetGroup counts the envoys of one status and agent version ("" for
+// an envoy that never checked in).
+type FleetGroup struct {
+	Status, AgentVersion string
+	Envoys               int
+	// Stale counts those not seen since FleetQuery.SeenBefore.
+	Stale int
+	// CertEnding[i] counts those whose certificate ends before
+	// FleetQuery.CertEndsBefore[i].
+	CertEnding []int
 }
 
 // EnvoyCursor is a position in an order of envoys: the sort key of an

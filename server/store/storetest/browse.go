@@ -303,3 +303,66 @@ func cmpOr(s store.EnvoySort) store.EnvoySort {
 	}
 	return s
 }
+
+func testCountFleet(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	all := browseFleet(t, s)
+	// Certificates end at different times: envoy i's in i days.
+	for i, e := range all {
+		err := s.RenewCertificate(ctx, store.RenewParams{UUID: e.UUID, OldSerial: e.CertSerial, NewSerial: fmt.Sprintf("%x", 1000+i),
+			NotAfter: t0.Add(time.Duration(i+1) * 24 * time.Hour), Audit: store.AuditEvent{At: t0, Type: store.AuditEnvoyRenewed, Result: "ok"}})
+		if err != nil && e.Status == store.StatusActive {
+			t.Fatalf("RenewCertificate: %v", err)
+		}
+	}
+	all, err := s.ListEnvoys(ctx, store.EnvoyFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := store.FleetQuery{SeenBefore: t0.Add(5 * time.Minute),
+		CertEndsBefore: []time.Time{t0, t0.Add(4*24*time.Hour + time.Minute), t0.Add(365 * 24 * time.Hour)}}
+
+	// The reference: the same counts over the listed envoys.
+	groups := map[[2]string]store.FleetGroup{}
+	for _, e := range all {
+		k := [2]string{e.Status, e.AgentVersion}
+		g, ok := groups[k]
+		if !ok {
+			g = store.FleetGroup{Status: e.Status, AgentVersion: e.AgentVersion, CertEnding: make([]int, len(q.CertEndsBefore))}
+		}
+		g.Envoys++
+		if e.Seen().Before(q.SeenBefore) {
+			g.Stale++
+		}
+		for i, h := range q.CertEndsBefore {
+			if e.CertNotAfter.Before(h) {
+				g.CertEnding[i]++
+			}
+		}
+		groups[k] = g
+	}
+	var want []store.FleetGroup
+	for _, g := range groups {
+		want = append(want, g)
+	}
+	slices.SortFunc(want, func(a, b store.FleetGroup) int {
+		return strings.Compare(a.Status+"\x00"+a.AgentVersion, b.Status+"\x00"+b.AgentVersion)
+	})
+	got, err := s.CountFleet(ctx, q)
+	if err != nil {
+		t.Fatalf("CountFleet: %v", err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("CountFleet (-want +got):\n%s", diff)
+	}
+	if len(want) < 4 {
+		t.Errorf("the fleet has %d groups: too few to test the grouping", len(want))
+	}
+	var some int
+	for _, g := range want {
+		some += g.CertEnding[1]
+	}
+	if some == 0 || some == len(all) {
+		t.Errorf("%d of %d certificates end before the middle horizon: the test needs some, not all", some, len(all))
+	}
+}

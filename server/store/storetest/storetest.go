@@ -98,6 +98,7 @@ func Run(t *testing.T, open Opener) {
 		{"RecordCheckins", testRecordCheckins},
 		{"ListEnvoys", testListEnvoys},
 		{"QueryEnvoys", testQueryEnvoys},
+		{"CountFleet", testCountFleet},
 		{"QueryAudit", testQueryAudit},
 		{"CountAudit", testCountAudit},
 		{"Audit", testAudit},

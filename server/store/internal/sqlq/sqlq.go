@@ -188,3 +188,40 @@ func CountAudit(since time.Time, types []string, d Dialect) (string, []any) {
 	return `SELECT type, result, method, ` + reason + ` AS general, count(*) AS n FROM audit` + b.where() +
 		` GROUP BY type, result, method, general ORDER BY n DESC, type, result, method, general`, b.args
 }
+
+// CountFleet returns the query of store.Store.CountFleet and its
+// arguments. Its columns are status, agent_version, the count, the stale
+// count, then one count per q.CertEndsBefore.
+func CountFleet(q store.FleetQuery, d Dialect) (string, []any) {
+	b := &builder{d: d}
+	cols := []string{"status", "agent_version", "count(*)",
+		"coalesce(sum(CASE WHEN " + seenExpr + " < " + b.arg(d.Time(q.SeenBefore)) + " THEN 1 ELSE 0 END), 0)"}
+	for _, t := range q.CertEndsBefore {
+		cols = append(cols, "coalesce(sum(CASE WHEN cert_not_after < "+b.arg(d.Time(t))+" THEN 1 ELSE 0 END), 0)")
+	}
+	return "SELECT " + strings.Join(cols, ", ") + " FROM envoys GROUP BY status, agent_version ORDER BY status, agent_version", b.args
+}
+
+// Scanner is a row of database/sql or pgx.
+type Scanner interface{ Scan(dest ...any) error }
+
+// ScanFleetGroup scans a row of the CountFleet query of q.
+func ScanFleetGroup(r Scanner, q store.FleetQuery) (store.FleetGroup, error) {
+	var g store.FleetGroup
+	var stale int64
+	var n int64
+	ending := make([]int64, len(q.CertEndsBefore))
+	dest := []any{&g.Status, &g.AgentVersion, &n, &stale}
+	for i := range ending {
+		dest = append(dest, &ending[i])
+	}
+	if err := r.Scan(dest...); err != nil {
+		return g, err
+	}
+	g.Envoys, g.Stale = int(n), int(stale)
+	g.CertEnding = make([]int, len(ending))
+	for i, v := range ending {
+		g.CertEnding[i] = int(v)
+	}
+	return g, nil
+}
