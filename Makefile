@@ -28,7 +28,7 @@ run: build ## Build, then start the server on the example config (data in ./vigo
 	@GOOS=$$($(GO) env GOOS) GOARCH=$$($(GO) env GOARCH); \
 	  $(GO) build -ldflags "-s -w $(LDFLAGS)" -o $(DATA)/dist/vigo-$$GOOS-$$GOARCH ./cmd/vigo && \
 	  $(BIN)/vigocli dist manifest --dir $(DATA)/dist --version $(VERSION) >/dev/null
-	$(BIN)/vigosrv serve --config examples/server.yaml
+	$(BIN)/vigosrv serve --config examples/server.yaml --data-dir $(DATA)
 
 test: ## Run the whole test suite with the race detector
 	$(GO) test -race -count=1 -timeout 20m ./...

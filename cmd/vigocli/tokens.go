@@ -18,11 +18,13 @@ A token is bound to a hostname pattern, expires (default 24h, capped by the poli
 tokens.max_ttl), is used once, and is shown only when generated.`,
 	}
 	var pattern, ttl, note string
+	var quiet bool
 	gen := &cobra.Command{
 		Use:   "generate --pattern PATTERN [--ttl DURATION] [--note TEXT]",
 		Short: "Generate a token and print it (once) with the bootstrap one-liner",
 		Example: `  vigocli tokens generate --pattern web1.example.com
-  vigocli tokens generate --pattern '*.build.example.com' --ttl 2h --note "CI runners"`,
+  vigocli tokens generate --pattern '*.build.example.com' --ttl 2h --note "CI runners"
+  export VIGO_TOKEN=$(vigocli tokens generate -q --pattern web1.example.com)   # the token alone`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if pattern == "" {
@@ -36,6 +38,10 @@ tokens.max_ttl), is used once, and is shown only when generated.`,
 			if err := c.do(cmd.Context(), "POST", "/api/v1/tokens", apiv1.TokenCreateRequest{Pattern: pattern, TTL: ttl, Note: note}, &out); err != nil {
 				return err
 			}
+			if quiet {
+				fmt.Fprintln(g.stdout, oneLine(out.Token))
+				return nil
+			}
 			if g.output == "json" {
 				return g.printJSON(out)
 			}
@@ -48,6 +54,7 @@ tokens.max_ttl), is used once, and is shown only when generated.`,
 	gen.Flags().StringVar(&pattern, "pattern", "", "hostname or glob the token may enroll (required)")
 	gen.Flags().StringVar(&ttl, "ttl", "", "lifetime, e.g. 30m or 24h (default 24h)")
 	gen.Flags().StringVar(&note, "note", "", "free text shown by tokens list")
+	gen.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the token, for scripts (the one-liner is not printed)")
 
 	list := &cobra.Command{
 		Use:   "list",
