@@ -16,16 +16,5 @@ func (s *Store) CountFleet(ctx context.Context, q store.FleetQuery) ([]store.Fle
 		return nil, fmt.Errorf("count fleet: %w", err)
 	}
 	defer rows.Close()
-	var gs []store.FleetGroup
-	for rows.Next() {
-		g, err := sqlq.ScanFleetGroup(rows, q)
-		if err != nil {
-			return nil, fmt.Errorf("count fleet: %w", err)
-		}
-		gs = append(gs, g)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("count fleet: %w", err)
-	}
-	return gs, nil
+	return sqlq.CollectFleet(rows, q)
 }

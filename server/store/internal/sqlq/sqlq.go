@@ -202,26 +202,37 @@ func CountFleet(q store.FleetQuery, d Dialect) (string, []any) {
 	return "SELECT " + strings.Join(cols, ", ") + " FROM envoys GROUP BY status, agent_version ORDER BY status, agent_version", b.args
 }
 
-// Scanner is a row of database/sql or pgx.
-type Scanner interface{ Scan(dest ...any) error }
+// Rows are the rows of a query, of database/sql or pgx.
+type Rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
 
-// ScanFleetGroup scans a row of the CountFleet query of q.
-func ScanFleetGroup(r Scanner, q store.FleetQuery) (store.FleetGroup, error) {
-	var g store.FleetGroup
-	var stale int64
-	var n int64
-	ending := make([]int64, len(q.CertEndsBefore))
-	dest := []any{&g.Status, &g.AgentVersion, &n, &stale}
-	for i := range ending {
-		dest = append(dest, &ending[i])
+// CollectFleet reads the rows of the CountFleet query of q (the caller
+// closes them).
+func CollectFleet(rows Rows, q store.FleetQuery) ([]store.FleetGroup, error) {
+	var gs []store.FleetGroup
+	for rows.Next() {
+		var g store.FleetGroup
+		var n, stale int64
+		ending := make([]int64, len(q.CertEndsBefore))
+		dest := []any{&g.Status, &g.AgentVersion, &n, &stale}
+		for i := range ending {
+			dest = append(dest, &ending[i])
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return nil, fmt.Errorf("count fleet: %w", err)
+		}
+		g.Envoys, g.Stale = int(n), int(stale)
+		g.CertEnding = make([]int, len(ending))
+		for i, v := range ending {
+			g.CertEnding[i] = int(v)
+		}
+		gs = append(gs, g)
 	}
-	if err := r.Scan(dest...); err != nil {
-		return g, err
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count fleet: %w", err)
 	}
-	g.Envoys, g.Stale = int(n), int(stale)
-	g.CertEnding = make([]int, len(ending))
-	for i, v := range ending {
-		g.CertEnding[i] = int(v)
-	}
-	return g, nil
+	return gs, nil
 }
