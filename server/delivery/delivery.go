@@ -14,6 +14,33 @@ import (
 // MaxBackoff bounds the wait between two attempts.
 const MaxBackoff = 5 * time.Minute
 
+// Limits bound a sender's queue and retries. Zero fields take the
+// defaults (WithDefaults).
+type Limits struct {
+	// QueueSize bounds what waits to be sent (default 256); more is
+	// dropped, never waited for.
+	QueueSize int
+	// MaxAttempts bounds the attempts of one message (default 6).
+	MaxAttempts int
+	// Backoff is the wait before the first retry, doubled at each
+	// (default 1s, at most MaxBackoff).
+	Backoff time.Duration
+}
+
+// WithDefaults returns l with the defaults in its zero fields.
+func (l Limits) WithDefaults() Limits {
+	if l.QueueSize <= 0 {
+		l.QueueSize = 256
+	}
+	if l.MaxAttempts <= 0 {
+		l.MaxAttempts = 6
+	}
+	if l.Backoff <= 0 {
+		l.Backoff = time.Second
+	}
+	return l
+}
+
 // Retry calls send until it succeeds, says not to retry, or attempts calls
 // were made, waiting backoff after the first failure and twice as long after
 // each next one (at most MaxBackoff). onRetry, when set, is told of each

@@ -69,15 +69,12 @@ type Config struct {
 	// AppliedElsewhere reports whether another replica already applied a
 	// revision (then "pending" is not posted for it); nil means never.
 	AppliedElsewhere func(revision string) bool
-	// QueueSize bounds the statuses waiting to be posted (default 256).
-	QueueSize int
-	// MaxAttempts bounds the posts of one status (default 6); Backoff is
-	// the first wait between them, doubled at each (default 1s).
-	MaxAttempts int
-	Backoff     time.Duration
-	Client      *http.Client
-	Logger      *slog.Logger
-	Registerer  prometheus.Registerer
+	// Limits bound the statuses waiting to be posted and the posts of
+	// one status.
+	delivery.Limits
+	Client     *http.Client
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 // Poster posts commit statuses.
@@ -134,15 +131,7 @@ func New(cfg Config) (*Poster, error) {
 	if cfg.Context == "" {
 		cfg.Context = DefaultContext
 	}
-	if cfg.QueueSize <= 0 {
-		cfg.QueueSize = 256
-	}
-	if cfg.MaxAttempts <= 0 {
-		cfg.MaxAttempts = 6
-	}
-	if cfg.Backoff <= 0 {
-		cfg.Backoff = time.Second
-	}
+	cfg.Limits = cfg.Limits.WithDefaults()
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{Timeout: 15 * time.Second}
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/server/delivery"
 	"github.com/vigo-enroll/vigo/server/feedback"
 	"github.com/vigo-enroll/vigo/server/feedback/feedbacktest"
 	"github.com/vigo-enroll/vigo/server/policyctl"
@@ -46,7 +47,7 @@ func TestForges(t *testing.T) {
 				repo = "infra/policies/enrollment"
 			}
 			p, err := feedback.New(feedback.Config{Kind: kind, APIURL: forge.APIURL(kind), Repository: repo, Token: "forge-token",
-				Replica: "vigo-1", TargetURL: "https://vigo.example.com/ui/policy", Backoff: time.Millisecond})
+				Replica: "vigo-1", TargetURL: "https://vigo.example.com/ui/policy", Limits: delivery.Limits{Backoff: time.Millisecond}})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -79,13 +79,9 @@ type Receiver struct {
 // Config configures a Notifier.
 type Config struct {
 	Receivers []Receiver
-	// QueueSize bounds the events waiting per receiver (default 256).
-	QueueSize int
-	// MaxAttempts bounds the deliveries of one event (default 6).
-	MaxAttempts int
-	// Backoff is the wait before the first retry, doubled at each
-	// (default 1s, at most 5 minutes).
-	Backoff time.Duration
+	// Limits bound the events waiting per receiver and the deliveries of
+	// one event.
+	delivery.Limits
 	// Refusals, when Count > 0, sends one "refusals" event when at least
 	// Count registrations are refused within Window, then again only after
 	// a quiet Window.
@@ -162,15 +158,7 @@ type message struct {
 
 // New checks cfg and returns a Notifier; Run delivers.
 func New(cfg Config) (*Notifier, error) {
-	if cfg.QueueSize <= 0 {
-		cfg.QueueSize = 256
-	}
-	if cfg.MaxAttempts <= 0 {
-		cfg.MaxAttempts = 6
-	}
-	if cfg.Backoff <= 0 {
-		cfg.Backoff = time.Second
-	}
+	cfg.Limits = cfg.Limits.WithDefaults()
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{Timeout: 10 * time.Second}
 	}

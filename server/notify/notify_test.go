@@ -15,6 +15,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
+	"github.com/vigo-enroll/vigo/server/delivery"
 	"github.com/vigo-enroll/vigo/server/policyctl"
 )
 
@@ -160,7 +161,7 @@ func TestQueueFullDrops(t *testing.T) {
 	block := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-block }))
 	t.Cleanup(func() { close(block); srv.Close() })
-	n, _ := start(t, Config{QueueSize: 2, Receivers: []Receiver{{Name: "slow", Kind: "slack", URL: srv.URL}}})
+	n, _ := start(t, Config{Limits: delivery.Limits{QueueSize: 2}, Receivers: []Receiver{{Name: "slow", Kind: "slack", URL: srv.URL}}})
 	for range 10 {
 		n.Policy(refused) // must return at once
 	}
