@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,7 +27,30 @@ type Enrollment struct {
 	Interval  time.Duration
 
 	cert atomic.Pointer[tls.Certificate]
+	// sessions are the TLS sessions of check-in connections, resumed at
+	// the next connection (see sessionCache).
+	sessions     tls.ClientSessionCache
+	sessionsOnce sync.Once
 }
+
+// sessionCache keeps the TLS 1.3 sessions of check-in connections, each
+// under the serial of the certificate it was established with. A resumed
+// session presents the certificate of its original handshake, so after a
+// renewal the next handshake must be a full one that presents the new
+// certificate: it finds no session under the new serial. (The server
+// declines a ticket whose certificate is not current anyway; this saves
+// the round of a declined ticket.)
+type sessionCache struct {
+	e     *Enrollment
+	inner tls.ClientSessionCache
+}
+
+func (c sessionCache) key(k string) string {
+	return k + "|" + c.e.Certificate().SerialNumber.Text(16)
+}
+
+func (c sessionCache) Get(k string) (*tls.ClientSessionState, bool) { return c.inner.Get(c.key(k)) }
+func (c sessionCache) Put(k string, cs *tls.ClientSessionState)     { c.inner.Put(c.key(k), cs) }
 
 // Load reads the enrollment saved in dir.
 func Load(dir string) (*Enrollment, error) {
@@ -101,7 +125,18 @@ func (e *Enrollment) ClientTLSConfig() *tls.Config {
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			return e.cert.Load(), nil
 		},
+		// Sessions are resumed: a reconnecting agent skips the
+		// certificate exchange (the server still judges the envoy).
+		ClientSessionCache: e.sessionCache(),
 	}
+}
+
+// sessionCache returns the enrollment's session cache: a few entries, as
+// an agent talks to one address (more with several replicas behind one
+// name, each with its own tickets).
+func (e *Enrollment) sessionCache() tls.ClientSessionCache {
+	e.sessionsOnce.Do(func() { e.sessions = sessionCache{e: e, inner: tls.NewLRUClientSessionCache(8)} })
+	return e.sessions
 }
 
 // HTTPSTLSConfig returns the TLS configuration for the server's HTTPS
@@ -114,6 +149,10 @@ func (e *Enrollment) ClientTLSConfig() *tls.Config {
 func (e *Enrollment) HTTPSTLSConfig() *tls.Config {
 	c := e.ClientTLSConfig()
 	c.MinVersion = tls.VersionTLS12
+	// The HTTPS listener's tickets are not the check-in listener's, and
+	// both go by the same server name: a shared cache would offer each
+	// the other's. Downloads are rare: no resumption.
+	c.ClientSessionCache = nil
 	if pool, err := x509.SystemCertPool(); err == nil {
 		pool.AddCert(e.CA)
 		c.RootCAs = pool

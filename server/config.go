@@ -104,6 +104,10 @@ type TLSConfig struct {
 	// responses (default tls/response_signing_key); agents pin its public
 	// key at registration, so replicas must share it.
 	ResponseSigningKeyFile string `yaml:"response_signing_key_file"`
+	// KeyExchange is the key exchange of check-in handshakes: "hybrid"
+	// (default: post-quantum X25519MLKEM768) or "x25519" (cheaper per
+	// handshake, not post-quantum).
+	KeyExchange string `yaml:"key_exchange"`
 }
 
 // DatabaseConfig is the `database:` section.
@@ -431,6 +435,11 @@ func checkKeys(n *yaml.Node, t reflect.Type, prefix string) error {
 // Validate checks values that YAML types cannot.
 func (c *Config) Validate() error {
 	var errs []error
+	switch c.Server.TLS.KeyExchange {
+	case "", "hybrid", "x25519":
+	default:
+		errs = append(errs, fmt.Errorf("server.tls.key_exchange %q: must be hybrid (the default, post-quantum) or x25519", c.Server.TLS.KeyExchange))
+	}
 	switch c.Database.Driver {
 	case "sqlite", "postgres":
 	default:

@@ -58,6 +58,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad duration", "bootstrap:\n  checkin_interval: soon\n", `"soon" is not a duration`},
 		{"both policy sources", "policy:\n  dir: p\n  git: {url: x}\n", "exactly one of policy.dir and policy.git"},
 		{"bad driver", "database:\n  driver: mysql\n", `database.driver "mysql": must be sqlite or postgres`},
+		{"bad key exchange", "server:\n  tls:\n    key_exchange: rsa\n", `server.tls.key_exchange "rsa": must be hybrid (the default, post-quantum) or x25519`},
 		{"postgres without dsn", "database:\n  driver: postgres\n", "set database.dsn or database.dsn_file"},
 		{"bad proxy", "server:\n  trusted_proxies: [nope]\n", `"nope" is neither an address nor a CIDR`},
 		{"not yaml", "server: [\n", "parse YAML"},

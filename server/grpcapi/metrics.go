@@ -16,6 +16,7 @@ type metrics struct {
 	requests          *prometheus.CounterVec
 	duration          *prometheus.HistogramVec
 	handshakeRefusals *prometheus.CounterVec
+	resumptions       *prometheus.CounterVec
 	flushed           prometheus.Counter
 	flushErrors       prometheus.Counter
 	connections       prometheus.Gauge
@@ -36,6 +37,10 @@ func newMetrics(reg prometheus.Registerer, g *guard) (*metrics, error) {
 			Name: "vigo_grpc_handshake_refusals_total",
 			Help: "TLS handshakes refused, by reason (envoy_revoked, certificate_not_current, envoy_unknown, not_an_envoy_certificate, tls).",
 		}, []string{"reason"}),
+		resumptions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vigo_grpc_session_resumptions_total",
+			Help: "TLS session tickets presented, by result: accepted (the handshake resumes), declined (the envoy was revoked or renewed, or the certificate expired: a full handshake follows), unknown_ticket (another replica's, or its key expired).",
+		}, []string{"result"}),
 		flushed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vigo_grpc_checkins_recorded_total",
 			Help: "Check-ins written to the store in batches.",
@@ -56,6 +61,9 @@ func newMetrics(reg prometheus.Registerer, g *guard) (*metrics, error) {
 		m.handshakeRefusals.WithLabelValues((&RefusedError{Reason: r}).label())
 	}
 	m.handshakeRefusals.WithLabelValues("tls")
+	for _, r := range []string{"accepted", "declined", "unknown_ticket"} {
+		m.resumptions.WithLabelValues(r)
+	}
 	for _, name := range []string{agentpb.AgentService_Checkin_FullMethodName, agentpb.AgentService_RenewCertificate_FullMethodName} {
 		m.duration.WithLabelValues(path.Base(name))
 		m.requests.WithLabelValues(path.Base(name), codes.OK.String())
@@ -63,7 +71,7 @@ func newMetrics(reg prometheus.Registerer, g *guard) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{m.requests, m.duration, m.handshakeRefusals, m.flushed, m.flushErrors, m.connections,
+	cs := []prometheus.Collector{m.requests, m.duration, m.handshakeRefusals, m.resumptions, m.flushed, m.flushErrors, m.connections,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "vigo_grpc_nonce_cache_entries",
 			Help: "Check-in nonces remembered against replay (at most 16 per envoy).",
