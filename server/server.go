@@ -199,7 +199,7 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 		RefreshInterval: time.Duration(cfg.Server.ReplicaRefresh),
 		IdleTimeout:     time.Duration(cfg.Server.GRPCIdleTimeout),
 		Registerer:      s.registry, Replica: cfg.Server.Replica,
-		KeyExchange:     grpcapi.KeyExchange(cfg.Server.TLS.KeyExchange),
+		KeyExchange: grpcapi.KeyExchange(cfg.Server.TLS.KeyExchange),
 		CertValidity: func() time.Duration {
 			if p := s.policy(); p != nil {
 				return p.CertValidity()
