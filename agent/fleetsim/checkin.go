@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -25,6 +26,12 @@ import (
 // envoy (revoked, superseded certificate) may show it here or only on the
 // first call.
 func Dial(ctx context.Context, e *Envoy, roots *x509.CertPool, addr string) (*grpc.ClientConn, error) {
+	return dial(ctx, e, roots, addr, nil)
+}
+
+// dial is Dial, resuming e's TLS session when it keeps them and counting
+// resumed handshakes in resumed (when not nil).
+func dial(ctx context.Context, e *Envoy, roots *x509.CertPool, addr string, resumed *atomic.Int64) (*grpc.ClientConn, error) {
 	cert, err := e.TLSCertificate()
 	if err != nil {
 		return nil, err
@@ -41,8 +48,12 @@ func Dial(ctx context.Context, e *Envoy, roots *x509.CertPool, addr string) (*gr
 		// once per run (see verifyServer).
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
+			if cs.DidResume && resumed != nil {
+				resumed.Add(1)
+			}
 			return verifyServer(cs, roots, host)
 		},
+		ClientSessionCache: e.sessions, // nil: no resumption
 	}
 	// passthrough: the address is used as is, no resolver round trip.
 	cc, err := grpc.NewClient("passthrough:///"+addr,

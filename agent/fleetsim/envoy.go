@@ -31,6 +31,8 @@ type Envoy struct {
 	GRPCAddress string
 	// ServerPublicKey is the pinned key that signs check-in responses.
 	ServerPublicKey ed25519.PublicKey
+	// sessions keeps the envoy's TLS session when the run resumes them.
+	sessions tls.ClientSessionCache
 
 	tlsCert *tls.Certificate
 }

@@ -26,6 +26,7 @@ package fleetsim
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -57,6 +58,9 @@ type Config struct {
 	// Connections bounds the gRPC connections open at once (default 64,
 	// at most Envoys). See the package doc.
 	Connections int
+	// Resume keeps each envoy's TLS session and resumes it at its next
+	// connection, as agents do.
+	Resume bool
 	// HostnameSuffix ends every envoy hostname (default ".bench.test");
 	// the server's policy must trust it from this machine's address.
 	HostnameSuffix string
@@ -160,8 +164,13 @@ type Report struct {
 	// RPCP50 and RPCP99 are check-in latencies without connection set-up.
 	RPCP50 time.Duration `json:"rpc_p50_ns"`
 	RPCP99 time.Duration `json:"rpc_p99_ns"`
-	// Handshakes is how many connections the check-in phase opened.
+	// Handshakes is how many connections the check-in phase opened, and
+	// Resumed how many of them resumed a TLS session (Config.Resume).
 	Handshakes int64 `json:"handshakes"`
+	Resumed    int64 `json:"resumed"`
+	// ServerCPUPerCheckin is the servers' CPU time during the check-in
+	// phase divided by the check-ins (zero when it could not be read).
+	ServerCPUPerCheckin time.Duration `json:"server_cpu_per_checkin_ns"`
 	// ConnectElapsed is how long opening the persistent connections took
 	// before the check-in phase (zero when not persistent).
 	ConnectElapsed time.Duration `json:"connect_elapsed_ns"`
@@ -420,25 +429,38 @@ func runCheckins(ctx context.Context, cfg *Config, rep *Report, envoys []*Envoy,
 	for i, p := range probes {
 		rss[i] = RSS{Server: p.name, Source: p.source}
 	}
+	cpuStart := make([]float64, len(probes))
 	sample := func() {
 		for i, p := range probes {
 			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			b, err := p.sample(sctx)
+			v, err := p.sample(sctx)
 			cancel()
 			if err != nil {
 				rss[i].Error = err.Error()
 				continue
 			}
-			rss[i].Bytes, rss[i].Error = b, ""
-			rss[i].Peak = max(rss[i].Peak, b)
+			rss[i].Bytes, rss[i].Error = v.rss, ""
+			rss[i].Peak = max(rss[i].Peak, v.rss)
+			rss[i].CPUSeconds = v.cpu - cpuStart[i]
 		}
+	}
+	// The CPU clock starts with the phase.
+	sample()
+	for i := range rss {
+		cpuStart[i], rss[i].CPUSeconds, rss[i].Peak = rss[i].CPUSeconds, 0, 0
 	}
 
 	var (
 		rec        recorder
 		handshakes atomic.Int64
+		resumed    atomic.Int64
 		wg         sync.WaitGroup
 	)
+	if cfg.Resume {
+		for _, e := range envoys {
+			e.sessions = tls.NewLRUClientSessionCache(1)
+		}
+	}
 	var pace *pacer
 	if cfg.Rate > 0 {
 		pace = &pacer{next: time.Now(), every: time.Duration(float64(time.Second) / cfg.Rate)}
@@ -461,7 +483,7 @@ func runCheckins(ctx context.Context, cfg *Config, rep *Report, envoys []*Envoy,
 						return
 					}
 					cctx, cancel := context.WithTimeout(ctx, cfg.CallTimeout)
-					cc, err := Dial(cctx, envoys[i], roots, envoys[i].GRPCAddress)
+					cc, err := dial(cctx, envoys[i], roots, envoys[i].GRPCAddress, &resumed)
 					cancel()
 					handshakes.Add(1)
 					if err != nil {
@@ -497,7 +519,7 @@ func runCheckins(ctx context.Context, cfg *Config, rep *Report, envoys []*Envoy,
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			lane(runCtx, cfg, envoys, l, lanes, conns[l], roots, pace, &rec, &handshakes)
+			lane(runCtx, cfg, envoys, l, lanes, conns[l], roots, pace, &rec, &handshakes, &resumed)
 		}()
 	}
 	wg.Wait()
@@ -507,14 +529,22 @@ func runCheckins(ctx context.Context, cfg *Config, rep *Report, envoys []*Envoy,
 	rep.Checkins = rec.phase(elapsed)
 	rep.RPCP50, rep.RPCP99, _ = Percentiles(rec.rpc)
 	rep.Handshakes = handshakes.Load()
+	rep.Resumed = resumed.Load()
 	rep.ServerRSS = rss
+	var cpu float64
+	for _, r := range rss {
+		cpu += r.CPUSeconds
+	}
+	if rep.Checkins.OK > 0 {
+		rep.ServerCPUPerCheckin = time.Duration(cpu / float64(rep.Checkins.OK) * float64(time.Second))
+	}
 }
 
 // lane drives envoys l, l+lanes, l+2·lanes… in turn over one connection
 // slot, starting with cc (envoy l's connection) when not nil: it keeps its connection while the envoy stays the same (a lane
 // with one envoy never reconnects) and opens one for the next envoy
 // otherwise.
-func lane(ctx context.Context, cfg *Config, envoys []*Envoy, l, lanes int, cc *grpc.ClientConn, roots *x509.CertPool, pace *pacer, rec *recorder, handshakes *atomic.Int64) {
+func lane(ctx context.Context, cfg *Config, envoys []*Envoy, l, lanes int, cc *grpc.ClientConn, roots *x509.CertPool, pace *pacer, rec *recorder, handshakes, resumed *atomic.Int64) {
 	ccEnvoy := -1
 	if cc != nil {
 		ccEnvoy = l
@@ -551,7 +581,7 @@ func lane(ctx context.Context, cfg *Config, envoys []*Envoy, l, lanes int, cc *g
 				cc = nil
 			}
 			var err error
-			cc, err = Dial(cctx, e, roots, e.GRPCAddress)
+			cc, err = dial(cctx, e, roots, e.GRPCAddress, resumed)
 			handshakes.Add(1)
 			if err != nil {
 				cancel()

@@ -58,12 +58,23 @@ func TestParseRSS(t *testing.T) {
 		t.Error("parseProcStatus without VmRSS: no error")
 	}
 	metrics := "# HELP process_resident_memory_bytes Resident memory size in bytes.\n" +
-		"# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes 5.4067e+07\nprocess_virtual_memory_bytes 1e9\n"
-	if got, err := parseMetricsRSS(strings.NewReader(metrics)); err != nil || got != 54067000 {
-		t.Errorf("parseMetricsRSS = %d, %v", got, err)
+		"# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes 5.4067e+07\nprocess_virtual_memory_bytes 1e9\nprocess_cpu_seconds_total 12.5\n"
+	if got, err := parseMetrics(strings.NewReader(metrics)); err != nil || got != (sample{rss: 54067000, cpu: 12.5}) {
+		t.Errorf("parseMetrics = %+v, %v", got, err)
 	}
-	if _, err := parseMetricsRSS(strings.NewReader("go_goroutines 5\n")); err == nil {
-		t.Error("parseMetricsRSS without the metric: no error")
+	if _, err := parseMetrics(strings.NewReader("go_goroutines 5\n")); err == nil {
+		t.Error("parseMetrics without the metric: no error")
+	}
+	// The command name may hold spaces and parentheses; utime 150 and
+	// stime 50 ticks are 2 s.
+	stat := "4242 (vigo srv) (x) S 1 4242 4242 0 -1 4194560 100 0 0 0 150 50 0 0 20 0 9 0 1000 0 0"
+	if got, err := parseProcStatCPU(stat); err != nil || got != 2 {
+		t.Errorf("parseProcStatCPU = %v, %v; want 2", got, err)
+	}
+	for _, bad := range []string{"", "1 (x) S 1 2", "1 (x) S 1 2 3 4 5 6 7 8 9 10 x 50 0"} {
+		if _, err := parseProcStatCPU(bad); err == nil {
+			t.Errorf("parseProcStatCPU(%q): no error", bad)
+		}
 	}
 }
 
@@ -72,9 +83,12 @@ func TestOwnRSS(t *testing.T) {
 	if _, err := os.Stat("/proc/self/status"); err != nil {
 		t.Skip("no /proc on this system")
 	}
+	// Use some CPU first: /proc counts it in 10 ms ticks.
+	for end := time.Now().Add(50 * time.Millisecond); time.Now().Before(end); {
+	}
 	got, err := procRSS(os.Getpid()).sample(t.Context())
-	if err != nil || got <= 0 {
-		t.Errorf("procRSS(self) = %d, %v", got, err)
+	if err != nil || got.rss <= 0 || got.cpu <= 0 {
+		t.Errorf("procRSS(self) = %+v, %v", got, err)
 	}
 }
 

@@ -27,7 +27,10 @@ func (r *Report) WriteText(w io.Writer) error {
 		writePhase(&b, "registration", r.Registration)
 	}
 	writePhase(&b, "checkin", r.Checkins)
-	fmt.Fprintf(&b, "checkin rpc    p50 %s  p99 %s  (without connection set-up; %d handshakes)\n", ms(r.RPCP50), ms(r.RPCP99), r.Handshakes)
+	fmt.Fprintf(&b, "checkin rpc    p50 %s  p99 %s  (without connection set-up; %d handshakes, %d resumed)\n", ms(r.RPCP50), ms(r.RPCP99), r.Handshakes, r.Resumed)
+	if r.ServerCPUPerCheckin > 0 {
+		fmt.Fprintf(&b, "server cpu     %s per check-in (all servers' CPU time during the phase / check-ins)\n", ms(r.ServerCPUPerCheckin))
+	}
 	for _, s := range r.ServerRSS {
 		if s.Error != "" {
 			fmt.Fprintf(&b, "server rss     %s: unknown (%s)\n", s.Server, s.Error)

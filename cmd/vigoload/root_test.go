@@ -92,6 +92,22 @@ func TestBenchAgainstServer(t *testing.T) {
 	if rep2.Handshakes > 50 {
 		t.Errorf("second run: %d handshakes for 50 persistent connections", rep2.Handshakes)
 	}
+
+	// Third run: a connection per check-in, resuming sessions: after each
+	// envoy's first handshake, the others resume.
+	rep3, _ := runBench(t, append(common, "--resume", "--rate", "300/s")...)
+	if rep3.Checkins.OK == 0 || rep3.Checkins.Errors != 0 {
+		t.Errorf("resuming run: %d ok, %d errors (first: %s)", rep3.Checkins.OK, rep3.Checkins.Errors, rep3.Checkins.FirstError)
+	}
+	if want := rep3.Handshakes - 50; rep3.Resumed < want || rep3.Resumed == 0 {
+		t.Errorf("resuming run: %d of %d handshakes resumed; want all but the first of each of 50 envoys (%d)", rep3.Resumed, rep3.Handshakes, want)
+	}
+	if rep.Resumed != 0 {
+		t.Errorf("first run resumed %d handshakes without --resume", rep.Resumed)
+	}
+	if rep3.ServerCPUPerCheckin <= 0 {
+		t.Errorf("server CPU per check-in not reported: %v", rep3.ServerCPUPerCheckin)
+	}
 }
 
 // TestBenchText checks the human report's fields.
