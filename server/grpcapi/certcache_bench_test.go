@@ -35,8 +35,11 @@ import (
 // a new mTLS connection, checks in once and closes it. The server runs in
 // a child process (this test binary, see TestBenchServerProcess) so that
 // its CPU time is measured apart from the clients'; "server-cpu-µs/op" is
-// the number to compare. "cache" is the server as configured, "nocache"
-// verifies every client chain in full, as crypto/tls did. Every envoy
+// the number to compare. "full" is a full handshake per connection with
+// the server as configured, "full-nocache" verifies every client chain in
+// full, as crypto/tls did, and "resume" resumes each envoy's TLS session,
+// as agents do; "-x25519" uses the server option key_exchange: x25519
+// instead of the default hybrid post-quantum exchange. Every envoy
 // connects once before the measurement, as it would have a minute earlier.
 // Run it with:
 //
@@ -81,8 +84,13 @@ func BenchmarkNewConnectionCheckin(b *testing.B) {
 	}
 	st.Close()
 
-	checkin := func(addr string, e envoy) error {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(e.conf)))
+	checkin := func(addr string, e envoy, resume bool) error {
+		conf := e.conf
+		if !resume {
+			conf = conf.Clone()
+			conf.ClientSessionCache = nil
+		}
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(conf)))
 		if err != nil {
 			return err
 		}
@@ -90,18 +98,22 @@ func BenchmarkNewConnectionCheckin(b *testing.B) {
 		_, err = agentpb.NewAgentServiceClient(conn).Checkin(ctx, signedCheckin(testEnvoy{uuid: e.uuid, hostname: e.hostname, key: e.key}, time.Now()))
 		return err
 	}
-	for _, mode := range []string{"cache", "nocache"} {
+	for _, mode := range []string{"full", "full-nocache", "resume", "full-x25519", "resume-x25519"} {
 		b.Run(mode, func(b *testing.B) {
+			resume := strings.HasPrefix(mode, "resume")
+			for i := range fleet {
+				fleet[i].conf.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+			}
 			srv := startBenchServer(b, dir, mode)
 			for _, e := range fleet {
-				if err := checkin(srv.addr, e); err != nil {
+				if err := checkin(srv.addr, e, resume); err != nil {
 					b.Fatal(err)
 				}
 			}
 			cpu0 := srv.cpu()
 			i := 0
 			for b.Loop() {
-				if err := checkin(srv.addr, fleet[i%envoys]); err != nil {
+				if err := checkin(srv.addr, fleet[i%envoys], resume); err != nil {
 					b.Fatal(err)
 				}
 				i++
@@ -185,11 +197,16 @@ func TestBenchServerProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	srv, err := New(Config{Store: st, CA: authority, SigningKey: key})
+	mode := os.Getenv("VIGO_BENCH_SERVER_MODE")
+	cfg := Config{Store: st, CA: authority, SigningKey: key}
+	if strings.HasSuffix(mode, "-x25519") {
+		cfg.KeyExchange = KeyExchangeX25519
+	}
+	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if os.Getenv("VIGO_BENCH_SERVER_MODE") == "nocache" {
+	if mode == "full-nocache" {
 		srv.certs = nil
 	}
 	defer srv.Close()
