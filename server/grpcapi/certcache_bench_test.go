@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -215,6 +216,18 @@ func TestBenchServerProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	go srv.Serve(ln)
+	// VIGO_BENCH_SERVER_PROFILE=DIR writes the server's CPU profile of each
+	// mode to DIR/MODE.pprof.
+	if d := os.Getenv("VIGO_BENCH_SERVER_PROFILE"); d != "" {
+		f, err := os.Create(filepath.Join(d, mode+".pprof"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	fmt.Printf("addr %s\n", ln.Addr())
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
