@@ -28,6 +28,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/vigo-enroll/vigo/server/store"
+	"github.com/vigo-enroll/vigo/server/store/internal/sqlcore"
 )
 
 // Options configures a Store. The zero value is usable.
@@ -42,8 +43,10 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Store is a store.Store on a PostgreSQL database.
+// Store is a store.Store on a PostgreSQL database. Its operations are
+// sqlcore's, run on the pool and in retried transactions.
 type Store struct {
+	sqlcore.Core
 	pool *pgxpool.Pool
 	now  func() time.Time
 	log  *slog.Logger
@@ -77,6 +80,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open postgres store: %w", err)
 	}
 	s.pool = pool
+	s.Core = sqlcore.New(sqlcore.Config{Dialect: coreDialect, Read: querier{pool}, Tx: s.coreTx, Now: s.now})
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("open postgres store %s@%s:%d/%s: %w", cfg.ConnConfig.User, cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database, err)
@@ -92,15 +96,6 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 func (s *Store) Close() error {
 	s.pool.Close()
 	return nil
-}
-
-// SchemaVersion returns the highest applied migration.
-func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
-	var v int
-	if err := s.pool.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v); err != nil {
-		return 0, fmt.Errorf("read schema version: %w", err)
-	}
-	return v, nil
 }
 
 // migrate applies pending migrations, each in a transaction that first
@@ -159,6 +154,11 @@ func (s *Store) tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	return err
 }
 
+// coreTx runs fn in a transaction (see tx).
+func (s *Store) coreTx(ctx context.Context, fn func(context.Context, sqlcore.Querier) error) error {
+	return s.tx(ctx, func(tx pgx.Tx) error { return fn(ctx, querier{tx}) })
+}
+
 // pgCode returns the SQLSTATE of a PostgreSQL error, or "".
 func pgCode(err error) string {
 	var pe *pgconn.PgError
@@ -172,36 +172,4 @@ func pgCode(err error) string {
 func isIntegrityErr(err error) bool {
 	code := pgCode(err)
 	return len(code) == 5 && code[:2] == "23"
-}
-
-// constraintErr maps a constraint violation to store.ErrConflict.
-func constraintErr(err error) error {
-	if isIntegrityErr(err) {
-		return fmt.Errorf("%w: %w", store.ErrConflict, err)
-	}
-	return err
-}
-
-// ts passes a time to PostgreSQL; the zero time is NULL.
-func ts(t time.Time) any {
-	if t.IsZero() {
-		return nil
-	}
-	return t
-}
-
-// fromTS converts a nullable timestamptz to a UTC time.
-func fromTS(t *time.Time) time.Time {
-	if t == nil {
-		return time.Time{}
-	}
-	return t.UTC()
-}
-
-// orNow returns t, or now when t is zero.
-func (s *Store) orNow(t time.Time) time.Time {
-	if t.IsZero() {
-		return s.now()
-	}
-	return t
 }

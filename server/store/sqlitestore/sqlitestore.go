@@ -35,6 +35,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/vigo-enroll/vigo/server/store"
+	"github.com/vigo-enroll/vigo/server/store/internal/sqlcore"
 )
 
 // Options configures a Store. The zero value is usable.
@@ -51,8 +52,10 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Store is a store.Store on one SQLite file.
+// Store is a store.Store on one SQLite file. Its operations are
+// sqlcore's, run on the read pool and through the writer.
 type Store struct {
+	sqlcore.Core
 	path string
 	rdb  *sql.DB // read-only connections
 	wdb  *sql.DB // the single write connection
@@ -168,6 +171,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	rdb.SetMaxOpenConns(maxRead)
 	rdb.SetMaxIdleConns(maxRead)
 	s.rdb = rdb
+	s.Core = sqlcore.New(sqlcore.Config{Dialect: coreDialect, Read: sqlcore.SQL(rdb), Tx: s.tx, Now: s.now})
 	if err := connect(ctx, rdb, busy); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open sqlite store %s: connect reader: %w", path, err)
@@ -289,16 +293,6 @@ func (s *Store) Close() error {
 		return fmt.Errorf("close sqlite store: %w", err)
 	}
 	return nil
-}
-
-// SchemaVersion returns the highest applied migration.
-func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
-	var v int
-	err := s.rdb.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v)
-	if err != nil {
-		return 0, fmt.Errorf("read schema version: %w", err)
-	}
-	return v, nil
 }
 
 // migrate applies the pending migrations, each in its own write
@@ -597,14 +591,13 @@ func sqliteCode(err error) int {
 	return 0
 }
 
-// constraintErr maps constraint violations that are the caller's doing to
-// store.ErrConflict, and leaves other errors alone.
-func constraintErr(err error) error {
+// isConflict reports a constraint violation that is the caller's doing.
+func isConflict(err error) bool {
 	switch sqliteCode(err) {
 	case sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY, sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_TRIGGER:
-		return fmt.Errorf("%w: %w", store.ErrConflict, err)
+		return true
 	}
-	return err
+	return false
 }
 
 // ms converts a time to unix milliseconds; the zero time is NULL.
@@ -613,20 +606,4 @@ func ms(t time.Time) any {
 		return nil
 	}
 	return t.UnixMilli()
-}
-
-// fromMS converts nullable unix milliseconds to a UTC time.
-func fromMS(n sql.NullInt64) time.Time {
-	if !n.Valid {
-		return time.Time{}
-	}
-	return time.UnixMilli(n.Int64).UTC()
-}
-
-// orNow returns t, or now when t is zero.
-func (s *Store) orNow(t time.Time) time.Time {
-	if t.IsZero() {
-		return s.now()
-	}
-	return t
 }
