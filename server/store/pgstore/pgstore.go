@@ -80,7 +80,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open postgres store: %w", err)
 	}
 	s.pool = pool
-	s.Core = sqlcore.New(sqlcore.Config{Dialect: coreDialect, Read: querier{pool}, Tx: s.coreTx, Now: s.now})
+	s.Core = sqlcore.New(sqlcore.Config{Dialect: coreDialect, Read: querier{pool}, Tx: s.tx, Now: s.now})
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("open postgres store %s@%s:%d/%s: %w", cfg.ConnConfig.User, cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database, err)
@@ -102,39 +102,15 @@ func (s *Store) Close() error {
 // takes an advisory lock for this schema, so replicas starting together
 // apply each migration once.
 func (s *Store) migrate(ctx context.Context) error {
-	for i, m := range migrations {
-		version := i + 1
-		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('vigo.schema_migrations.' || current_schema()))`); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-				version    integer     NOT NULL PRIMARY KEY,
-				applied_at timestamptz NOT NULL
-			)`); err != nil {
-				return err
-			}
-			var done bool
-			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)`, version).Scan(&done); err != nil {
-				return err
-			}
-			if done {
-				return nil
-			}
-			if _, err := tx.Exec(ctx, m); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)`, version, s.now()); err != nil {
-				return err
-			}
-			s.log.Info("applied schema migration", "version", version)
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("apply migration %d: %w", version, err)
-		}
-	}
-	return nil
+	return s.Migrate(ctx, sqlcore.MigrateParams{
+		Migrations: migrations,
+		Logger:     s.log,
+		Lock:       `SELECT pg_advisory_xact_lock(hashtext('vigo.schema_migrations.' || current_schema()))`,
+		Create: `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version    integer     NOT NULL PRIMARY KEY,
+			applied_at timestamptz NOT NULL
+		)`,
+	})
 }
 
 // maxAttempts bounds the retries of a transaction that lost a race.
@@ -143,20 +119,15 @@ const maxAttempts = 5
 // tx runs fn in a transaction and commits it when fn returns nil. A
 // transaction that PostgreSQL aborted for a deadlock or a serialization
 // failure is retried.
-func (s *Store) tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+func (s *Store) tx(ctx context.Context, fn func(context.Context, sqlcore.Querier) error) error {
 	var err error
 	for range maxAttempts {
-		err = pgx.BeginFunc(ctx, s.pool, fn)
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return fn(ctx, querier{tx}) })
 		if code := pgCode(err); code != "40P01" && code != "40001" {
 			return err
 		}
 	}
 	return err
-}
-
-// coreTx runs fn in a transaction (see tx).
-func (s *Store) coreTx(ctx context.Context, fn func(context.Context, sqlcore.Querier) error) error {
-	return s.tx(ctx, func(tx pgx.Tx) error { return fn(ctx, querier{tx}) })
 }
 
 // pgCode returns the SQLSTATE of a PostgreSQL error, or "".

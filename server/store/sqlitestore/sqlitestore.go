@@ -296,39 +296,12 @@ func (s *Store) Close() error {
 }
 
 // migrate applies the pending migrations, each in its own write
-// transaction. The version is re-read inside the transaction, so two
-// processes opening the same file at once apply each migration once.
+// transaction (see sqlcore.Core.Migrate).
 func (s *Store) migrate(ctx context.Context) error {
-	if _, err := s.wdb.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+	return s.Migrate(ctx, sqlcore.MigrateParams{Migrations: migrations, Logger: s.log, Create: `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version    INTEGER NOT NULL PRIMARY KEY,
 		applied_at INTEGER NOT NULL
-	) STRICT`); err != nil {
-		return fmt.Errorf("create schema_migrations: %w", err)
-	}
-	for i, m := range migrations {
-		version := i + 1
-		err := s.write(ctx, func(ctx context.Context, tx *wtx) error {
-			var n int
-			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n); err != nil {
-				return err
-			}
-			if n > 0 {
-				return nil
-			}
-			if _, err := tx.ExecContext(ctx, m); err != nil {
-				return err
-			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, version, s.now().UnixMilli()); err != nil {
-				return err
-			}
-			s.log.Info("applied schema migration", "version", version)
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("apply migration %d: %w", version, err)
-		}
-	}
-	return nil
+	) STRICT`})
 }
 
 // errClosed is returned by writes after Close.
