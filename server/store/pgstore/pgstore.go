@@ -48,7 +48,6 @@ type Options struct {
 type Store struct {
 	sqlcore.Core
 	pool *pgxpool.Pool
-	now  func() time.Time
 	log  *slog.Logger
 }
 
@@ -67,10 +66,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
 	}
-	s := &Store{now: opts.Now, log: opts.Logger}
-	if s.now == nil {
-		s.now = time.Now
-	}
+	s := &Store{log: opts.Logger}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -80,7 +76,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open postgres store: %w", err)
 	}
 	s.pool = pool
-	s.Core = sqlcore.New(sqlcore.Config{Dialect: coreDialect, Read: querier{pool}, Tx: s.tx, Now: s.now})
+	s.Core = sqlcore.New(sqlcore.Config{Dialect: coreDialect, Read: querier{pool}, Tx: s.tx, Now: opts.Now})
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("open postgres store %s@%s:%d/%s: %w", cfg.ConnConfig.User, cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database, err)

@@ -59,7 +59,6 @@ type Store struct {
 	path string
 	rdb  *sql.DB // read-only connections
 	wdb  *sql.DB // the single write connection
-	now  func() time.Time
 	log  *slog.Logger
 
 	writes     chan *writeOp        // to the writer goroutine (group commit)
@@ -94,10 +93,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if maxRead <= 0 {
 		maxRead = 4
 	}
-	s := &Store{now: opts.Now, log: opts.Logger}
-	if s.now == nil {
-		s.now = time.Now
-	}
+	s := &Store{log: opts.Logger}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -171,7 +167,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	rdb.SetMaxOpenConns(maxRead)
 	rdb.SetMaxIdleConns(maxRead)
 	s.rdb = rdb
-	s.Core = sqlcore.New(sqlcore.Config{Dialect: coreDialect, Read: sqlcore.SQL(rdb), Tx: s.tx, Now: s.now})
+	s.Core = sqlcore.New(sqlcore.Config{Dialect: coreDialect, Read: sqlcore.SQL(rdb), Tx: s.tx, Now: opts.Now})
 	if err := connect(ctx, rdb, busy); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open sqlite store %s: connect reader: %w", path, err)
