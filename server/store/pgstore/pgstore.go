@@ -28,6 +28,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/vigo-enroll/vigo/server/store"
+	"github.com/vigo-enroll/vigo/server/store/internal/sqlcore"
 )
 
 // Options configures a Store. The zero value is usable.
@@ -42,10 +43,11 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Store is a store.Store on a PostgreSQL database.
+// Store is a store.Store on a PostgreSQL database. Its operations are
+// sqlcore's, run on the pool and in retried transactions.
 type Store struct {
+	sqlcore.Core
 	pool *pgxpool.Pool
-	now  func() time.Time
 	log  *slog.Logger
 }
 
@@ -64,10 +66,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
 	}
-	s := &Store{now: opts.Now, log: opts.Logger}
-	if s.now == nil {
-		s.now = time.Now
-	}
+	s := &Store{log: opts.Logger}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -77,6 +76,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open postgres store: %w", err)
 	}
 	s.pool = pool
+	s.Core = sqlcore.New(sqlcore.Config{Dialect: coreDialect, Read: querier{pool}, Tx: s.tx, Now: opts.Now})
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("open postgres store %s@%s:%d/%s: %w", cfg.ConnConfig.User, cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database, err)
@@ -94,52 +94,19 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// SchemaVersion returns the highest applied migration.
-func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
-	var v int
-	if err := s.pool.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v); err != nil {
-		return 0, fmt.Errorf("read schema version: %w", err)
-	}
-	return v, nil
-}
-
 // migrate applies pending migrations, each in a transaction that first
 // takes an advisory lock for this schema, so replicas starting together
 // apply each migration once.
 func (s *Store) migrate(ctx context.Context) error {
-	for i, m := range migrations {
-		version := i + 1
-		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('vigo.schema_migrations.' || current_schema()))`); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-				version    integer     NOT NULL PRIMARY KEY,
-				applied_at timestamptz NOT NULL
-			)`); err != nil {
-				return err
-			}
-			var done bool
-			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)`, version).Scan(&done); err != nil {
-				return err
-			}
-			if done {
-				return nil
-			}
-			if _, err := tx.Exec(ctx, m); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)`, version, s.now()); err != nil {
-				return err
-			}
-			s.log.Info("applied schema migration", "version", version)
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("apply migration %d: %w", version, err)
-		}
-	}
-	return nil
+	return s.Migrate(ctx, sqlcore.MigrateParams{
+		Migrations: migrations,
+		Logger:     s.log,
+		Lock:       `SELECT pg_advisory_xact_lock(hashtext('vigo.schema_migrations.' || current_schema()))`,
+		Create: `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version    integer     NOT NULL PRIMARY KEY,
+			applied_at timestamptz NOT NULL
+		)`,
+	})
 }
 
 // maxAttempts bounds the retries of a transaction that lost a race.
@@ -148,10 +115,10 @@ const maxAttempts = 5
 // tx runs fn in a transaction and commits it when fn returns nil. A
 // transaction that PostgreSQL aborted for a deadlock or a serialization
 // failure is retried.
-func (s *Store) tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+func (s *Store) tx(ctx context.Context, fn func(context.Context, sqlcore.Querier) error) error {
 	var err error
 	for range maxAttempts {
-		err = pgx.BeginFunc(ctx, s.pool, fn)
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return fn(ctx, querier{tx}) })
 		if code := pgCode(err); code != "40P01" && code != "40001" {
 			return err
 		}
@@ -172,36 +139,4 @@ func pgCode(err error) string {
 func isIntegrityErr(err error) bool {
 	code := pgCode(err)
 	return len(code) == 5 && code[:2] == "23"
-}
-
-// constraintErr maps a constraint violation to store.ErrConflict.
-func constraintErr(err error) error {
-	if isIntegrityErr(err) {
-		return fmt.Errorf("%w: %w", store.ErrConflict, err)
-	}
-	return err
-}
-
-// ts passes a time to PostgreSQL; the zero time is NULL.
-func ts(t time.Time) any {
-	if t.IsZero() {
-		return nil
-	}
-	return t
-}
-
-// fromTS converts a nullable timestamptz to a UTC time.
-func fromTS(t *time.Time) time.Time {
-	if t == nil {
-		return time.Time{}
-	}
-	return t.UTC()
-}
-
-// orNow returns t, or now when t is zero.
-func (s *Store) orNow(t time.Time) time.Time {
-	if t.IsZero() {
-		return s.now()
-	}
-	return t
 }

@@ -35,6 +35,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/vigo-enroll/vigo/server/store"
+	"github.com/vigo-enroll/vigo/server/store/internal/sqlcore"
 )
 
 // Options configures a Store. The zero value is usable.
@@ -51,12 +52,13 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Store is a store.Store on one SQLite file.
+// Store is a store.Store on one SQLite file. Its operations are
+// sqlcore's, run on the read pool and through the writer.
 type Store struct {
+	sqlcore.Core
 	path string
 	rdb  *sql.DB // read-only connections
 	wdb  *sql.DB // the single write connection
-	now  func() time.Time
 	log  *slog.Logger
 
 	writes     chan *writeOp        // to the writer goroutine (group commit)
@@ -91,10 +93,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if maxRead <= 0 {
 		maxRead = 4
 	}
-	s := &Store{now: opts.Now, log: opts.Logger}
-	if s.now == nil {
-		s.now = time.Now
-	}
+	s := &Store{log: opts.Logger}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -168,6 +167,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	rdb.SetMaxOpenConns(maxRead)
 	rdb.SetMaxIdleConns(maxRead)
 	s.rdb = rdb
+	s.Core = sqlcore.New(sqlcore.Config{Dialect: coreDialect, Read: sqlcore.SQL(rdb), Tx: s.tx, Now: opts.Now})
 	if err := connect(ctx, rdb, busy); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open sqlite store %s: connect reader: %w", path, err)
@@ -291,50 +291,13 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// SchemaVersion returns the highest applied migration.
-func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
-	var v int
-	err := s.rdb.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v)
-	if err != nil {
-		return 0, fmt.Errorf("read schema version: %w", err)
-	}
-	return v, nil
-}
-
 // migrate applies the pending migrations, each in its own write
-// transaction. The version is re-read inside the transaction, so two
-// processes opening the same file at once apply each migration once.
+// transaction (see sqlcore.Core.Migrate).
 func (s *Store) migrate(ctx context.Context) error {
-	if _, err := s.wdb.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+	return s.Migrate(ctx, sqlcore.MigrateParams{Migrations: migrations, Logger: s.log, Create: `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version    INTEGER NOT NULL PRIMARY KEY,
 		applied_at INTEGER NOT NULL
-	) STRICT`); err != nil {
-		return fmt.Errorf("create schema_migrations: %w", err)
-	}
-	for i, m := range migrations {
-		version := i + 1
-		err := s.write(ctx, func(ctx context.Context, tx *wtx) error {
-			var n int
-			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n); err != nil {
-				return err
-			}
-			if n > 0 {
-				return nil
-			}
-			if _, err := tx.ExecContext(ctx, m); err != nil {
-				return err
-			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, version, s.now().UnixMilli()); err != nil {
-				return err
-			}
-			s.log.Info("applied schema migration", "version", version)
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("apply migration %d: %w", version, err)
-		}
-	}
-	return nil
+	) STRICT`})
 }
 
 // errClosed is returned by writes after Close.
@@ -597,14 +560,13 @@ func sqliteCode(err error) int {
 	return 0
 }
 
-// constraintErr maps constraint violations that are the caller's doing to
-// store.ErrConflict, and leaves other errors alone.
-func constraintErr(err error) error {
+// isConflict reports a constraint violation that is the caller's doing.
+func isConflict(err error) bool {
 	switch sqliteCode(err) {
 	case sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY, sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_TRIGGER:
-		return fmt.Errorf("%w: %w", store.ErrConflict, err)
+		return true
 	}
-	return err
+	return false
 }
 
 // ms converts a time to unix milliseconds; the zero time is NULL.
@@ -613,20 +575,4 @@ func ms(t time.Time) any {
 		return nil
 	}
 	return t.UnixMilli()
-}
-
-// fromMS converts nullable unix milliseconds to a UTC time.
-func fromMS(n sql.NullInt64) time.Time {
-	if !n.Valid {
-		return time.Time{}
-	}
-	return time.UnixMilli(n.Int64).UTC()
-}
-
-// orNow returns t, or now when t is zero.
-func (s *Store) orNow(t time.Time) time.Time {
-	if t.IsZero() {
-		return s.now()
-	}
-	return t
 }

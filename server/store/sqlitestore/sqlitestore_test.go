@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/vigo-enroll/vigo/server/store"
+	"github.com/vigo-enroll/vigo/server/store/internal/sqlcore"
 	"github.com/vigo-enroll/vigo/server/store/internal/sqlq"
 	"github.com/vigo-enroll/vigo/server/store/storetest"
 )
@@ -300,7 +301,7 @@ func TestRevokedIsTerminalInSQL(t *testing.T) {
 	}
 	// A second active envoy with one hostname is refused by the index.
 	_, err = s.wdb.ExecContext(t.Context(), `INSERT INTO envoys (uuid, hostname, public_key, created_at, status) VALUES ('u1', 'h', x'', 0, 'active'), ('u2', 'h', x'', 0, 'active')`)
-	if !errors.Is(constraintErr(err), store.ErrConflict) {
+	if !isConflict(err) {
 		t.Errorf("two active envoys with one hostname: err = %v, want a constraint violation", err)
 	}
 }
@@ -424,11 +425,11 @@ func TestListEnvoysUsesIndexes(t *testing.T) {
 		name, query string
 		args        []any
 	}{
-		{"by hostname", `SELECT ` + envoyCols + ` FROM envoys WHERE 1 = 1 AND hostname = ? ORDER BY created_at, uuid`, []any{"host1.example.com"}},
-		{"active by hostname", `SELECT ` + envoyCols + ` FROM envoys WHERE hostname = ? AND status = 'active'`, []any{"host1.example.com"}},
-		{"by status", `SELECT ` + envoyCols + ` FROM envoys WHERE 1 = 1 AND status = ? ORDER BY created_at, uuid LIMIT ?`, []any{"active", 100}},
-		{"all ordered", `SELECT ` + envoyCols + ` FROM envoys WHERE 1 = 1 ORDER BY created_at, uuid`, nil},
-		{"changed since", `SELECT ` + envoyCols + ` FROM envoys WHERE 1 = 1 AND changed_at >= ? ORDER BY changed_at, uuid`, []any{0}},
+		{"by hostname", `SELECT ` + sqlcore.EnvoyCols + ` FROM envoys WHERE 1 = 1 AND hostname = ? ORDER BY created_at, uuid`, []any{"host1.example.com"}},
+		{"active by hostname", `SELECT ` + sqlcore.EnvoyCols + ` FROM envoys WHERE hostname = ? AND status = 'active'`, []any{"host1.example.com"}},
+		{"by status", `SELECT ` + sqlcore.EnvoyCols + ` FROM envoys WHERE 1 = 1 AND status = ? ORDER BY created_at, uuid LIMIT ?`, []any{"active", 100}},
+		{"all ordered", `SELECT ` + sqlcore.EnvoyCols + ` FROM envoys WHERE 1 = 1 ORDER BY created_at, uuid`, nil},
+		{"changed since", `SELECT ` + sqlcore.EnvoyCols + ` FROM envoys WHERE 1 = 1 AND changed_at >= ? ORDER BY changed_at, uuid`, []any{0}},
 		{"audit since", `SELECT id FROM audit WHERE at >= ? ORDER BY at, id LIMIT ?`, []any{0, -1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) { checkPlan(t, s, tc.query, tc.args, "") })
@@ -574,7 +575,7 @@ func TestBrowsingUsesIndexes(t *testing.T) {
 		{"by last seen", store.EnvoyQuery{Sort: store.SortSeen, After: cur, Limit: 51}, "envoys_seen"},
 	} {
 		clauses, args, _ := sqlq.Envoys(tc.q, dialect)
-		plans = append(plans, plan{tc.name, `SELECT ` + envoyCols + ` FROM envoys` + clauses, args, tc.index})
+		plans = append(plans, plan{tc.name, `SELECT ` + sqlcore.EnvoyCols + ` FROM envoys` + clauses, args, tc.index})
 	}
 	query, args := sqlq.CountEnvoys(store.EnvoyQuery{Status: store.StatusActive, SeenBefore: at}, dialect)
 	plans = append(plans, plan{"stale count", query, args, "envoys_seen"})
@@ -590,7 +591,7 @@ func TestBrowsingUsesIndexes(t *testing.T) {
 		{"audit older page", store.AuditQuery{Before: &store.AuditCursor{At: at, ID: 5}, Limit: 101}, "audit_at"},
 	} {
 		clauses, args := sqlq.Audit(tc.q, dialect)
-		plans = append(plans, plan{tc.name, `SELECT ` + auditCols + ` FROM audit` + clauses, args, tc.index})
+		plans = append(plans, plan{tc.name, `SELECT ` + sqlcore.AuditCols + ` FROM audit` + clauses, args, tc.index})
 	}
 	// The store runs no ANALYZE; the plans hold with statistics too.
 	for _, stats := range []bool{false, true} {
