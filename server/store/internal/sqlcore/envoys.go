@@ -314,3 +314,14 @@ func (c *Core) SeenNonce(ctx context.Context, envoyUUID string, nonce []byte, ex
 	}
 	return seen, nil
 }
+
+// CountFleet counts the envoys by status and agent version in one pass.
+func (c *Core) CountFleet(ctx context.Context, q store.FleetQuery) ([]store.FleetGroup, error) {
+	query, args := sqlq.CountFleet(q, c.d.Dialect)
+	rows, err := c.read.Query(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("count fleet: %w", err)
+	}
+	defer rows.Close()
+	return sqlq.CollectFleet(rows, q)
+}
