@@ -12,7 +12,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -24,6 +26,10 @@ import (
 // globals are the flags every command shares, and the command's writers.
 type globals struct {
 	stdout, stderr io.Writer
+	// stdin answers questions; terminal reports whether it is a terminal
+	// (nil: whether os.Stdin is one). Nothing is asked of a non-terminal.
+	stdin    io.Reader
+	terminal func() bool
 
 	server         string
 	caFile         string
@@ -31,6 +37,9 @@ type globals struct {
 	adminToken     string
 	adminTokenFile string
 	output         string
+
+	// clock is the time ages are counted from (time.Now when nil).
+	clock func() time.Time
 
 	// build is this program's build (buildinfo.Get() when zero), compared
 	// with the server's; buildWarned is set once the difference was told.
@@ -59,11 +68,17 @@ func (e *codeError) ExitCode() int { return e.code }
 
 // Main runs vigocli with os.Args and returns the exit code.
 func Main() int {
-	g := &globals{stdout: os.Stdout, stderr: os.Stderr}
-	return run(g, os.Args[1:])
+	g := &globals{stdout: os.Stdout, stderr: os.Stderr, stdin: os.Stdin}
+	// Ctrl-C ends a command that follows (audit --follow, policy status
+	// --watch) as its normal end.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return runContext(ctx, g, os.Args[1:])
 }
 
-func run(g *globals, args []string) int {
+func run(g *globals, args []string) int { return runContext(context.Background(), g, args) }
+
+func runContext(ctx context.Context, g *globals, args []string) int {
 	// Every byte printed goes through escapeControls (see termsafe.go).
 	stdout, stderr := &safeWriter{w: g.stdout}, &safeWriter{w: g.stderr}
 	g.stdout, g.stderr = stdout, stderr
@@ -73,7 +88,7 @@ func run(g *globals, args []string) int {
 	root.SetArgs(args)
 	root.SetOut(g.stdout)
 	root.SetErr(g.stderr)
-	err := root.Execute()
+	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
 	}
@@ -98,9 +113,13 @@ On the server host it finds the admin token in ./vigo-data/admin.token; elsewher
 --admin-token-file, --admin-token or VIGO_ADMIN_TOKEN, and --ca-file (the server's CA,
 vigo-data/tls/ca) or --insecure.
 
+Output: every command that prints data takes -o table (default; ages such as "3m ago"),
+-o wide (more columns), -o json or -o yaml (times in RFC 3339 with their zone). Errors go
+to stderr. Exit status: 0 success, 1 a failed check or operation, 2 a usage error.
+
 Examples:
   vigocli tokens generate --pattern web1.example.com --ttl 2h
-  vigocli envoys list --status active
+  vigocli envoys list -o wide
   vigocli policy vet examples/policy
   vigocli policy status`,
 		SilenceUsage:  true,
@@ -112,12 +131,16 @@ Examples:
 	pf.BoolVar(&g.insecure, "insecure", false, "do not verify the server's certificate")
 	pf.StringVar(&g.adminToken, "admin-token", "", "admin token (env VIGO_ADMIN_TOKEN; prefer --admin-token-file)")
 	pf.StringVar(&g.adminTokenFile, "admin-token-file", os.Getenv("VIGO_ADMIN_TOKEN_FILE"), "file holding the admin token (env VIGO_ADMIN_TOKEN_FILE; default: ./vigo-data/admin.token when readable)")
-	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+	pf.StringVarP(&g.output, "output", "o", "table", "output format of the commands that print data: table, wide, json or yaml")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &codeError{code: 2, err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error { return g.checkOutput(cmd) }
 	root.AddCommand(newTokensCmd(g), newEnvoysCmd(g), newAuditCmd(g), newPolicyCmd(g), newDistCmd(g))
 	root.AddCommand(newApprovedCmd(g), newTrustedCmd(g), newVersionCmd(g), newAdminTokensCmd(g))
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	enforceUsage(root)
 	return root
 }
 
@@ -136,11 +159,6 @@ type client struct {
 }
 
 func (g *globals) client() (*client, error) {
-	switch g.output {
-	case "table", "json":
-	default:
-		return nil, &codeError{code: 2, err: fmt.Errorf("-o %s: must be table or json", g.output)}
-	}
 	// Every request carries the admin token: never over plain HTTP, where
 	// anyone on the path reads it (and never to a URL whose scheme would
 	// make net/http guess).
@@ -264,11 +282,4 @@ func (g *globals) printJSON(v any) error {
 	enc := json.NewEncoder(g.stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
-}
-
-func fmtTime(t *time.Time) string {
-	if t == nil || t.IsZero() {
-		return "-"
-	}
-	return t.Local().Format("2006-01-02 15:04:05")
 }
