@@ -121,6 +121,10 @@ func TestEnvoysListAgainstServer(t *testing.T) {
 	if !slices.Equal(paged, hosts[:4]) {
 		t.Errorf("pages: %v, want %v", paged, hosts[:4])
 	}
+	r = runCLI(t, in, cliOpts{}, "envoys", "list", "--limit", "1", "-o", "json")
+	if err := json.Unmarshal([]byte(r.stdout), &[]apiv1.Envoy{}); err != nil || !strings.Contains(r.stderr, "more envoys match") {
+		t.Errorf("-o json --limit 1: %v %+v", err, r)
+	}
 	r = runCLI(t, in, cliOpts{}, "envoys", "list", "--limit", "1", "--all")
 	if r.code != 2 {
 		t.Errorf("--limit with --all: %+v", r)

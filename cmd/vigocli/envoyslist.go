@@ -37,8 +37,9 @@ Revoked envoys are hidden: --status revoked shows only them, --status all every 
 --stale 1h shows the envoys not seen for an hour (their last check-in, or their enrollment
 when they never checked in).
 
-At most --limit envoys are printed (default 100). When more match, a notice on stderr
-gives the command for the next page (--after CURSOR); --all prints every match.
+A table shows at most --limit envoys (default 100). When more match, a notice on stderr
+gives the command for the next page (--after CURSOR); --all prints every match. -o json and
+-o yaml print every match unless --limit is given: a script reading them gets the fleet.
 
 -o wide adds the agent version, the platform, the enrollment time and the certificate's
 expiry; -o json and -o yaml print the envoys as the API answers them.`,
@@ -71,6 +72,9 @@ expiry; -o json and -o yaml print the envoys as the API answers them.`,
 			}
 			if all && cmd.Flags().Changed("limit") {
 				return usage("--all and --limit are exclusive")
+			}
+			if g.structured() && !cmd.Flags().Changed("limit") {
+				all = true // a document is the whole list unless asked
 			}
 			c, err := g.client()
 			if err != nil {
@@ -118,7 +122,7 @@ expiry; -o json and -o yaml print the envoys as the API answers them.`,
 	f.StringVar(&version, "version", "", "only envoys whose agent runs this version")
 	f.StringVar(&stale, "stale", "", "only envoys not seen for this long (such as 1h)")
 	f.StringVar(&sortBy, "sort", "hostname", "order: hostname, created or last-seen; a leading '-' reverses it")
-	f.IntVar(&limit, "limit", 100, "print at most this many envoys")
+	f.IntVar(&limit, "limit", 100, "print at most this many envoys (default: all with -o json or yaml)")
 	f.BoolVar(&all, "all", false, "print every matching envoy")
 	f.StringVar(&after, "after", "", "start after this position (given by the notice of the previous page)")
 	return cmd
