@@ -315,18 +315,22 @@ server's host name. Logging in again with the same name replaces the context.`,
 			if err != nil {
 				return usage(err)
 			}
-			dir := filepath.Join(filepath.Dir(path), name)
-			if err := os.MkdirAll(dir, 0o700); err != nil {
+			// Check before saving anything: the CA authenticates the server
+			// and the token is accepted (the first admin request). The CA
+			// (no secret) waits in a temporary file meanwhile.
+			tmp, err := os.CreateTemp("", "vigocli-login-ca-*.pem")
+			if err != nil {
 				return err
 			}
-			// Check before saving: the CA authenticates the server and the
-			// token is accepted (the first admin request).
-			caFile, tokFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "admin.token")
-			if err := atomicfile.Write(caFile+".new", caPEM, 0o600); err != nil {
+			defer os.Remove(tmp.Name())
+			if _, err := tmp.Write(caPEM); err != nil {
+				tmp.Close()
 				return err
 			}
-			defer os.Remove(caFile + ".new")
-			g.server, g.caFile, g.adminToken, g.adminTokenFile = t.server, caFile+".new", t.token, ""
+			if err := tmp.Close(); err != nil {
+				return err
+			}
+			g.server, g.caFile, g.adminToken, g.adminTokenFile = t.server, tmp.Name(), t.token, ""
 			c, err := g.client()
 			if err != nil {
 				return err
@@ -337,6 +341,11 @@ server's host name. Logging in again with the same name replaces the context.`,
 			if err := c.do(cmd.Context(), "GET", "/api/v1/version", nil, &v); err != nil {
 				return fmt.Errorf("login to %s: %w", t.server, err)
 			}
+			dir := filepath.Join(filepath.Dir(path), name)
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return err
+			}
+			caFile, tokFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "admin.token")
 			if err := atomicfile.Write(caFile, caPEM, 0o600); err != nil {
 				return err
 			}

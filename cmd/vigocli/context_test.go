@@ -74,8 +74,8 @@ func TestLoginThenNoFlags(t *testing.T) {
 	if r := bare("login", "--server", u.Host, "--ca-fingerprint", fp, "--token-file", badTok); r.code == 0 || !strings.Contains(r.stderr, "HTTP 401") {
 		t.Errorf("refused token: %+v", r)
 	}
-	if _, err := os.Stat(cfgFile); err == nil {
-		t.Fatalf("a failed login wrote %s", cfgFile)
+	if _, err := os.Stat(filepath.Dir(cfgFile)); err == nil {
+		t.Fatalf("a failed login wrote into %s", filepath.Dir(cfgFile))
 	}
 	if r := bare("login", "--server", u.Host, "--token-file", in.AdminTokenFile); r.code != 2 || !strings.Contains(r.stderr, "--ca-fingerprint") {
 		t.Errorf("no way to trust the server: %+v", r)

@@ -125,6 +125,9 @@ expiry; -o json and -o yaml print the envoys as the API answers them.`,
 	f.IntVar(&limit, "limit", 100, "print at most this many envoys (default: all with -o json or yaml)")
 	f.BoolVar(&all, "all", false, "print every matching envoy")
 	f.StringVar(&after, "after", "", "start after this position (given by the notice of the previous page)")
+	_ = cmd.RegisterFlagCompletionFunc("status", cobra.FixedCompletions([]string{"active", "revoked", "all"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("method", cobra.FixedCompletions([]string{"trusted", "approved", "token"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("sort", cobra.FixedCompletions([]string{"hostname", "created", "last-seen", "-hostname", "-created", "-last-seen"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 

@@ -182,6 +182,23 @@ func fmtTime(t *time.Time) string {
 	return t.Local().Format("2006-01-02 15:04:05 MST")
 }
 
+// newHelpCmd is cobra's help command, except that an unknown topic is a
+// usage error (cobra's prints the usage and exits 0).
+func newHelpCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "help [command]",
+		Short: "Help about any command",
+		RunE: func(c *cobra.Command, args []string) error {
+			cmd, rest, err := c.Root().Find(args)
+			if cmd == nil || err != nil || len(rest) > 0 {
+				return &codeError{code: 2, err: fmt.Errorf("unknown help topic %q (see 'vigocli --help')", strings.Join(args, " "))}
+			}
+			cmd.InitDefaultHelpFlag()
+			return cmd.Help()
+		},
+	}
+}
+
 // enforceUsage makes every usage error of the command tree under root a
 // codeError with exit status 2: wrong arguments (cobra's validators
 // included) and unknown subcommands. A command group run without a
