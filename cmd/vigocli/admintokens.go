@@ -47,8 +47,8 @@ Creating and revoking admin tokens needs the role admin.`,
 			if err := c.do(cmd.Context(), "POST", "/api/v1/admin-tokens", apiv1.AdminTokenCreateRequest{Name: name, Role: role}, &out); err != nil {
 				return err
 			}
-			if g.output == "json" {
-				return g.printJSON(out)
+			if g.structured() {
+				return g.printData(out)
 			}
 			fmt.Fprintf(g.stdout, "Admin token %q with the role %s (shown once, keep it secret):\n\n  %s\n\n", out.Name, out.Role, out.Token)
 			fmt.Fprintf(g.stdout, "Use it with VIGO_ADMIN_TOKEN, or --admin-token-file FILE; revoke it with:\n\n  vigocli admin-tokens revoke %s\n", out.Name)
@@ -71,13 +71,13 @@ Creating and revoking admin tokens needs the role admin.`,
 			if err := c.do(cmd.Context(), "GET", "/api/v1/admin-tokens", nil, &out); err != nil {
 				return err
 			}
-			if g.output == "json" {
-				return g.printJSON(out)
+			if g.structured() {
+				return g.printData(out)
 			}
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tROLE\tID\tCREATED\tREVOKED")
 			for _, t := range out {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.Name, t.Role, t.ID, fmtTime(&t.CreatedAt), fmtTime(t.RevokedAt))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.Name, t.Role, t.ID, g.age(&t.CreatedAt), g.age(t.RevokedAt))
 			}
 			return tw.Flush()
 		},
@@ -95,13 +95,13 @@ Creating and revoking admin tokens needs the role admin.`,
 			if err := c.do(cmd.Context(), "DELETE", "/api/v1/admin-tokens/"+url.PathEscape(args[0]), nil, &out); err != nil {
 				return err
 			}
-			if g.output == "json" {
-				return g.printJSON(out)
+			if g.structured() {
+				return g.printData(out)
 			}
 			fmt.Fprintf(g.stdout, "revoked admin token %q (%s, id %s)\n", out.Name, out.Role, out.ID)
 			return nil
 		},
 	}
-	cmd.AddCommand(create, list, revoke)
+	cmd.AddCommand(printsData(create), printsData(list), printsData(revoke))
 	return cmd
 }

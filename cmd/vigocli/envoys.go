@@ -16,41 +16,7 @@ func newEnvoysCmd(g *globals) *cobra.Command {
 		Use:   "envoys",
 		Short: "List, show, revoke, rebootstrap and update enrolled hosts",
 	}
-	var status, hostname string
-	list := &cobra.Command{
-		Use:     "list [--status active|revoked] [--hostname GLOB]",
-		Short:   "List envoys",
-		Example: "  vigocli envoys list --status active --hostname '*.web.example.com'",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			q := url.Values{}
-			if status != "" {
-				q.Set("status", status)
-			}
-			if hostname != "" {
-				q.Set("hostname", hostname)
-			}
-			var out []apiv1.Envoy
-			if err := c.do(cmd.Context(), "GET", "/api/v1/envoys?"+q.Encode(), nil, &out); err != nil {
-				return err
-			}
-			if g.output == "json" {
-				return g.printJSON(out)
-			}
-			t := newTable(g.stdout, "UUID", "HOSTNAME", "STATUS", "METHOD", "RULE", "POLICY", "SOURCE", "LAST SEEN")
-			for _, e := range out {
-				t.row(e.UUID, e.Hostname, e.Status, e.Method, e.Rule, short(e.PolicyRevision), e.SourceIP, fmtTime(e.LastSeen))
-			}
-			return t.flush()
-		},
-	}
-	list.Flags().StringVar(&status, "status", "", "only envoys with this status (active or revoked)")
-	list.Flags().StringVar(&hostname, "hostname", "", "only hostnames matching this glob")
-
+	list := newEnvoysListCmd(g)
 	show := &cobra.Command{
 		Use:   "show UUID|HOSTNAME",
 		Short: "Show one envoy (by UUID, or the active envoy with that hostname)",
@@ -64,26 +30,14 @@ func newEnvoysCmd(g *globals) *cobra.Command {
 			if err := c.do(cmd.Context(), "GET", "/api/v1/envoys/"+url.PathEscape(args[0]), nil, &e); err != nil {
 				return err
 			}
-			if g.output == "json" {
-				return g.printJSON(e)
+			if g.structured() {
+				return g.printData(e)
 			}
 			printEnvoy(g, e)
 			return nil
 		},
 	}
-	var reason string
-	revoke := &cobra.Command{
-		Use:   "revoke UUID|HOSTNAME --reason TEXT",
-		Short: "Revoke an envoy now (for a lasting revocation, add it to the policy repository)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if reason == "" {
-				return &codeError{code: 2, err: fmt.Errorf("--reason is required")}
-			}
-			return envoyAction(cmd, g, args[0], "revoke", apiv1.EnvoyRevokeRequest{Reason: reason}, "revoked")
-		},
-	}
-	revoke.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit log)")
+	revoke := newEnvoysRevokeCmd(g)
 	rebootstrap := &cobra.Command{
 		Use:   "rebootstrap UUID|HOSTNAME",
 		Short: "Ask the envoy to re-enroll with a new key and UUID at its next check-in",
@@ -121,7 +75,9 @@ intended; the server refuses such a request without it when it knows the running
 	}
 	update.Flags().StringVar(&version, "version", "", "agent version to install (must be served by the server)")
 	update.Flags().BoolVar(&allowDowngrade, "allow-downgrade", false, "allow a version older than the running agent's (a rollback)")
-	cmd.AddCommand(list, show, revoke, rebootstrap, update)
+	for _, c := range []*cobra.Command{list, show, revoke, rebootstrap, update} {
+		cmd.AddCommand(printsData(c))
+	}
 	return cmd
 }
 
@@ -134,8 +90,8 @@ func envoyAction(cmd *cobra.Command, g *globals, id, action string, body any, do
 	if err := c.do(cmd.Context(), "POST", "/api/v1/envoys/"+url.PathEscape(id)+"/"+action, body, &e); err != nil {
 		return err
 	}
-	if g.output == "json" {
-		return g.printJSON(e)
+	if g.structured() {
+		return g.printData(e)
 	}
 	fmt.Fprintf(g.stdout, "envoy %s (%s) %s\n", oneLine(e.UUID), oneLine(e.Hostname), oneLine(done))
 	return nil

@@ -24,7 +24,7 @@ func newPolicyCmd(g *globals) *cobra.Command {
 	}
 	ev := &evalFlags{}
 	ev.register(cmd)
-	cmd.AddCommand(newPolicyVetCmd(g, ev), newPolicyExplainCmd(g, ev), newPolicyStatusCmd(g), newPolicySyncCmd(g))
+	cmd.AddCommand(newPolicyVetCmd(g, ev), printsData(newPolicyExplainCmd(g, ev)), printsData(newPolicyStatusCmd(g)), printsData(newPolicySyncCmd(g)))
 	cmd.AddCommand(newPolicyDiffCmd(g, ev))
 	cmd.AddCommand(newPolicyControlCmds(g)...)
 	cmd.AddCommand(newPolicyEditCmds(g, ev)...)
@@ -165,9 +165,6 @@ Exit status: 0 when a decision was made (allowed or not), 1 when the policy is i
   vigocli policy explain --hostname laptop.example.com --ip 2001:db8::7 --token -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if g.output != "table" && g.output != "text" && g.output != "json" {
-				return &codeError{code: 2, err: fmt.Errorf("-o %s: must be text or json", g.output)}
-			}
 			if hostname == "" {
 				return &codeError{code: 2, err: errors.New("--hostname is required")}
 			}
@@ -211,8 +208,8 @@ Exit status: 0 when a decision was made (allowed or not), 1 when the policy is i
 				}
 				d = p.Decide(req)
 			}
-			if g.output == "json" {
-				return g.printJSON(d)
+			if g.structured() {
+				return g.printData(d)
 			}
 			printDecision(g.stdout, d)
 			return nil

@@ -87,16 +87,20 @@ revoked since stays revoked.`,
 			if err := c.do(cmd.Context(), "GET", fmt.Sprintf("/api/v1/policy/history?limit=%d", limit), nil, &hs); err != nil {
 				return err
 			}
-			if g.output == "json" {
-				return g.printJSON(hs)
+			if g.structured() {
+				return g.printData(hs)
 			}
 			t := newTable(g.stdout, "APPLIED", "REVISION", "REPLICA", "AUTHOR", "SUBJECT")
 			for _, h := range hs {
-				t.row(fmtTime(&h.AppliedAt), orID(h.Name, h.Revision), dash(h.Replica), dash(h.Author), dash(h.Subject))
+				t.row(g.age(&h.AppliedAt), orID(h.Name, h.Revision), dash(h.Replica), dash(h.Author), dash(h.Subject))
 			}
 			return t.flush()
 		},
 	}
 	history.Flags().IntVar(&limit, "limit", 20, "how many revisions (at most 100)")
-	return []*cobra.Command{suspend, resume, pin, unpin, history}
+	cmds := []*cobra.Command{suspend, resume, pin, unpin, history}
+	for _, c := range cmds {
+		printsData(c)
+	}
+	return cmds
 }

@@ -130,8 +130,8 @@ func newPolicySyncCmd(g *globals) *cobra.Command {
 }
 
 func reportStatus(g *globals, st apiv1.PolicyStatus) error {
-	if g.output == "json" {
-		if err := g.printJSON(st); err != nil {
+	if g.structured() {
+		if err := g.printData(st); err != nil {
 			return err
 		}
 	} else {

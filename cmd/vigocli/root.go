@@ -12,7 +12,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -24,6 +26,10 @@ import (
 // globals are the flags every command shares, and the command's writers.
 type globals struct {
 	stdout, stderr io.Writer
+	// stdin answers questions; terminal reports whether it is a terminal
+	// (nil: whether os.Stdin is one). Nothing is asked of a non-terminal.
+	stdin    io.Reader
+	terminal func() bool
 
 	server         string
 	caFile         string
@@ -31,6 +37,12 @@ type globals struct {
 	adminToken     string
 	adminTokenFile string
 	output         string
+	contextName    string
+	// noContext ignores the saved contexts (vigocli login).
+	noContext bool
+
+	// clock is the time ages are counted from (time.Now when nil).
+	clock func() time.Time
 
 	// build is this program's build (buildinfo.Get() when zero), compared
 	// with the server's; buildWarned is set once the difference was told.
@@ -59,11 +71,17 @@ func (e *codeError) ExitCode() int { return e.code }
 
 // Main runs vigocli with os.Args and returns the exit code.
 func Main() int {
-	g := &globals{stdout: os.Stdout, stderr: os.Stderr}
-	return run(g, os.Args[1:])
+	g := &globals{stdout: os.Stdout, stderr: os.Stderr, stdin: os.Stdin}
+	// Ctrl-C ends a command that follows (audit --follow, policy status
+	// --watch) as its normal end.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return runContext(ctx, g, os.Args[1:])
 }
 
-func run(g *globals, args []string) int {
+func run(g *globals, args []string) int { return runContext(context.Background(), g, args) }
+
+func runContext(ctx context.Context, g *globals, args []string) int {
 	// Every byte printed goes through escapeControls (see termsafe.go).
 	stdout, stderr := &safeWriter{w: g.stdout}, &safeWriter{w: g.stderr}
 	g.stdout, g.stderr = stdout, stderr
@@ -73,7 +91,7 @@ func run(g *globals, args []string) int {
 	root.SetArgs(args)
 	root.SetOut(g.stdout)
 	root.SetErr(g.stderr)
-	err := root.Execute()
+	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
 	}
@@ -94,38 +112,50 @@ func newRootCmd(g *globals) *cobra.Command {
 		Short: "Administer a Vigo Enroll server: tokens, envoys, audit and enrollment policy",
 		Long: `vigocli administers a Vigo Enroll server.
 
-On the server host it finds the admin token in ./vigo-data/admin.token; elsewhere pass
---admin-token-file, --admin-token or VIGO_ADMIN_TOKEN, and --ca-file (the server's CA,
-vigo-data/tls/ca) or --insecure.
+Log in once, and every command knows the server, its CA and your admin token:
+
+  vigocli login --server vigo.example.com:8443 --ca-fingerprint SHA256 --token-file FILE
+
+(vigocli login --help tells more; vigocli config get-contexts lists the saved contexts.)
+Each setting is taken from, first found: the flag (--server, --ca-file, --admin-token-file,
+--admin-token), the environment (VIGO_SERVER, VIGO_CA_FILE, VIGO_ADMIN_TOKEN_FILE,
+VIGO_ADMIN_TOKEN), the context (--context NAME, else the current one; VIGO_CONFIG names the
+file), and on the server's host ./vigo-data/tls/ca, ./vigo-data/admin.token and
+https://localhost:8443.
+
+Output: every command that prints data takes -o table (default; ages such as "3m ago"),
+-o wide (more columns), -o json or -o yaml (times in RFC 3339 with their zone). Errors go
+to stderr. Exit status: 0 success, 1 a failed check or operation, 2 a usage error.
 
 Examples:
   vigocli tokens generate --pattern web1.example.com --ttl 2h
-  vigocli envoys list --status active
+  vigocli envoys list -o wide
   vigocli policy vet examples/policy
   vigocli policy status`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.server, "server", envOr("VIGO_SERVER", "https://localhost:8443"), "server URL (env VIGO_SERVER)")
-	pf.StringVar(&g.caFile, "ca-file", os.Getenv("VIGO_CA_FILE"), "CA certificate that signed the server's certificate (env VIGO_CA_FILE; default: ./vigo-data/tls/ca when readable)")
+	pf.StringVar(&g.server, "server", "", "server URL, or host:port for https (env VIGO_SERVER; default: the context's, else https://localhost:8443)")
+	pf.StringVar(&g.caFile, "ca-file", "", "CA certificate that signed the server's certificate (env VIGO_CA_FILE; default: the context's, else ./vigo-data/tls/ca when readable)")
 	pf.BoolVar(&g.insecure, "insecure", false, "do not verify the server's certificate")
 	pf.StringVar(&g.adminToken, "admin-token", "", "admin token (env VIGO_ADMIN_TOKEN; prefer --admin-token-file)")
-	pf.StringVar(&g.adminTokenFile, "admin-token-file", os.Getenv("VIGO_ADMIN_TOKEN_FILE"), "file holding the admin token (env VIGO_ADMIN_TOKEN_FILE; default: ./vigo-data/admin.token when readable)")
-	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+	pf.StringVar(&g.adminTokenFile, "admin-token-file", "", "file holding the admin token (env VIGO_ADMIN_TOKEN_FILE; default: the context's, else ./vigo-data/admin.token when readable)")
+	pf.StringVar(&g.contextName, "context", "", "use this context of vigocli login instead of the current one")
+	pf.StringVarP(&g.output, "output", "o", "table", "output format of the commands that print data: table, wide, json or yaml")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &codeError{code: 2, err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error { return g.checkOutput(cmd) }
+	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(outputFormats, cobra.ShellCompDirectiveNoFileComp))
 	root.AddCommand(newTokensCmd(g), newEnvoysCmd(g), newAuditCmd(g), newPolicyCmd(g), newDistCmd(g))
 	root.AddCommand(newApprovedCmd(g), newTrustedCmd(g), newVersionCmd(g), newAdminTokensCmd(g))
+	root.AddCommand(newLoginCmd(g), newConfigCmd(g))
+	root.SetHelpCommand(newHelpCmd())
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	enforceUsage(root)
 	return root
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
 }
 
 // client is an authenticated API client.
@@ -136,46 +166,24 @@ type client struct {
 }
 
 func (g *globals) client() (*client, error) {
-	switch g.output {
-	case "table", "json":
-	default:
-		return nil, &codeError{code: 2, err: fmt.Errorf("-o %s: must be table or json", g.output)}
+	t, err := g.resolve(true)
+	if err != nil {
+		return nil, err
 	}
+	g.server = t.server
 	// Every request carries the admin token: never over plain HTTP, where
 	// anyone on the path reads it (and never to a URL whose scheme would
 	// make net/http guess).
 	if u, err := url.Parse(g.server); err != nil || u.Scheme != "https" || u.Host == "" {
-		return nil, &codeError{code: 2, err: fmt.Errorf("--server %q must be an https:// URL: vigocli sends the admin token with every request and never over plain http", g.server)}
+		return nil, &codeError{code: 2, err: fmt.Errorf("--server %q must be an https:// URL or host:port: vigocli sends the admin token with every request and never over plain http", g.server)}
 	}
-	tok := g.adminToken
-	if tok == "" {
-		tok = os.Getenv("VIGO_ADMIN_TOKEN")
-	}
-	if tok == "" {
-		file := g.adminTokenFile
-		if file == "" {
-			file = "vigo-data/admin.token"
-		}
-		data, err := os.ReadFile(file)
-		if err != nil && g.adminTokenFile != "" {
-			return nil, &codeError{code: 2, err: fmt.Errorf("read admin token: %w", err)}
-		}
-		tok = strings.TrimSpace(string(data))
-	}
-	if tok == "" {
-		return nil, &codeError{code: 2, err: errors.New("no admin token: pass --admin-token-file FILE (the server writes DATA/admin.token at first start) or set VIGO_ADMIN_TOKEN")}
-	}
+	tok := t.token
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	switch {
 	case g.insecure:
 		tlsCfg.InsecureSkipVerify = true // the operator asked for it
 	default:
-		caFile := g.caFile
-		if caFile == "" {
-			if _, err := os.Stat("vigo-data/tls/ca"); err == nil {
-				caFile = "vigo-data/tls/ca"
-			}
-		}
+		caFile := t.caFile
 		if caFile != "" {
 			pem, err := os.ReadFile(caFile)
 			if err != nil {
@@ -222,7 +230,7 @@ func (c *client) do(ctx context.Context, method, path string, in, out any) error
 	if err != nil {
 		var uerr x509.UnknownAuthorityError
 		if errors.As(err, &uerr) {
-			return fmt.Errorf("%s: the server's certificate is not signed by a known CA: pass --ca-file vigo-data/tls/ca (from the server) or --insecure", c.g.server)
+			return fmt.Errorf("%s: the server's certificate is not signed by a known CA: run vigocli login --ca-fingerprint SHA256 (printed by vigosrv at start), or pass --ca-file vigo-data/tls/ca (from the server) or --insecure", c.g.server)
 		}
 		return fmt.Errorf("cannot reach %s: %w", c.g.server, err)
 	}
@@ -264,11 +272,4 @@ func (g *globals) printJSON(v any) error {
 	enc := json.NewEncoder(g.stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
-}
-
-func fmtTime(t *time.Time) string {
-	if t == nil || t.IsZero() {
-		return "-"
-	}
-	return t.Local().Format("2006-01-02 15:04:05")
 }

@@ -20,7 +20,9 @@ import (
 // TestIssue12Item9RefusesPlainHTTP: vigocli never sends the admin token
 // over plain HTTP (security review L8): every command that talks to the
 // server refuses a --server (or VIGO_SERVER) that is not https://, with
-// exit status 2 and before any connection.
+// exit status 2 and before any connection. A server without a scheme
+// (host:port) means https (issue 17): the TLS handshake with the plain
+// server fails, and no request, let alone the token, reaches it.
 func TestIssue12Item9RefusesPlainHTTP(t *testing.T) {
 	var hits atomic.Int32
 	var sawToken atomic.Bool
@@ -54,10 +56,12 @@ func TestIssue12Item9RefusesPlainHTTP(t *testing.T) {
 	servers := []struct {
 		name string
 		url  string
+		code int
+		msg  string
 	}{
-		{"http", srv.URL},
-		{"HTTP upper case", strings.Replace(srv.URL, "http://", "HTTP://", 1)},
-		{"no scheme", strings.TrimPrefix(srv.URL, "http://")},
+		{"http", srv.URL, 2, "must be an https:// URL"},
+		{"HTTP upper case", strings.Replace(srv.URL, "http://", "HTTP://", 1), 2, "must be an https:// URL"},
+		{"no scheme", strings.TrimPrefix(srv.URL, "http://"), 1, "cannot reach https://" + strings.TrimPrefix(srv.URL, "http://")},
 	}
 	for _, s := range servers {
 		for _, c := range commands {
@@ -65,8 +69,8 @@ func TestIssue12Item9RefusesPlainHTTP(t *testing.T) {
 				var out, errb bytes.Buffer
 				args := append([]string{"--server", s.url, "--admin-token-file", tokenFile}, c.args...)
 				code := run(&globals{stdout: &out, stderr: &errb}, args)
-				if code != 2 || !strings.Contains(errb.String(), "must be an https:// URL") {
-					t.Errorf("exit %d, stderr %q; want 2 and a refusal of a non-https server", code, errb.String())
+				if code != s.code || !strings.Contains(errb.String(), s.msg) {
+					t.Errorf("exit %d, stderr %q; want %d and %q", code, errb.String(), s.code, s.msg)
 				}
 			})
 		}

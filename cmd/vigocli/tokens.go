@@ -42,8 +42,8 @@ tokens.max_ttl), is used once, and is shown only when generated.`,
 				fmt.Fprintln(g.stdout, oneLine(out.Token))
 				return nil
 			}
-			if g.output == "json" {
-				return g.printJSON(out)
+			if g.structured() {
+				return g.printData(out)
 			}
 			fmt.Fprintf(g.stdout, "Token (shown once, keep it secret):\n\n  %s\n\n", oneLine(out.Token))
 			fmt.Fprintf(g.stdout, "id %s, for hostnames matching %s, expires %s\n\n", oneLine(out.ID), oneLine(out.Pattern), fmtTime(&out.ExpiresAt))
@@ -69,12 +69,12 @@ tokens.max_ttl), is used once, and is shown only when generated.`,
 			if err := c.do(cmd.Context(), "GET", "/api/v1/tokens", nil, &out); err != nil {
 				return err
 			}
-			if g.output == "json" {
-				return g.printJSON(out)
+			if g.structured() {
+				return g.printData(out)
 			}
 			t := newTable(g.stdout, "ID", "PATTERN", "STATE", "EXPIRES", "USED BY", "NOTE")
 			for _, tok := range out {
-				t.row(tok.ID, tok.Pattern, tok.State, fmtTime(&tok.ExpiresAt), dash(tok.UsedBy), tok.Note)
+				t.row(tok.ID, tok.Pattern, tok.State, g.age(&tok.ExpiresAt), dash(tok.UsedBy), tok.Note)
 			}
 			return t.flush()
 		},
@@ -92,13 +92,13 @@ tokens.max_ttl), is used once, and is shown only when generated.`,
 			if err := c.do(cmd.Context(), "DELETE", "/api/v1/tokens/"+url.PathEscape(args[0]), nil, &out); err != nil {
 				return err
 			}
-			if g.output == "json" {
-				return g.printJSON(out)
+			if g.structured() {
+				return g.printData(out)
 			}
 			fmt.Fprintf(g.stdout, "token %s revoked\n", oneLine(out.ID))
 			return nil
 		},
 	}
-	cmd.AddCommand(gen, list, revoke)
+	cmd.AddCommand(printsData(gen), printsData(list), printsData(revoke))
 	return cmd
 }

@@ -82,12 +82,12 @@ server warns on stderr when the builds differ.`,
 				}
 				srv = &b
 			}
-			if g.output == "json" {
+			if g.structured() {
 				out := struct {
 					Client buildinfo.Info  `json:"client"`
 					Server *buildinfo.Info `json:"server,omitempty"`
 				}{own, srv}
-				if err := g.printJSON(out); err != nil {
+				if err := g.printData(out); err != nil {
 					return err
 				}
 			} else {
@@ -103,5 +103,5 @@ server warns on stderr when the builds differ.`,
 		},
 	}
 	cmd.Flags().BoolVar(&checkServer, "check-server", false, "also ask the server for its build; exit 1 when it differs")
-	return cmd
+	return printsData(cmd)
 }

@@ -4,6 +4,7 @@
 package apiv1
 
 import (
+	"encoding/base64"
 	"errors"
 	"strconv"
 	"strings"
@@ -154,6 +155,55 @@ type Envoy struct {
 	UpdateVersion   string     `json:"update_pending,omitempty"`
 	// UpdateAllowDowngrade: the pending update may install an older version.
 	UpdateAllowDowngrade bool `json:"update_allow_downgrade,omitempty"`
+}
+
+// Orders of GET /api/v1/envoys (sort=...; desc=true reverses them). Each
+// ends with the UUID, so that an order is total.
+const (
+	EnvoySortHostname = "hostname"
+	EnvoySortCreated  = "created"
+	EnvoySortSeen     = "seen" // the last check-in, or the enrollment when none
+)
+
+// Cursor is the position of e in the order sort of GET /api/v1/envoys, for
+// after=CURSOR: the next page starts after e. The sort key is in it
+// ("h" and the hostname, or "t" and Unix nanoseconds), then the UUID.
+func (e Envoy) Cursor(sort string) string {
+	key := "h" + e.Hostname
+	switch sort {
+	case EnvoySortCreated:
+		key = "t" + strconv.FormatInt(e.CreatedAt.UnixNano(), 10)
+	case EnvoySortSeen:
+		seen := e.CreatedAt
+		if e.LastSeen != nil && !e.LastSeen.IsZero() {
+			seen = *e.LastSeen
+		}
+		key = "t" + strconv.FormatInt(seen.UnixNano(), 10)
+	}
+	return base64.RawURLEncoding.EncodeToString([]byte(key + "\n" + e.UUID))
+}
+
+// ParseEnvoyCursor reads a Cursor made for the order sort: the hostname
+// (sort hostname) or the time (the others), and the UUID.
+func ParseEnvoyCursor(s, sort string) (hostname string, at time.Time, uuid string, err error) {
+	bad := errors.New("not an envoy cursor of this order (the cursor of the last envoy of a page, with the same sort)")
+	b, derr := base64.RawURLEncoding.DecodeString(s)
+	key, uuid, ok := strings.Cut(string(b), "\n")
+	if derr != nil || len(s) > 1024 || !ok || key == "" || uuid == "" {
+		return "", time.Time{}, "", bad
+	}
+	timed := sort == EnvoySortCreated || sort == EnvoySortSeen
+	switch {
+	case key[0] == 'h' && !timed:
+		return key[1:], time.Time{}, uuid, nil
+	case key[0] == 't' && timed:
+		ns, perr := strconv.ParseInt(key[1:], 10, 64)
+		if perr != nil {
+			return "", time.Time{}, "", bad
+		}
+		return "", time.Unix(0, ns).UTC(), uuid, nil
+	}
+	return "", time.Time{}, "", bad
 }
 
 // EnvoyRevokeRequest is the body of POST /api/v1/envoys/{id}/revoke.

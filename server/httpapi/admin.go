@@ -81,51 +81,116 @@ func (a *API) handleTokenRevoke(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, TokenView(t, a.cfg.Now()))
 }
 
+// handleEnvoyList answers GET /api/v1/envoys: the envoys matching the
+// filters (status active|revoked|all, hostname GLOB, method, rule,
+// revision, version, stale DURATION: not seen for that long), in an order
+// (sort hostname|created|seen, desc=true), a page at a time (limit N,
+// after CURSOR: apiv1.Envoy.Cursor of the last envoy of the previous page).
+// No parameter lists every envoy by hostname.
 func (a *API) handleEnvoyList(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := store.EnvoyFilter{Status: q.Get("status")}
-	if f.Status != "" && f.Status != store.StatusActive && f.Status != store.StatusRevoked {
-		writeError(w, http.StatusBadRequest, "status: must be active or revoked")
+	bad := func(msg string) { writeError(w, http.StatusBadRequest, msg) }
+	eq := store.EnvoyQuery{Status: q.Get("status"), Method: q.Get("method"), Rule: q.Get("rule"),
+		PolicyRevision: q.Get("revision"), AgentVersion: q.Get("version")}
+	switch eq.Status {
+	case "", store.StatusActive, store.StatusRevoked:
+	case "all":
+		eq.Status = ""
+	default:
+		bad("status: must be active, revoked or all")
 		return
 	}
 	var glob *policy.Glob
 	if h := strings.ToLower(q.Get("hostname")); h != "" {
 		g, err := policy.CompileGlob(h)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("hostname: %v", err))
+			bad(fmt.Sprintf("hostname: %v", err))
 			return
 		}
-		if !strings.ContainsAny(h, "*?") {
-			f.Hostname = h
-		}
 		glob = &g
+	}
+	if s := q.Get("stale"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			bad(fmt.Sprintf("stale: %q must be a positive duration (such as 1h)", url.QueryEscape(s)))
+			return
+		}
+		eq.SeenBefore = a.cfg.Now().Add(-d)
+	}
+	sort := q.Get("sort")
+	switch sort {
+	case "", apiv1.EnvoySortHostname:
+		sort, eq.Sort = apiv1.EnvoySortHostname, store.SortHostname
+	case apiv1.EnvoySortCreated:
+		eq.Sort = store.SortCreated
+	case apiv1.EnvoySortSeen:
+		eq.Sort = store.SortSeen
+	default:
+		bad(fmt.Sprintf("sort: %q must be hostname, created or seen", url.QueryEscape(sort)))
+		return
+	}
+	switch d := q.Get("desc"); d {
+	case "", "false":
+	case "true":
+		eq.Desc = true
+	default:
+		bad("desc: must be true or false")
+		return
+	}
+	if c := q.Get("after"); c != "" {
+		host, at, uuid, err := apiv1.ParseEnvoyCursor(c, sort)
+		if err != nil {
+			bad("after: " + err.Error())
+			return
+		}
+		eq.After = &store.EnvoyCursor{Hostname: host, Time: at, UUID: uuid}
 	}
 	limit := 0
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 0 {
-			writeError(w, http.StatusBadRequest, "limit: must be a non-negative integer")
+			bad("limit: must be a non-negative integer")
 			return
 		}
 		limit = n
 	}
-	es, err := a.cfg.Store.ListEnvoys(r.Context(), f)
-	if err != nil {
-		a.internal(w, "list envoys", err)
-		return
+	// A glob is matched here, on pages read from the store, until the
+	// answer is full: the store's filters are exact.
+	eq.Limit = envoyPage
+	if glob == nil && limit > 0 {
+		eq.Limit = limit
+	} else if glob != nil && !strings.ContainsAny(glob.String(), "*?") {
+		eq.Search = glob.String() // an exact name narrows the read
 	}
-	out := make([]apiv1.Envoy, 0, len(es))
-	for _, e := range es {
-		if glob != nil && !glob.Match(e.Hostname) {
-			continue
+	out := []apiv1.Envoy{}
+	for {
+		es, err := a.cfg.Store.QueryEnvoys(r.Context(), eq)
+		if err != nil {
+			a.internal(w, "list envoys", err)
+			return
 		}
-		out = append(out, EnvoyView(e))
-		if limit > 0 && len(out) == limit {
+		for _, e := range es {
+			if glob != nil && !glob.Match(e.Hostname) {
+				continue
+			}
+			out = append(out, EnvoyView(e))
+			if limit > 0 && len(out) == limit {
+				writeJSON(w, http.StatusOK, out)
+				return
+			}
+		}
+		if len(es) < eq.Limit {
 			break
 		}
+		c := eq.Cursor(es[len(es)-1])
+		eq.After = &c
 	}
 	writeJSON(w, http.StatusOK, out)
 }
+
+// envoyPage is how many envoys GET /api/v1/envoys reads from the store at
+// a time.
+const envoyPage = 1000
 
 // EnvoyView converts a stored envoy to its wire form.
 func EnvoyView(e store.Envoy) apiv1.Envoy {
@@ -212,9 +277,11 @@ func (a *API) handleAudit(w http.ResponseWriter, r *http.Request) {
 	var err error
 	switch order := q.Get("order"); order {
 	case "", "oldest":
-		if q.Get("type") != "" || q.Get("before") != "" {
-			writeError(w, http.StatusBadRequest, "type and before go with order=newest")
-			return
+		for _, k := range []string{"type", "before", "after", "hostname", "actor"} {
+			if q.Get(k) != "" {
+				writeError(w, http.StatusBadRequest, k+" goes with order=newest")
+				return
+			}
 		}
 		evs, err = a.cfg.Store.ListAudit(r.Context(), since, limit)
 	case "newest":
@@ -225,17 +292,29 @@ func (a *API) handleAudit(w http.ResponseWriter, r *http.Request) {
 		if limit == 0 || limit > maxAuditPage {
 			limit = maxAuditPage
 		}
-		aq := store.AuditQuery{Since: since, Limit: limit}
-		if t := q.Get("type"); t != "" {
-			aq.Types = []string{t}
+		aq := store.AuditQuery{Since: since, Limit: limit, Hostname: strings.ToLower(q.Get("hostname")), Actor: q.Get("actor")}
+		for _, t := range q["type"] {
+			if t != "" {
+				aq.Types = append(aq.Types, t)
+			}
 		}
-		if b := q.Get("before"); b != "" {
+		// before=CURSOR: the page below it; after=CURSOR: the events newer
+		// than it (the newest limit of them), what a follower polls for.
+		for _, k := range []string{"before", "after"} {
+			b := q.Get(k)
+			if b == "" {
+				continue
+			}
 			at, id, perr := apiv1.ParseAuditCursor(b)
 			if perr != nil {
-				writeError(w, http.StatusBadRequest, "before: "+perr.Error())
+				writeError(w, http.StatusBadRequest, k+": "+perr.Error())
 				return
 			}
-			aq.Before = &store.AuditCursor{At: at, ID: id}
+			if k == "before" {
+				aq.Before = &store.AuditCursor{At: at, ID: id}
+			} else {
+				aq.After = &store.AuditCursor{At: at, ID: id}
+			}
 		}
 		evs, err = a.cfg.Store.QueryAudit(r.Context(), aq)
 	default:

@@ -414,6 +414,9 @@ type AuditQuery struct {
 	Result    string
 	Hostname  string
 	EnvoyUUID string
+	// Actor selects the events done by this admin token name (see
+	// AuditEvent.Actor).
+	Actor string
 	// Since and Until bound At: Since <= At < Until.
 	Since, Until time.Time
 	// Before selects events older than this position (the next page),

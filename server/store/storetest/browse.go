@@ -196,6 +196,9 @@ func testQueryAudit(t *testing.T, s store.Store) {
 			Result: []string{"allowed", "ok", "ok", "denied"}[i%4], Hostname: fmt.Sprintf("h%d.example.com", i%3),
 			EnvoyUUID: uuidN(i % 2), Reason: fmt.Sprintf("reason %d", i),
 		}
+		if i%5 == 0 {
+			ev.Actor = "alice"
+		}
 		in = append(in, ev)
 	}
 	if err := s.AppendAudit(ctx, in...); err != nil {
@@ -234,6 +237,7 @@ func testQueryAudit(t *testing.T, s store.Store) {
 		{"before", store.AuditQuery{Before: &mid, Limit: 4}, newest[8:12]},
 		{"after", store.AuditQuery{After: &mid}, newest[:7]},
 		{"after newest ones", store.AuditQuery{After: &mid, Limit: 2}, newest[:2]},
+		{"actor", store.AuditQuery{Actor: "alice", Limit: 3}, where(func(e store.AuditEvent) bool { return e.Actor == "alice" })[:3]},
 		{"nothing", store.AuditQuery{Hostname: "zzz"}, nil},
 	}
 	for _, tc := range tests {

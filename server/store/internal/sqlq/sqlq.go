@@ -145,7 +145,7 @@ func Audit(q store.AuditQuery, d Dialect) (string, []any) {
 		}
 		b.conds = append(b.conds, "type IN ("+strings.Join(ps, ", ")+")")
 	}
-	for _, f := range []struct{ col, v string }{{"result", q.Result}, {"hostname", q.Hostname}, {"envoy_uuid", q.EnvoyUUID}} {
+	for _, f := range []struct{ col, v string }{{"result", q.Result}, {"hostname", q.Hostname}, {"envoy_uuid", q.EnvoyUUID}, {"actor", q.Actor}} {
 		if f.v != "" {
 			b.add(f.col+" = %s", f.v)
 		}
