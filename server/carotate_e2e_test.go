@@ -1,0 +1,276 @@
+package server_test
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vigo-enroll/vigo/agent"
+	"github.com/vigo-enroll/vigo/server"
+	"github.com/vigo-enroll/vigo/server/ca"
+	"github.com/vigo-enroll/vigo/server/carotate"
+	"github.com/vigo-enroll/vigo/server/servertest"
+)
+
+// warnings records the log records at Warn and above.
+type warnings struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (w *warnings) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (w *warnings) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(r.Message)
+	r.Attrs(func(a slog.Attr) bool { fmt.Fprintf(&b, " %s=%v", a.Key, a.Value); return true })
+	w.mu.Lock()
+	w.msgs = append(w.msgs, b.String())
+	w.mu.Unlock()
+	return nil
+}
+func (w *warnings) WithAttrs([]slog.Attr) slog.Handler { return w }
+func (w *warnings) WithGroup(string) slog.Handler      { return w }
+func (w *warnings) all() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.msgs...)
+}
+
+// syncWriter is an io.Writer safe for concurrent use.
+type syncWriter struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// rotatorFor is what `vigosrv ca` does beside a running server: its own
+// copy of the CA loaded from the data folder, and the server's database.
+func rotatorFor(t *testing.T, in *servertest.Instance, caCfg ca.Config) *carotate.Rotator {
+	t.Helper()
+	authority, err := ca.LoadOrCreate(caCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if authority.Created {
+		t.Fatal("the rotator created a CA")
+	}
+	r, err := carotate.New(carotate.Config{Store: in.Store(), CA: authority, Actor: "test-operator"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestCARotationUnderRunningAgents rotates the CA while agents check in
+// continuously (agent.Run, every second): prepare, activate, every agent
+// renews onto the new CA, finish. No check-in is refused, and after finish
+// a certificate of the old CA is refused.
+func TestCARotationUnderRunningAgents(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var srvLog syncWriter
+	in := servertest.Start(t, servertest.Options{Log: &srvLog, Config: func(c *server.Config) {
+		c.Bootstrap.CheckinInterval = server.Duration(time.Second)
+		c.Server.ReplicaRefresh = server.Duration(100 * time.Millisecond)
+	}})
+	oldCA := in.CA().Certificate()
+	rot := rotatorFor(t, in, ca.Config{Dir: in.DataDir})
+
+	const n = 4
+	agentLog := &warnings{}
+	var dirs []string
+	var agents []*agent.Agent
+	for i := range n + 1 {
+		dir := filepath.Join(t.TempDir(), "etc")
+		if _, err := agent.Register(ctx, agent.RegisterParams{Server: in.URL, Hostname: fmt.Sprintf("rot%d.trusted.test", i), Dir: dir,
+			CAFingerprint: in.CA().Fingerprint()}); err != nil {
+			t.Fatal(err)
+		}
+		a, err := agent.New(agent.Config{Dir: dir, Logger: slog.New(agentLog), MaxBackoff: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { a.Close() })
+		dirs, agents = append(dirs, dir), append(agents, a)
+	}
+	// The last one checks in once and then stays off: an envoy that holds
+	// an old-CA certificate when the rotation finishes.
+	offline := agents[n]
+	if _, err := offline.CheckinOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	runErrs := make([]error, n)
+	for i, a := range agents[:n] {
+		wg.Go(func() { runErrs[i] = a.Run(ctx) })
+	}
+
+	step := func(name string, fn func(context.Context) (carotate.Result, error)) carotate.Result {
+		t.Helper()
+		res, err := fn(ctx)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !res.Changed {
+			t.Fatalf("%s: nothing changed: %s", name, res.Message)
+		}
+		// Repeating a step is a no-op with a message.
+		again, err := fn(ctx)
+		if err != nil || again.Changed || again.Message == "" {
+			t.Fatalf("%s again = %+v, %v; want no change, with a message", name, again, err)
+		}
+		return res
+	}
+	trusts := func(a *agent.Agent, c *x509.Certificate) bool {
+		for _, t := range a.Enrollment().CAs {
+			if t.Equal(c) {
+				return true
+			}
+		}
+		return false
+	}
+
+	// Out of order: nothing to activate or finish yet.
+	if _, err := rot.Activate(ctx); !errors.Is(err, carotate.ErrOutOfOrder) {
+		t.Fatalf("activate before prepare: %v, want ErrOutOfOrder", err)
+	}
+
+	step("prepare", rot.Prepare)
+	st, err := rot.Status(ctx)
+	if err != nil || st.Phase != ca.PhasePrepared || len(st.CAs) != 2 {
+		t.Fatalf("status after prepare: %+v, %v", st, err)
+	}
+	newCA := st.CAs[1].Certificate
+	if _, err := rot.Finish(ctx, false); !errors.Is(err, carotate.ErrOutOfOrder) {
+		t.Fatalf("finish before activate: %v, want ErrOutOfOrder", err)
+	}
+	waitFor(t, "the server trusts both CAs", func() (bool, string) {
+		return len(in.CA().Trusted()) == 2, "not yet"
+	})
+	// The offline agent's bundle arrives with one more check-in.
+	if _, err := offline.CheckinOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "every agent trusts both CAs", func() (bool, string) {
+		for i, a := range agents {
+			if !trusts(a, oldCA) || !trusts(a, newCA) {
+				return false, fmt.Sprintf("agent %d trusts %d CAs", i, len(a.Enrollment().CAs))
+			}
+		}
+		return true, ""
+	})
+
+	step("activate", rot.Activate)
+	waitFor(t, "every running agent renewed onto the new CA", func() (bool, string) {
+		for i, a := range agents[:n] {
+			if a.Enrollment().Certificate().CheckSignatureFrom(newCA) != nil {
+				return false, fmt.Sprintf("agent %d still holds a certificate from the old CA", i)
+			}
+		}
+		return true, ""
+	})
+	waitFor(t, "the server presents a certificate from the new CA", func() (bool, string) {
+		leaf, err := x509.ParseCertificate(in.CA().ServerTLSCertificate().Certificate[0])
+		return err == nil && leaf.CheckSignatureFrom(newCA) == nil, "not yet"
+	})
+	st, err = rot.Status(ctx)
+	if err != nil || st.CAs[0].Envoys != 1 || st.CAs[1].Envoys != n {
+		t.Fatalf("status after renewals: %+v, %v; want 1 envoy on the old CA, %d on the new", st, err, n)
+	}
+
+	// The offline envoy still holds an old-CA certificate: finish refuses.
+	_, err = rot.Finish(ctx, false)
+	if !errors.Is(err, carotate.ErrEnvoysRemain) || !strings.Contains(err.Error(), "1 active envoys") {
+		t.Fatalf("finish with an envoy left: %v, want ErrEnvoysRemain naming 1", err)
+	}
+	res, err := rot.Finish(ctx, true)
+	if err != nil || !res.Changed || res.Warning == "" {
+		t.Fatalf("finish --force = %+v, %v; want a change and a warning", res, err)
+	}
+	waitFor(t, "the server dropped the old CA", func() (bool, string) {
+		tr := in.CA().Trusted()
+		return len(tr) == 1 && tr[0].Equal(newCA), fmt.Sprintf("%d trusted", len(tr))
+	})
+	// The running agents keep checking in over new connections.
+	for i, a := range agents[:n] {
+		if err := a.Close(); err != nil {
+			t.Fatal(err)
+		}
+		b, err := agent.New(agent.Config{Dir: dirs[i]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.CheckinOnce(ctx); err != nil {
+			t.Errorf("agent %d after finish: %v", i, err)
+		}
+		b.Close()
+	}
+	// The old-CA certificate is refused (the agent trusts the new CA: it
+	// is the server that refuses it).
+	_, err = offline.CheckinOnce(ctx)
+	if err == nil || !strings.Contains(err.Error(), "refused this envoy's certificate at the TLS handshake") {
+		t.Fatalf("a certificate from the dropped CA after finish: %v, want a refusal at the handshake", err)
+	}
+
+	cancel()
+	wg.Wait()
+	for i, err := range runErrs {
+		if err != nil {
+			t.Errorf("agent %d: Run: %v", i, err)
+		}
+	}
+	// Not one refused check-in while the rotation ran.
+	for _, m := range agentLog.all() {
+		t.Errorf("agent warning during the rotation: %s", m)
+	}
+	for _, line := range strings.Split(srvLog.String(), "\n") {
+		if strings.Contains(line, "refused") && !strings.Contains(line, "rot4.trusted.test") && !strings.Contains(line, offlineUUID(t, dirs[n])) {
+			t.Errorf("server refusal during the rotation: %s", line)
+		}
+	}
+	// Every step is audited.
+	evs, err := in.Store().ListAudit(t.Context(), time.Time{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, e := range evs {
+		if strings.HasPrefix(e.Type, "ca.") {
+			types = append(types, e.Type+" by "+e.Actor)
+		}
+	}
+	if want := "ca.prepared by test-operator,ca.activated by test-operator,ca.finished by test-operator"; strings.Join(types, ",") != want {
+		t.Errorf("audit = %v, want %s", types, want)
+	}
+	// A restart keeps the new CA (installed in the CA files).
+	c2, err := ca.LoadOrCreate(ca.Config{Dir: in.DataDir})
+	if err != nil || !c2.Certificate().Equal(newCA) {
+		t.Errorf("CA files after the rotation: %v", err)
+	}
+}
+
+func offlineUUID(t *testing.T, dir string) string {
+	f, err := agent.ReadFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f.UUID
+}
