@@ -95,7 +95,9 @@ prepare) to every replica's data folder before activate.`,
 	}
 	var force bool
 	finish := step("finish [--force]", "Drop the old CA once no active envoy holds a certificate from it",
-		func(c *cobra.Command, r *carotate.Rotator) (carotate.Result, error) { return r.Finish(c.Context(), force) })
+		func(c *cobra.Command, r *carotate.Rotator) (carotate.Result, error) {
+			return r.Finish(c.Context(), force)
+		})
 	finish.Flags().BoolVar(&force, "force", false, "drop the old CA although active envoys still hold certificates from it (they must then register again)")
 	rotate.AddCommand(
 		step("prepare", "Create the next CA and hand both CAs to agents",
@@ -158,4 +160,3 @@ func printCAStatus(w io.Writer, st carotate.Status, format string) error {
 	}
 	return tw.Flush()
 }
-
