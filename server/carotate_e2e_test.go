@@ -1,12 +1,15 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -273,4 +276,41 @@ func offlineUUID(t *testing.T, dir string) string {
 		t.Fatal(err)
 	}
 	return f.UUID
+}
+
+// TestBackupHoldsTheNextCA: a backup taken during a CA rotation holds the
+// next CA's key (0600), and a restore puts it back beside the CA.
+func TestBackupHoldsTheNextCA(t *testing.T) {
+	ctx := t.Context()
+	data := t.TempDir()
+	in := servertest.Start(t, servertest.Options{DataDir: data})
+	rot := rotatorFor(t, in, ca.Config{Dir: data})
+	if _, err := rot.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := rot.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var archive bytes.Buffer
+	info, err := server.Backup(ctx, backupConfig(data), &archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "tls/ca-" + st.CAs[1].Fingerprint[:16]
+	var names []string
+	for _, f := range info.Files {
+		names = append(names, f.Name)
+	}
+	if !slices.Contains(names, name+".key") || !slices.Contains(names, name+".pem") {
+		t.Fatalf("backup files %v: want %s.key and .pem", names, name)
+	}
+	restored := t.TempDir()
+	if _, err := server.Restore(bytes.NewReader(archive.Bytes()), backupConfig(restored), server.RestoreOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(restored, name+".key"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("restored next CA key: %v, %v; want 0600", fi, err)
+	}
 }

@@ -332,9 +332,12 @@ func (r *Rotator) Sync(ctx context.Context) (bool, error) {
 	return changed, nil
 }
 
-// Watch calls Sync every interval until ctx is done, and onChange after
-// each change.
+// Watch calls Sync every interval (default 10s) until ctx is done, and
+// onChange after each change.
 func (r *Rotator) Watch(ctx context.Context, interval time.Duration, onChange func()) {
+	if interval <= 0 {
+		interval = 10 * time.Second
+	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
