@@ -314,3 +314,99 @@ func TestBackupHoldsTheNextCA(t *testing.T) {
 		t.Fatalf("restored next CA key: %v, %v; want 0600", fi, err)
 	}
 }
+
+// TestReplicaCARotation: two replicas sharing PostgreSQL (and the CA
+// files' folder) follow each step of a rotation run beside them, without
+// a restart, while an agent of each checks in continuously.
+func TestReplicaCARotation(t *testing.T) {
+	rs := servertest.StartReplicas(t, 2, servertest.Options{Config: func(c *server.Config) {
+		c.Bootstrap.CheckinInterval = server.Duration(time.Second)
+		c.Server.ReplicaRefresh = server.Duration(100 * time.Millisecond)
+	}})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	rot := rotatorFor(t, rs[0], rs[0].CA().Config())
+	agentLog := &warnings{}
+	var agents []*agent.Agent
+	for i, in := range rs {
+		dir := filepath.Join(t.TempDir(), "etc")
+		if _, err := agent.Register(ctx, agent.RegisterParams{Server: in.URL, Hostname: fmt.Sprintf("rep%d.trusted.test", i), Dir: dir,
+			CAFingerprint: in.CA().Fingerprint()}); err != nil {
+			t.Fatal(err)
+		}
+		a, err := agent.New(agent.Config{Dir: dir, Logger: slog.New(agentLog), MaxBackoff: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { a.Close() })
+		agents = append(agents, a)
+	}
+	var wg sync.WaitGroup
+	for _, a := range agents {
+		wg.Go(func() { _ = a.Run(ctx) })
+	}
+	if _, err := rot.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := rot.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newCA := st.CAs[1].Certificate
+	waitFor(t, "both replicas and agents trust both CAs", func() (bool, string) {
+		for i, in := range rs {
+			if len(in.CA().Trusted()) != 2 {
+				return false, fmt.Sprintf("replica-%d trusts one CA", i+1)
+			}
+		}
+		for i, a := range agents {
+			if len(a.Enrollment().CAs) != 2 {
+				return false, fmt.Sprintf("agent %d trusts one CA", i)
+			}
+		}
+		return true, ""
+	})
+	if _, err := rot.Activate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both replicas sign with the new CA and both agents renewed", func() (bool, string) {
+		for i, in := range rs {
+			if !in.CA().Certificate().Equal(newCA) {
+				return false, fmt.Sprintf("replica-%d signs with the old CA", i+1)
+			}
+		}
+		for i, a := range agents {
+			if a.Enrollment().Certificate().CheckSignatureFrom(newCA) != nil {
+				return false, fmt.Sprintf("agent %d holds an old-CA certificate", i)
+			}
+		}
+		return true, ""
+	})
+	if _, err := rot.Finish(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both replicas trust only the new CA", func() (bool, string) {
+		for i, in := range rs {
+			if tr := in.CA().Trusted(); len(tr) != 1 || !tr[0].Equal(newCA) {
+				return false, fmt.Sprintf("replica-%d trusts %d CAs", i+1, len(tr))
+			}
+		}
+		return true, ""
+	})
+	// Both agents still check in, on a new connection.
+	for i, a := range agents {
+		b, err := agent.New(agent.Config{Dir: a.Enrollment().Dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.CheckinOnce(ctx); err != nil {
+			t.Errorf("agent %d after finish: %v", i, err)
+		}
+		b.Close()
+	}
+	cancel()
+	wg.Wait()
+	for _, m := range agentLog.all() {
+		t.Errorf("agent warning during the rotation: %s", m)
+	}
+}
