@@ -75,7 +75,8 @@ func rotatorFor(t *testing.T, in *servertest.Instance, caCfg ca.Config) *carotat
 	if authority.Created {
 		t.Fatal("the rotator created a CA")
 	}
-	r, err := carotate.New(carotate.Config{Store: in.Store(), CA: authority, Actor: "test-operator"})
+	// ApplyDelay is the servers' replica_refresh in these tests.
+	r, err := carotate.New(carotate.Config{Store: in.Store(), CA: authority, Actor: "test-operator", ApplyDelay: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +153,7 @@ func TestCARotationUnderRunningAgents(t *testing.T) {
 	}
 
 	// Out of order: nothing to activate or finish yet.
-	if _, err := rot.Activate(ctx); !errors.Is(err, carotate.ErrOutOfOrder) {
+	if _, err := rot.Activate(ctx, false); !errors.Is(err, carotate.ErrOutOfOrder) {
 		t.Fatalf("activate before prepare: %v, want ErrOutOfOrder", err)
 	}
 
@@ -165,23 +166,39 @@ func TestCARotationUnderRunningAgents(t *testing.T) {
 	if _, err := rot.Finish(ctx, false); !errors.Is(err, carotate.ErrOutOfOrder) {
 		t.Fatalf("finish before activate: %v, want ErrOutOfOrder", err)
 	}
-	waitFor(t, "the server trusts both CAs", func() (bool, string) {
-		return len(in.CA().Trusted()) == 2, "not yet"
-	})
-	// The offline agent's bundle arrives with one more check-in.
-	if _, err := offline.CheckinOnce(ctx); err != nil {
-		t.Fatal(err)
+	// No envoy checked in since the next CA was handed out: activating
+	// now would lock them out.
+	if _, err := rot.Activate(ctx, false); !errors.Is(err, carotate.ErrEnvoysRemain) || !strings.Contains(err.Error(), fmt.Sprintf("%d active envoys have not checked in", n+1)) {
+		t.Fatalf("activate right after prepare: %v, want ErrEnvoysRemain naming %d envoys", err, n+1)
 	}
-	waitFor(t, "every agent trusts both CAs", func() (bool, string) {
-		for i, a := range agents {
-			if !trusts(a, oldCA) || !trusts(a, newCA) {
-				return false, fmt.Sprintf("agent %d trusts %d CAs", i, len(a.Enrollment().CAs))
-			}
+	// The offline agent checks in (and receives the bundle) until
+	// activate accepts: then every envoy checked in since prepare.
+	var activated carotate.Result
+	waitFor(t, "activate accepted", func() (bool, string) {
+		if _, err := offline.CheckinOnce(ctx); err != nil {
+			t.Fatal(err)
 		}
+		res, err := rot.Activate(ctx, false)
+		if errors.Is(err, carotate.ErrEnvoysRemain) {
+			return false, err.Error()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		activated = res
 		return true, ""
 	})
-
-	step("activate", rot.Activate)
+	if !activated.Changed || activated.Warning != "" {
+		t.Fatalf("activate = %+v", activated)
+	}
+	if again, err := rot.Activate(ctx, false); err != nil || again.Changed || again.Message == "" {
+		t.Fatalf("activate again = %+v, %v; want no change, with a message", again, err)
+	}
+	for i, a := range agents {
+		if !trusts(a, oldCA) || !trusts(a, newCA) {
+			t.Fatalf("agent %d trusts %d CAs after activation was accepted", i, len(a.Enrollment().CAs))
+		}
+	}
 	waitFor(t, "every running agent renewed onto the new CA", func() (bool, string) {
 		for i, a := range agents[:n] {
 			if a.Enrollment().Certificate().CheckSignatureFrom(newCA) != nil {
@@ -366,9 +383,16 @@ func TestReplicaCARotation(t *testing.T) {
 		}
 		return true, ""
 	})
-	if _, err := rot.Activate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	waitFor(t, "activate accepted", func() (bool, string) {
+		_, err := rot.Activate(ctx, false)
+		if errors.Is(err, carotate.ErrEnvoysRemain) {
+			return false, err.Error()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return true, ""
+	})
 	waitFor(t, "both replicas sign with the new CA and both agents renewed", func() (bool, string) {
 		for i, in := range rs {
 			if !in.CA().Certificate().Equal(newCA) {

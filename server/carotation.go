@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/vigo-enroll/vigo/server/ca"
 	"github.com/vigo-enroll/vigo/server/carotate"
@@ -63,7 +64,8 @@ func CARotator(ctx context.Context, cfg *Config, actor string, logger *slog.Logg
 	if err != nil {
 		return nil, nil, err
 	}
-	r, err := carotate.New(carotate.Config{Store: st, CA: authority, Replica: cfg.Server.Replica, Actor: actor, Logger: logger})
+	r, err := carotate.New(carotate.Config{Store: st, CA: authority, Replica: cfg.Server.Replica, Actor: actor, Logger: logger,
+		ApplyDelay: time.Duration(cfg.Server.ReplicaRefresh)})
 	if err != nil {
 		st.Close()
 		return nil, nil, err

@@ -93,7 +93,12 @@ prepare) to every replica's data folder before activate.`,
 			},
 		}
 	}
-	var force bool
+	var force, forceActivate bool
+	activate := step("activate [--force]", "Sign new and renewed certificates and the server certificates with the next CA",
+		func(c *cobra.Command, r *carotate.Rotator) (carotate.Result, error) {
+			return r.Activate(c.Context(), forceActivate)
+		})
+	activate.Flags().BoolVar(&forceActivate, "force", false, "activate although active envoys have not checked in since prepare (they must then register again)")
 	finish := step("finish [--force]", "Drop the old CA once no active envoy holds a certificate from it",
 		func(c *cobra.Command, r *carotate.Rotator) (carotate.Result, error) {
 			return r.Finish(c.Context(), force)
@@ -102,8 +107,7 @@ prepare) to every replica's data folder before activate.`,
 	rotate.AddCommand(
 		step("prepare", "Create the next CA and hand both CAs to agents",
 			func(c *cobra.Command, r *carotate.Rotator) (carotate.Result, error) { return r.Prepare(c.Context()) }),
-		step("activate", "Sign new and renewed certificates and the server certificates with the next CA",
-			func(c *cobra.Command, r *carotate.Rotator) (carotate.Result, error) { return r.Activate(c.Context()) }),
+		activate,
 		finish,
 		step("rollback", "Go back one step: active to prepared, prepared to no rotation",
 			func(c *cobra.Command, r *carotate.Rotator) (carotate.Result, error) { return r.Rollback(c.Context()) }),

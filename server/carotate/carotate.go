@@ -35,8 +35,10 @@ import (
 var ErrOutOfOrder = errors.New("CA rotation step out of order")
 
 // ErrEnvoysRemain is returned by Finish when active envoys still hold a
-// certificate from the CA being dropped.
-var ErrEnvoysRemain = errors.New("envoys still hold certificates from the old CA")
+// certificate from the CA being dropped, and by Activate when active
+// envoys have not checked in since the next CA was handed out (they would
+// not trust the server's new certificate).
+var ErrEnvoysRemain = errors.New("envoys are not ready for this step")
 
 // Config configures a Rotator.
 type Config struct {
@@ -50,6 +52,10 @@ type Config struct {
 	Now func() time.Time
 	// Logger receives logs; nil discards them.
 	Logger *slog.Logger
+	// ApplyDelay is how long servers take to apply a step
+	// (server.replica_refresh; default 10s): an envoy has the next CA
+	// once it checked in that long after prepare.
+	ApplyDelay time.Duration
 }
 
 // Rotator runs the rotation steps and applies the shared state to the CA.
@@ -68,6 +74,9 @@ func New(cfg Config) (*Rotator, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ApplyDelay <= 0 {
+		cfg.ApplyDelay = 10 * time.Second
 	}
 	return &Rotator{cfg: cfg, log: cfg.Logger.With("component", "carotate")}, nil
 }
@@ -208,8 +217,11 @@ func (r *Rotator) Prepare(ctx context.Context) (Result, error) {
 		"once every agent has checked in (one check-in interval), run `vigosrv ca rotate activate`", fp, keyFile, certFile)}, nil
 }
 
-// Activate makes the next CA sign.
-func (r *Rotator) Activate(ctx context.Context) (Result, error) {
+// Activate makes the next CA sign. Without force it refuses while active
+// envoys have not checked in since the next CA was handed out
+// (ErrEnvoysRemain): their agents do not trust it yet, and would refuse
+// the server's new certificate.
+func (r *Rotator) Activate(ctx context.Context, force bool) (Result, error) {
 	s, err := r.load(ctx)
 	if err != nil {
 		return Result{}, err
@@ -224,14 +236,30 @@ func (r *Rotator) Activate(ctx context.Context) (Result, error) {
 	if _, keyFile := r.cfg.CA.Config().RotationPaths(fp); !fileExists(keyFile) {
 		return Result{}, fmt.Errorf("activate: the key of the next CA %s is not in this data folder (%s): copy it (and its certificate) from the replica that prepared the rotation", fp, keyFile)
 	}
+	since := s.UpdatedAt.Add(r.cfg.ApplyDelay)
+	behind, err := r.cfg.Store.CountEnvoys(ctx, store.EnvoyQuery{Status: store.StatusActive, SeenBefore: since})
+	if err != nil {
+		return Result{}, err
+	}
+	var res Result
+	if behind > 0 {
+		if !force {
+			return Result{}, fmt.Errorf("%w: %d active envoys have not checked in since %s, when every server was handing out the next CA: their agents do not trust it yet and would refuse the server's new certificate; "+
+				"wait for their next check-in (`vigocli envoys list` shows when each was last seen; revoke those that are gone), or activate anyway with --force (those agents must then register again)",
+				ErrEnvoysRemain, behind, since.UTC().Format(time.RFC3339))
+		}
+		res.Warning = fmt.Sprintf("forced: %d active envoys have not received the next CA and will refuse the server's certificate; they must register again", behind)
+	}
 	err = r.set(ctx, s, store.CAState{Phase: ca.PhaseActive, Current: s.Current, Next: s.Next},
-		r.audit(store.AuditCAActivated, map[string]string{"current": ca.Fingerprint(s.current), "next": fp}))
+		r.audit(store.AuditCAActivated, map[string]string{"current": ca.Fingerprint(s.current), "next": fp, "forced": fmt.Sprint(force), "envoys_behind": fmt.Sprint(behind)}))
 	if err != nil {
 		return Result{}, err
 	}
 	r.log.Info("CA rotation activated", "next", fp)
-	return Result{Changed: true, Message: fmt.Sprintf("activated: the CA %s signs new and renewed certificates and the server certificates;\n"+
-		"envoys holding a certificate from %s renew at their next check-in; run `vigosrv ca rotate finish` once `vigosrv ca status` shows none left", fp, ca.Fingerprint(s.current))}, nil
+	res.Changed = true
+	res.Message = fmt.Sprintf("activated: the CA %s signs new and renewed certificates and the server certificates;\n"+
+		"envoys holding a certificate from %s renew at their next check-in; run `vigosrv ca rotate finish` once `vigosrv ca status` shows none left", fp, ca.Fingerprint(s.current))
+	return res, nil
 }
 
 // Finish drops the previous CA. Without force it refuses while active

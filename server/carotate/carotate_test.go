@@ -41,7 +41,7 @@ func TestRollback(t *testing.T) {
 	if _, err := r.Prepare(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Activate(ctx); err != nil {
+	if _, err := r.Activate(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 	if authority.Certificate().Equal(old) {
@@ -98,7 +98,7 @@ func TestActivateNeedsTheKey(t *testing.T) {
 	if err := os.Remove(keyFile); err != nil {
 		t.Fatal(err)
 	}
-	_, err := r.Activate(ctx)
+	_, err := r.Activate(ctx, false)
 	if err == nil || !strings.Contains(err.Error(), keyFile) || !strings.Contains(err.Error(), "copy it") {
 		t.Fatalf("activate without the key: %v", err)
 	}
