@@ -161,8 +161,13 @@ func (c *CA) rotatedIssuer(leaf *x509.Certificate) bool {
 // is asked to renew.
 func (c *CA) IssuedBySigner(cert *x509.Certificate) bool {
 	c.mu.RLock()
-	signer := c.cert
+	signer, one := c.cert, len(c.trusted) == 1
 	c.mu.RUnlock()
+	if one {
+		// One CA: every certificate that verified is from it (and this
+		// runs at every check-in: no signature check).
+		return true
+	}
 	if len(cert.AuthorityKeyId) > 0 && len(signer.SubjectKeyId) > 0 {
 		return bytes.Equal(cert.AuthorityKeyId, signer.SubjectKeyId)
 	}
@@ -194,6 +199,11 @@ func (c *CA) Apply(phase string, current, next *x509.Certificate) (changed bool,
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	key, keyErr := c.keyFor(signer)
+	if keyErr != nil && phase == PhaseIdle {
+		// A finished rotation: the CA it dropped must not stay trusted
+		// here, nor can this server sign with the one that remains.
+		return false, fmt.Errorf("apply CA rotation (finished): %w", keyErr)
+	}
 	if keyErr != nil {
 		signer, key = c.cert, c.key
 		// The signing CA stays trusted whatever the state says: the

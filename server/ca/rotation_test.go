@@ -140,4 +140,9 @@ func TestRotationWithoutKey(t *testing.T) {
 	if !c.Certificate().Equal(old) || len(c.Trusted()) != 2 {
 		t.Fatal("without the key: the old CA signs, both are trusted")
 	}
+	// Finished, still without the key: an error, and nothing changes
+	// (the old CA is neither kept alone nor silently dropped).
+	if changed, err := c.Apply(PhaseIdle, next, nil); changed || !errors.Is(err, ErrNoKey) {
+		t.Fatalf("Apply(idle) without the key = %v, %v; want no change and ErrNoKey", changed, err)
+	}
 }

@@ -332,14 +332,19 @@ func (r *Rotator) Rollback(ctx context.Context) (Result, error) {
 
 // Sync applies the shared state to this server's CA and reports whether
 // it changed. After a finished rotation it also installs the new CA in
-// the configured CA files. A missing key of the signing CA is logged
-// (the server keeps signing with the CA it has) and not returned.
+// the configured CA files. During a rotation, a missing key of the CA
+// that should sign is logged (the server keeps signing with the CA it
+// has) and not returned; after a finished one it is an error.
 func (r *Rotator) Sync(ctx context.Context) (bool, error) {
 	s, err := r.load(ctx)
 	if err != nil {
 		return false, err
 	}
 	changed, err := r.cfg.CA.Apply(s.Phase, s.current, s.next)
+	if errors.Is(err, ca.ErrNoKey) && s.Phase == ca.PhaseIdle {
+		return false, fmt.Errorf("the CA rotation finished but this replica lacks the key of the CA %s: copy ca-%s.key and .pem from the replica that prepared the rotation into the CA folder: %w",
+			ca.Fingerprint(s.current), ca.Fingerprint(s.current)[:16], err)
+	}
 	if errors.Is(err, ca.ErrNoKey) {
 		r.log.Error("this replica cannot sign with the CA the rotation state names: copy its key file from the replica that prepared the rotation", "err", err)
 	} else if err != nil {
