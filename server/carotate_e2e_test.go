@@ -245,9 +245,19 @@ func TestCARotationUnderRunningAgents(t *testing.T) {
 	}
 	// The old-CA certificate is refused (the agent trusts the new CA: it
 	// is the server that refuses it).
-	_, err = offline.CheckinOnce(ctx)
-	if err == nil || !strings.Contains(err.Error(), "refused this envoy's certificate at the TLS handshake") {
-		t.Fatalf("a certificate from the dropped CA after finish: %v, want a refusal at the handshake", err)
+	// Over the connection it opened before finish (the roots it was
+	// verified against changed)...
+	if _, err := offline.CheckinOnce(ctx); err == nil || !strings.Contains(err.Error(), "not from a CA this server trusts") {
+		t.Fatalf("a certificate from the dropped CA after finish, over an old connection: %v, want a refusal", err)
+	}
+	// ...and over a new one, at the handshake.
+	late, err := agent.New(agent.Config{Dir: dirs[n]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	if _, err := late.CheckinOnce(ctx); err == nil || !strings.Contains(err.Error(), "refused this envoy's certificate at the TLS handshake") {
+		t.Fatalf("a certificate from the dropped CA after finish, new connection: %v, want a refusal at the handshake", err)
 	}
 
 	cancel()
