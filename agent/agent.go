@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -166,6 +167,7 @@ func (a *Agent) Checkin(ctx context.Context) (*CheckinResult, error) {
 		Os:                runtime.GOOS,
 		Arch:              runtime.GOARCH,
 		TimestampUnixNano: a.cfg.Now().UnixNano(),
+		TrustBundleSha256: enr.trustDigest(),
 	}
 	req.Sign(enr.Key)
 
@@ -180,6 +182,22 @@ func (a *Agent) Checkin(ctx context.Context) (*CheckinResult, error) {
 	a.mu.Unlock()
 	if err := agentpb.VerifyResponse(enr.ServerKey, req, resp); err != nil {
 		return nil, err
+	}
+	// A new trust bundle (CA rotation): saved before acting on the answer,
+	// so that a certificate renewed onto a new CA verifies, and the next
+	// connection verifies the server against it.
+	bundle, err := agentpb.VerifyTrustBundle(enr.ServerKey, resp)
+	if err != nil {
+		return nil, err
+	}
+	if bundle != nil && !bytes.Equal(agentpb.TrustBundleDigest(bundle), req.GetTrustBundleSha256()) {
+		if err := enr.saveTrust(bundle); err != nil {
+			return nil, err
+		}
+		a.logger.Info("trusted CAs updated by the server (CA rotation)", "envoy_uuid", enr.File.UUID, "cas", len(bundle))
+		if err := a.reconnect(); err != nil {
+			return nil, err
+		}
 	}
 	res := &CheckinResult{
 		ServerTime: time.Unix(0, resp.GetServerTimeUnixNano()),

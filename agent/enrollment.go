@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vigo-enroll/vigo/schemas/agentpb"
 	"github.com/vigo-enroll/vigo/schemas/atomicfile"
 	"github.com/vigo-enroll/vigo/schemas/pemkey"
 )
@@ -19,10 +21,15 @@ import (
 // file, the key, the current certificate and the CA. It is safe for
 // concurrent use; the certificate changes on renewal.
 type Enrollment struct {
-	Dir       string
-	File      File
-	Key       ed25519.PrivateKey
-	CA        *x509.Certificate
+	Dir  string
+	File File
+	Key  ed25519.PrivateKey
+	// CA is the first CA of CAs: the one that signed the server's
+	// certificate when the bundle was saved.
+	CA *x509.Certificate
+	// CAs are the CAs trusted (ca.pem may hold several during a CA
+	// rotation; the server sends the list at check-in).
+	CAs       []*x509.Certificate
 	ServerKey ed25519.PublicKey // pinned check-in response key
 	Interval  time.Duration
 
@@ -84,9 +91,10 @@ func Load(dir string) (*Enrollment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load enrollment: %w", err)
 	}
-	if e.CA, err = decodeCert(ab); err != nil {
+	if e.CAs, err = decodeCerts(ab); err != nil {
 		return nil, fmt.Errorf("load enrollment CA %s: %w", path(f.CAFile), err)
 	}
+	e.CA = e.CAs[0]
 	if e.ServerKey, err = pemkey.ParsePublic([]byte(f.ServerPublicKey)); err != nil {
 		return nil, fmt.Errorf("load enrollment: server public key: %w", err)
 	}
@@ -105,11 +113,51 @@ func (e *Enrollment) setCert(cert *x509.Certificate) {
 // Certificate returns the current client certificate.
 func (e *Enrollment) Certificate() *x509.Certificate { return e.cert.Load().Leaf }
 
-// CAPool returns a pool holding only the saved CA.
+// CAPool returns a pool holding the saved CAs.
 func (e *Enrollment) CAPool() *x509.CertPool {
 	p := x509.NewCertPool()
-	p.AddCert(e.CA)
+	for _, c := range e.CAs {
+		p.AddCert(c)
+	}
 	return p
+}
+
+// trustDigest returns the digest of the trusted CAs the agent sends at
+// check-in (agentpb.TrustBundleDigest).
+func (e *Enrollment) trustDigest() []byte {
+	ders := make([][]byte, len(e.CAs))
+	for i, c := range e.CAs {
+		ders[i] = c.Raw
+	}
+	return agentpb.TrustBundleDigest(ders)
+}
+
+// saveTrust replaces the trusted CAs with ders (a trust bundle the server
+// signed), writing ca.pem atomically. Each must be a CA certificate.
+func (e *Enrollment) saveTrust(ders [][]byte) error {
+	cas := make([]*x509.Certificate, 0, len(ders))
+	for _, d := range ders {
+		c, err := x509.ParseCertificate(d)
+		if err != nil {
+			return fmt.Errorf("save trust bundle: %w", err)
+		}
+		if !c.IsCA {
+			return fmt.Errorf("save trust bundle: %q is not a CA certificate", c.Subject.CommonName)
+		}
+		cas = append(cas, c)
+	}
+	if len(cas) == 0 {
+		return errors.New("save trust bundle: no CA certificate")
+	}
+	name := e.File.CAFile
+	if !filepath.IsAbs(name) {
+		name = filepath.Join(e.Dir, name)
+	}
+	if err := writeCAs(name, cas); err != nil {
+		return fmt.Errorf("save trust bundle: %w", err)
+	}
+	e.CAs, e.CA = cas, cas[0]
+	return nil
 }
 
 // ClientTLSConfig returns the TLS configuration for every contact with the
@@ -154,7 +202,9 @@ func (e *Enrollment) HTTPSTLSConfig() *tls.Config {
 	// the other's. Downloads are rare: no resumption.
 	c.ClientSessionCache = nil
 	if pool, err := x509.SystemCertPool(); err == nil {
-		pool.AddCert(e.CA)
+		for _, ca := range e.CAs {
+			pool.AddCert(ca)
+		}
 		c.RootCAs = pool
 	}
 	return c

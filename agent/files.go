@@ -119,6 +119,30 @@ func decodeCert(b []byte) (*x509.Certificate, error) {
 	}
 }
 
+// decodeCerts decodes every CERTIFICATE block of b (at least one).
+func decodeCerts(b []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no PEM CERTIFICATE block")
+	}
+	return certs, nil
+}
+
 // WriteEnrollment saves an enrollment in dir: ca.pem, cert.pem, key.pem
 // (0600), then config (f with the file names set), each atomically. The
 // config goes last so that it never points at missing files.
@@ -145,4 +169,13 @@ func WriteEnrollment(dir string, f File, key ed25519.PrivateKey, cert, ca *x509.
 		return fmt.Errorf("save enrollment: %w", err)
 	}
 	return nil
+}
+
+// writeCAs writes CA certificates to path (PEM) atomically.
+func writeCAs(path string, cas []*x509.Certificate) error {
+	var b []byte
+	for _, c := range cas {
+		b = append(b, encodeCert(c.Raw)...)
+	}
+	return atomicfile.Write(path, b, 0o644)
 }

@@ -158,6 +158,13 @@ func Register(ctx context.Context, p RegisterParams) (*Enrollment, error) {
 	if err := WriteEnrollment(p.Dir, f, key, cert, caCert); err != nil {
 		return nil, fmt.Errorf("register: %w", err)
 	}
+	// During a CA rotation the answer holds every trusted CA, the pinned
+	// (signing) one first; they came over the pinned connection.
+	if cas, err := decodeCerts([]byte(resp.CA)); err == nil && len(cas) > 1 {
+		if err := writeCAs(filepath.Join(p.Dir, CAName), cas); err != nil {
+			return nil, fmt.Errorf("register: %w", err)
+		}
+	}
 	_ = os.Remove(filepath.Join(p.Dir, StatusName))
 	logger.Info("registered", "envoy_uuid", f.UUID, "hostname", f.Hostname, "method", resp.Method, "rule", resp.Rule, "revision", resp.PolicyRevision)
 	return Load(p.Dir)

@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"time"
 
 	"github.com/vigo-enroll/vigo/server/store/sqlitestore"
@@ -69,7 +70,35 @@ func backupEntries(cfg *Config) []backupEntry {
 	if p.Database != "" {
 		es = append(es, backupEntry{name: "vigo.db", path: p.Database, mode: 0o600, required: true})
 	}
+	// The CAs of a CA rotation (the next one, or the one a finished
+	// rotation retired), beside the CA files.
+	for _, pattern := range []string{filepath.Join(filepath.Dir(p.CACert), "ca-*.pem"), filepath.Join(filepath.Dir(p.CAKey), "ca-*.key")} {
+		files, _ := filepath.Glob(pattern)
+		for _, f := range files {
+			if e, ok := rotationEntry(cfg, "tls/"+filepath.Base(f)); ok {
+				es = append(es, e)
+			}
+		}
+	}
 	return es
+}
+
+// rotationFile matches the archive names of the files of a CA rotation
+// (ca.Config.RotationPaths).
+var rotationFile = regexp.MustCompile(`^tls/ca-[0-9a-f]{16}\.(pem|key)$`)
+
+// rotationEntry returns the entry of a CA rotation file by its archive
+// name.
+func rotationEntry(cfg *Config, name string) (backupEntry, bool) {
+	m := rotationFile.FindStringSubmatch(name)
+	if m == nil {
+		return backupEntry{}, false
+	}
+	p := cfg.StatePaths()
+	if m[1] == "key" {
+		return backupEntry{name: name, path: filepath.Join(filepath.Dir(p.CAKey), filepath.Base(name)), mode: 0o600}, true
+	}
+	return backupEntry{name: name, path: filepath.Join(filepath.Dir(p.CACert), filepath.Base(name)), mode: 0o644}, true
 }
 
 // Backup writes a consistent snapshot of the server's state to w, a
@@ -200,6 +229,11 @@ func Restore(r io.Reader, cfg *Config, opts RestoreOptions) (BackupInfo, error) 
 	want := map[string]BackupFile{}
 	for _, f := range info.Files {
 		e, ok := targets[f.Name]
+		if !ok {
+			if e, ok = rotationEntry(cfg, f.Name); ok {
+				targets[f.Name] = e
+			}
+		}
 		if !ok {
 			return info, fmt.Errorf("restore: the backup holds %q, which this server does not know", f.Name)
 		}

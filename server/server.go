@@ -32,6 +32,7 @@ import (
 	"github.com/vigo-enroll/vigo/server/agentdist"
 	"github.com/vigo-enroll/vigo/server/bootstrap"
 	"github.com/vigo-enroll/vigo/server/ca"
+	"github.com/vigo-enroll/vigo/server/carotate"
 	"github.com/vigo-enroll/vigo/server/console"
 	"github.com/vigo-enroll/vigo/server/enroll"
 	"github.com/vigo-enroll/vigo/server/feedback"
@@ -41,8 +42,6 @@ import (
 	"github.com/vigo-enroll/vigo/server/policyctl"
 	"github.com/vigo-enroll/vigo/server/ratelimit"
 	"github.com/vigo-enroll/vigo/server/store"
-	"github.com/vigo-enroll/vigo/server/store/pgstore"
-	"github.com/vigo-enroll/vigo/server/store/sqlitestore"
 )
 
 // Server is a running Vigo Enroll server.
@@ -51,6 +50,7 @@ type Server struct {
 	log      *slog.Logger
 	store    store.Store
 	ca       *ca.CA
+	rotator  *carotate.Rotator
 	ctl      *policyctl.Controller
 	dirSrc   *gitsync.Dir
 	grpc     *grpcapi.Server
@@ -153,23 +153,9 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 		logger.Info("admin token hash file missing: recomputed it from the existing token", "file", tokenFile+".sha256")
 	}
 
-	var st store.Store
-	switch cfg.Database.Driver {
-	case "postgres":
-		dsn := cfg.Database.DSN
-		if cfg.Database.DSNFile != "" {
-			b, err := os.ReadFile(cfg.Database.DSNFile)
-			if err != nil {
-				return nil, fmt.Errorf("read database.dsn_file: %w", err)
-			}
-			dsn = strings.TrimSpace(string(b))
-		}
-		st, err = pgstore.Open(ctx, dsn, pgstore.Options{})
-	default:
-		st, err = sqlitestore.Open(ctx, paths.Database, sqlitestore.Options{})
-	}
+	st, err := openStore(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("open database: %w", err)
+		return nil, err
 	}
 	// Every change to an envoy, whoever makes it (policy controller,
 	// admin API, registration, renewal), reaches the gRPC server's cache.
@@ -183,6 +169,15 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 	s.dist, err = agentdist.New(agentdist.Config{Dir: distDir, Logger: logger, SigningKeyFile: cfg.Agent.SigningKeyFile})
 	if err != nil {
 		return nil, err
+	}
+
+	// The CA follows the rotation state shared through the store before
+	// anything hands out or verifies a certificate.
+	if s.rotator, err = carotate.New(carotate.Config{Store: notify, CA: s.ca, Replica: cfg.Server.Replica, Logger: logger}); err != nil {
+		return nil, err
+	}
+	if _, err := s.rotator.Sync(ctx); err != nil {
+		return nil, fmt.Errorf("apply the CA rotation state: %w", err)
 	}
 
 	grpcPort := s.grpcLn.Addr().(*net.TCPAddr).Port
@@ -285,7 +280,9 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 	ops, err := admin.New(admin.Config{Store: notify, Policy: s.policy, Replica: cfg.Server.Replica, Logger: logger,
 		OneLiner: func(token string) (string, error) {
 			p := oneLiner
-			p.Token = token
+			// The CA that signs now (a CA rotation changes it); the
+			// server key pinned for curl stays the same.
+			p.Token, p.CAFingerprint = token, s.ca.Fingerprint()
 			return bootstrap.OneLiner(p)
 		},
 	})
@@ -353,14 +350,25 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger) (*Server, error)
 		// 5.1 on Windows 10 included, offers one of these. TLS 1.3 suites
 		// are all AEAD with forward secrecy and are not configurable.
 		CipherSuites: tls12Suites,
-		Certificates: []tls.Certificate{s.ca.ServerTLSCertificate()},
+		// The CA's server certificate of now: a CA rotation replaces it.
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			c := s.ca.ServerTLSCertificate()
+			return &c, nil
+		},
 		// Envoys may present their certificate (self-update downloads
 		// over mTLS); nobody has to, since bootstrap routes are open.
 		ClientAuth: tls.VerifyClientCertIfGiven,
 		ClientCAs:  s.ca.Pool(),
 	}
 	if s.httpsCert != nil {
-		tlsCfg.Certificates, tlsCfg.GetCertificate = nil, s.httpsCert.GetCertificate
+		tlsCfg.GetCertificate = s.httpsCert.GetCertificate
+	}
+	// The trusted CAs of now (both during a CA rotation), for every
+	// handshake.
+	tlsCfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		c := tlsCfg.Clone()
+		c.GetConfigForClient, c.ClientCAs = nil, s.ca.Pool()
+		return c, nil
 	}
 	if s.metLn != nil {
 		// Plain HTTP, as Prometheus scrapes by default: the listener
@@ -635,6 +643,12 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.dirSrc != nil {
 		g.Go(func() error { return s.dirSrc.Run(ctx) })
 	}
+	g.Go(func() error {
+		// A CA rotation step run by `vigosrv ca rotate` (here or on
+		// another replica) applies within server.replica_refresh.
+		s.rotator.Watch(ctx, time.Duration(s.cfg.Server.ReplicaRefresh), s.grpc.TrustChanged)
+		return nil
+	})
 	if s.ctl != nil {
 		g.Go(func() error { return s.ctl.Run(ctx) })
 	}

@@ -181,7 +181,8 @@ token enrollment). examples/server.yaml documents every setting.`,
 		},
 	}
 	version.Flags().StringVarP(&format, "output", "o", "text", "output format: text or json")
-	root.AddCommand(serve, check, newBackupCmd(o, stdout, stderr), newRestoreCmd(o, stdout), newHealthcheckCmd(o, stdout), newAdminTokenCmd(o, stdout), version)
+	root.AddCommand(serve, check, newBackupCmd(o, stdout, stderr), newRestoreCmd(o, stdout), newHealthcheckCmd(o, stdout),
+		newAdminTokenCmd(o, stdout), newCACmd(o, stdout, stderr), version)
 	return root
 }
 

@@ -127,9 +127,14 @@ type CheckinRequest struct {
 	// nonce it has seen within the timestamp window.
 	Nonce []byte `protobuf:"bytes,7,opt,name=nonce,proto3" json:"nonce,omitempty"`
 	// signature is Ed25519 (64 bytes) over the signed bytes above.
-	Signature     []byte `protobuf:"bytes,8,opt,name=signature,proto3" json:"signature,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Signature []byte `protobuf:"bytes,8,opt,name=signature,proto3" json:"signature,omitempty"`
+	// trust_bundle_sha256 is the SHA-256 of the CA certificates the agent
+	// trusts (TrustBundleDigest: the DER of each, in order, length-prefixed).
+	// Not signed: it only tells the server whether to send the bundle
+	// (CheckinResponse.trust_bundle), which is signed.
+	TrustBundleSha256 []byte `protobuf:"bytes,9,opt,name=trust_bundle_sha256,json=trustBundleSha256,proto3" json:"trust_bundle_sha256,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *CheckinRequest) Reset() {
@@ -214,6 +219,13 @@ func (x *CheckinRequest) GetNonce() []byte {
 func (x *CheckinRequest) GetSignature() []byte {
 	if x != nil {
 		return x.Signature
+	}
+	return nil
+}
+
+func (x *CheckinRequest) GetTrustBundleSha256() []byte {
+	if x != nil {
+		return x.TrustBundleSha256
 	}
 	return nil
 }
@@ -326,9 +338,20 @@ type CheckinResponse struct {
 	NextCheckinMillis int64     `protobuf:"varint,4,opt,name=next_checkin_millis,json=nextCheckinMillis,proto3" json:"next_checkin_millis,omitempty"`
 	Actions           []*Action `protobuf:"bytes,5,rep,name=actions,proto3" json:"actions,omitempty"`
 	// signature is Ed25519 (64 bytes) over the signed bytes above.
-	Signature     []byte `protobuf:"bytes,6,opt,name=signature,proto3" json:"signature,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Signature []byte `protobuf:"bytes,6,opt,name=signature,proto3" json:"signature,omitempty"`
+	// trust_bundle, when set, is the complete list of CA certificates (DER)
+	// the agent must trust from now on, the signing CA first: during a CA
+	// rotation it holds both CAs. The server sends it when the request's
+	// trust_bundle_sha256 differs from the bundle's digest.
+	TrustBundle [][]byte `protobuf:"bytes,7,rep,name=trust_bundle,json=trustBundle,proto3" json:"trust_bundle,omitempty"`
+	// trust_bundle_signature is Ed25519 by the server's key over
+	// "vigo-trust-bundle-v1\n", uuid (string), request_nonce (bytes), the
+	// number of certificates (uint32) and each certificate (bytes). A
+	// separate signature keeps the bytes of `signature` those that agents
+	// built before trust bundles verify; they ignore both fields.
+	TrustBundleSignature []byte `protobuf:"bytes,8,opt,name=trust_bundle_signature,json=trustBundleSignature,proto3" json:"trust_bundle_signature,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *CheckinResponse) Reset() {
@@ -399,6 +422,20 @@ func (x *CheckinResponse) GetActions() []*Action {
 func (x *CheckinResponse) GetSignature() []byte {
 	if x != nil {
 		return x.Signature
+	}
+	return nil
+}
+
+func (x *CheckinResponse) GetTrustBundle() [][]byte {
+	if x != nil {
+		return x.TrustBundle
+	}
+	return nil
+}
+
+func (x *CheckinResponse) GetTrustBundleSignature() []byte {
+	if x != nil {
+		return x.TrustBundleSignature
 	}
 	return nil
 }
@@ -510,7 +547,7 @@ var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
 	"\n" +
-	"\vagent.proto\x12\rvigo.agent.v1\"\xed\x01\n" +
+	"\vagent.proto\x12\rvigo.agent.v1\"\x9d\x02\n" +
 	"\x0eCheckinRequest\x12\x12\n" +
 	"\x04uuid\x18\x01 \x01(\tR\x04uuid\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12#\n" +
@@ -519,20 +556,23 @@ const file_agent_proto_rawDesc = "" +
 	"\x04arch\x18\x05 \x01(\tR\x04arch\x12.\n" +
 	"\x13timestamp_unix_nano\x18\x06 \x01(\x03R\x11timestampUnixNano\x12\x14\n" +
 	"\x05nonce\x18\a \x01(\fR\x05nonce\x12\x1c\n" +
-	"\tsignature\x18\b \x01(\fR\tsignature\"\xaa\x01\n" +
+	"\tsignature\x18\b \x01(\fR\tsignature\x12.\n" +
+	"\x13trust_bundle_sha256\x18\t \x01(\fR\x11trustBundleSha256\"\xaa\x01\n" +
 	"\x06Action\x12-\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x19.vigo.agent.v1.ActionTypeR\x04type\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12\x16\n" +
 	"\x06sha256\x18\x04 \x01(\tR\x06sha256\x12'\n" +
-	"\x0fallow_downgrade\x18\x05 \x01(\bR\x0eallowDowngrade\"\xfc\x01\n" +
+	"\x0fallow_downgrade\x18\x05 \x01(\bR\x0eallowDowngrade\"\xd5\x02\n" +
 	"\x0fCheckinResponse\x12\x12\n" +
 	"\x04uuid\x18\x01 \x01(\tR\x04uuid\x12#\n" +
 	"\rrequest_nonce\x18\x02 \x01(\fR\frequestNonce\x121\n" +
 	"\x15server_time_unix_nano\x18\x03 \x01(\x03R\x12serverTimeUnixNano\x12.\n" +
 	"\x13next_checkin_millis\x18\x04 \x01(\x03R\x11nextCheckinMillis\x12/\n" +
 	"\aactions\x18\x05 \x03(\v2\x15.vigo.agent.v1.ActionR\aactions\x12\x1c\n" +
-	"\tsignature\x18\x06 \x01(\fR\tsignature\"+\n" +
+	"\tsignature\x18\x06 \x01(\fR\tsignature\x12!\n" +
+	"\ftrust_bundle\x18\a \x03(\fR\vtrustBundle\x124\n" +
+	"\x16trust_bundle_signature\x18\b \x01(\fR\x14trustBundleSignature\"+\n" +
 	"\x17RenewCertificateRequest\x12\x10\n" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\"L\n" +
 	"\x18RenewCertificateResponse\x12 \n" +

@@ -418,7 +418,7 @@ func (e *Enroller) Register(ctx context.Context, req Request) (*apiv1.RegisterRe
 	}
 	resp := &apiv1.RegisterResponse{
 		UUID: id, Hostname: hostname,
-		Certificate: string(ca.EncodeCertPEM(cert)), CA: string(e.cfg.CA.CertPEM()),
+		Certificate: string(ca.EncodeCertPEM(cert)), CA: string(e.cfg.CA.TrustPEM()),
 		GRPCAddress: e.cfg.GRPCAddress, CheckinInterval: e.cfg.CheckinInterval.String(),
 		Method: d.Method, Rule: d.Rule, PolicyRevision: d.Revision,
 	}

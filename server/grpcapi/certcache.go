@@ -50,10 +50,11 @@ func (w certWindow) contains(now time.Time) bool {
 //   - x509.Certificate.Verify is a function of the presented certificates,
 //     the roots, the options and the current time. The key is the SHA-256
 //     of every presented certificate (leaf and intermediates, see
-//     chainKey); the other options are constants; the roots are a private
-//     copy of the CA pool taken once in New (server/ca builds that pool
-//     once, from the one CA certificate, and nothing adds to it; the
-//     server loads its CA once at start and never reloads it).
+//     chainKey) mixed with the generation of the roots; the other options
+//     are constants; the roots are a private copy of the CA pool, replaced
+//     (with a new generation) only when a CA rotation changes the trusted
+//     CAs (Server.TrustChanged), so that an entry never outlives the
+//     roots it verified against.
 //   - Time is the only input left, and it only decides whether each
 //     certificate of the chain is within its NotBefore..NotAfter. An entry
 //     keeps the intersection of those windows for the chain that was
@@ -189,15 +190,20 @@ func builtFrom(presented []*x509.Certificate, chains [][]*x509.Certificate) []*x
 // error type. Chains that verified before and are still within their
 // validity window are not verified again.
 func (s *Server) verifyClientChain(certs []*x509.Certificate, now time.Time) error {
+	trust := s.trust.Load()
 	var key certKey
 	if s.certs != nil {
 		key = chainKey(certs)
+		// The generation of the roots is part of the key: a chain that
+		// verified against roots since replaced (a CA rotation dropped a
+		// CA) is verified again, against the roots of now.
+		binary.BigEndian.PutUint64(key[len(key)-8:], binary.BigEndian.Uint64(key[len(key)-8:])^trust.gen)
 		if s.certs.valid(key, now) {
 			return nil
 		}
 	}
 	opts := x509.VerifyOptions{
-		Roots:         s.roots,
+		Roots:         trust.roots,
 		CurrentTime:   now,
 		Intermediates: x509.NewCertPool(),
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},

@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/vigo-enroll/vigo/server/ca"
 )
 
 // recoverInterceptor turns a panic in a handler into INTERNAL.
@@ -76,6 +78,16 @@ func (s *Server) authInterceptor(ctx context.Context, req any, info *grpc.UnaryS
 	ti, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(ti.State.PeerCertificates) == 0 {
 		return nil, status.Error(codes.Unauthenticated, "no client certificate")
+	}
+	// After a CA rotation changed the roots, a connection may have been
+	// established against roots that trusted a CA dropped since: its
+	// chain is verified again (once per chain and generation, see
+	// certCache). Before any change the handshake's verification holds.
+	if s.trust.Load().gen > 1 {
+		if err := s.verifyClientChain(ti.State.PeerCertificates, s.now()); err != nil {
+			uuid, _ := ca.EnvoyUUID(ti.State.PeerCertificates[0])
+			return nil, status.Errorf(codes.Unauthenticated, "client certificate of envoy %s is not from a CA this server trusts (the CA was rotated); reconnect, or register again if the certificate is from the CA dropped", uuid)
+		}
 	}
 	e, err := s.identify(ctx, ti.State.PeerCertificates[0])
 	if err != nil {

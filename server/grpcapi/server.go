@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -142,10 +143,14 @@ type Server struct {
 	startMu sync.Once
 	closeMu sync.Once
 
-	// roots are the only roots client chains may end at: a private copy
-	// of the CA pool, so that nothing can change what certs remembers
-	// verified against.
-	roots *x509.CertPool
+	// trust holds the only roots client chains may end at: a private
+	// copy of the CA pool, so that nothing can change what certs
+	// remembers verified against, replaced by TrustChanged.
+	trust atomic.Pointer[trustSnapshot]
+	// serverCert is the certificate presented, replaced by TrustChanged.
+	serverCert atomic.Pointer[tls.Certificate]
+	// trustBundle is the trusted CAs (DER) handed to agents, and its digest.
+	trustBundle atomic.Pointer[bundle]
 	// certs remembers verified client chains; nil verifies every chain.
 	certs *certCache
 	// verifyChain is (*x509.Certificate).Verify; tests count its calls.
@@ -205,19 +210,19 @@ func New(cfg Config) (*Server, error) {
 	s.m = m
 	s.batch = &checkinBatcher{store: cfg.Store, logger: s.logger, m: m, pending: make(map[string]store.Checkin)}
 
-	s.roots = cfg.CA.Pool().Clone()
 	s.certs = newCertCache(certCacheSize)
 	s.verifyChain = (*x509.Certificate).Verify
+	s.loadTrust(1)
 
-	// The chain ends with the CA, so an agent pinning the CA fingerprint
-	// can find it.
-	serverCert := cfg.CA.ServerTLSCertificate()
 	s.tls = &tls.Config{
 		// TLS 1.3 only: every agent is ours and speaks it; it encrypts the
 		// client certificate and removes the legacy renegotiation and
 		// cipher choices.
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{serverCert},
+		MinVersion: tls.VersionTLS13,
+		// The server certificate of the signing CA; a CA rotation
+		// replaces it (TrustChanged) without a restart. The chain ends
+		// with the CA, so an agent pinning the CA fingerprint can find it.
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.serverCert.Load(), nil },
 		// The client certificate is the envoy's identity: required, and
 		// verified against our CA only (not the system roots), in
 		// verifyConnection rather than by crypto/tls, so that a chain
@@ -233,7 +238,6 @@ func New(cfg Config) (*Server, error) {
 		// a "bad certificate" alert, where its own verification sent
 		// "unknown certificate authority" or "expired certificate".
 		ClientAuth: tls.RequireAnyClientCert,
-		ClientCAs:  s.roots,
 		Time:       cfg.Now,
 		// TLS 1.3 session tickets, sealed with our own keys (rotating
 		// every TicketKeyPeriod: crypto/tls's own rotate daily and live a
@@ -311,6 +315,43 @@ func (s *Server) refreshLoop(ctx context.Context) {
 				s.logger.Error("refresh envoy directory", "err", err)
 			}
 		}
+	}
+}
+
+// trustSnapshot is a set of roots and its generation (see certCache).
+type trustSnapshot struct {
+	roots *x509.CertPool
+	gen   uint64
+}
+
+// bundle is the trust bundle handed to agents at check-in.
+type bundle struct {
+	ders   [][]byte
+	digest []byte
+}
+
+// loadTrust takes the roots, the server certificate and the trust bundle
+// from the CA.
+func (s *Server) loadTrust(gen uint64) {
+	s.trust.Store(&trustSnapshot{roots: s.cfg.CA.Pool().Clone(), gen: gen})
+	cert := s.cfg.CA.ServerTLSCertificate()
+	s.serverCert.Store(&cert)
+	var ders [][]byte
+	for _, c := range s.cfg.CA.Trusted() {
+		ders = append(ders, c.Raw)
+	}
+	s.trustBundle.Store(&bundle{ders: ders, digest: agentpb.TrustBundleDigest(ders)})
+}
+
+// TrustChanged tells the server that the CA's trusted CAs, signing CA or
+// server certificate changed (a CA rotation): the next handshakes use
+// them, chains verified before are verified again, and agents receive the
+// new trust bundle at their next check-in.
+func (s *Server) TrustChanged() {
+	s.loadTrust(s.trust.Load().gen + 1)
+	// The entries of the previous generation can never match again.
+	if s.certs != nil {
+		s.certs.clear()
 	}
 }
 

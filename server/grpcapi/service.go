@@ -1,6 +1,7 @@
 package grpcapi
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/x509"
@@ -111,6 +112,12 @@ func (v *service) Checkin(ctx context.Context, req *agentpb.CheckinRequest) (*ag
 		Actions:            s.actions(id, req, now),
 	}
 	resp.Signature = ed25519.Sign(s.cfg.SigningKey, resp.SigningBytes())
+	// The trust bundle goes only to an agent whose bundle differs: an
+	// agent that sends a digest, or any agent during a CA rotation (an
+	// agent built before bundles sends none, and ignores the field).
+	if b := s.trustBundle.Load(); !bytes.Equal(req.GetTrustBundleSha256(), b.digest) && (len(req.GetTrustBundleSha256()) > 0 || len(b.ders) > 1) {
+		resp.SignTrustBundle(s.cfg.SigningKey, b.ders)
+	}
 	return resp, nil
 }
 
@@ -138,6 +145,11 @@ func (s *Server) actions(id Envoy, req *agentpb.CheckinRequest, now time.Time) [
 	if life := c.NotAfter.Sub(c.NotBefore); !now.Before(c.NotBefore.Add(life * 2 / 3)) {
 		as = append(as, &agentpb.Action{Type: agentpb.ActionType_ACTION_TYPE_RENEW,
 			Reason: fmt.Sprintf("certificate expires at %s", c.NotAfter.UTC().Format(time.RFC3339))})
+	} else if !s.cfg.CA.IssuedBySigner(c) {
+		// A CA rotation was activated (or rolled back): the envoy moves
+		// onto the CA that signs now, so that the other can be dropped.
+		as = append(as, &agentpb.Action{Type: agentpb.ActionType_ACTION_TYPE_RENEW,
+			Reason: "CA rotation: the certificate is from the CA being retired"})
 	}
 	// The version this envoy should run: its own update flag (vigocli envoys
 	// update, with the operator's consent to a downgrade or not), else the
@@ -174,7 +186,9 @@ func (v *service) RenewCertificate(ctx context.Context, req *agentpb.RenewCertif
 	// misbehaving one cannot turn it into a write load. A compromised key
 	// calls for rebootstrap or revocation, not renewal.
 	cur := id.Certificate
-	if due := cur.NotBefore.Add(cur.NotAfter.Sub(cur.NotBefore) / 2); now.Before(due) {
+	// A certificate from a CA being retired (CA rotation) may be renewed
+	// at once: the server asked for it.
+	if due := cur.NotBefore.Add(cur.NotAfter.Sub(cur.NotBefore) / 2); now.Before(due) && s.cfg.CA.IssuedBySigner(cur) {
 		return nil, status.Errorf(codes.FailedPrecondition, "certificate %s of envoy %s is not due for renewal before %s",
 			id.Serial, id.UUID, due.UTC().Format(time.RFC3339))
 	}
@@ -223,5 +237,16 @@ func (v *service) RenewCertificate(ctx context.Context, req *agentpb.RenewCertif
 	}
 	s.dir.invalidate(id.UUID)
 	s.logger.Info("certificate renewed", "envoy_uuid", id.UUID, "hostname", id.Hostname, "new_key", newKey)
-	return &agentpb.RenewCertificateResponse{Certificate: cert.Raw, Ca: s.cfg.CA.Certificate().Raw}, nil
+	return &agentpb.RenewCertificateResponse{Certificate: cert.Raw, Ca: caOf(s.cfg.CA, cert).Raw}, nil
+}
+
+// caOf returns the trusted CA that issued cert (the signing CA when none
+// matches).
+func caOf(c *ca.CA, cert *x509.Certificate) *x509.Certificate {
+	for _, t := range c.Trusted() {
+		if bytes.Equal(cert.RawIssuer, t.RawSubject) && cert.CheckSignatureFrom(t) == nil {
+			return t
+		}
+	}
+	return c.Certificate()
 }

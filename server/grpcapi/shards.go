@@ -47,3 +47,13 @@ func (c *shardedMap[K, V]) len() int {
 	}
 	return n
 }
+
+// clear drops every entry.
+func (c *shardedMap[K, V]) clear() {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		clear(s.m)
+		s.mu.Unlock()
+	}
+}

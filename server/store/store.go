@@ -139,6 +139,19 @@ type Store interface {
 	// ErrNotFound when no active token has that name.
 	RevokeAdminToken(ctx context.Context, name string, at time.Time, audit AuditEvent) (AdminToken, error)
 
+	// GetCAState returns the CA rotation state (the zero value, Version 0,
+	// when never set).
+	GetCAState(ctx context.Context) (CAState, error)
+	// SetCAState replaces the CA rotation state, only when its Version is
+	// still prev (ErrConflict otherwise: another replica or command changed
+	// it), storing s with Version prev+1, and appends audit, in one
+	// transaction.
+	SetCAState(ctx context.Context, prev int64, s CAState, audit AuditEvent) error
+	// CountActiveEnvoysBySerialPrefix counts the active envoys whose
+	// certificate serial (lower-case hex) starts with prefix (lower-case
+	// hex digits only; "" counts every active envoy).
+	CountActiveEnvoysBySerialPrefix(ctx context.Context, prefix string) (int, error)
+
 	// Prune deletes audit events older than before, revoked envoys
 	// revoked before before, and nonces expired by now. It returns how many
 	// rows went.

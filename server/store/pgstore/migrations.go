@@ -214,4 +214,16 @@ CREATE INDEX audit_type_at ON audit (type, at, id);
 CREATE INDEX audit_hostname_at ON audit (hostname, at, id);
 CREATE INDEX audit_envoy_at ON audit (envoy_uuid, at, id);
 `,
+	// 10: the CA rotation state shared by every replica (certificates and
+	// phase; the CA keys stay in files in each replica's data folder).
+	`
+CREATE TABLE ca_state (
+	singleton   integer     NOT NULL PRIMARY KEY CHECK (singleton = 1),
+	phase       text        NOT NULL CHECK (phase IN ('', 'prepared', 'active')),
+	current_pem bytea       NOT NULL,
+	next_pem    bytea       NOT NULL,
+	version     bigint      NOT NULL,
+	updated_at  timestamptz NOT NULL
+);
+`,
 }

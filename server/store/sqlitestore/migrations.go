@@ -208,4 +208,16 @@ CREATE INDEX audit_type_at ON audit (type, at, id);
 CREATE INDEX audit_hostname_at ON audit (hostname, at, id);
 CREATE INDEX audit_envoy_at ON audit (envoy_uuid, at, id);
 `,
+	// 10: the CA rotation state shared by every replica (certificates and
+	// phase; the CA keys stay in files in the data folder).
+	`
+CREATE TABLE ca_state (
+	singleton   INTEGER NOT NULL PRIMARY KEY CHECK (singleton = 1),
+	phase       TEXT    NOT NULL CHECK (phase IN ('', 'prepared', 'active')),
+	current_pem BLOB    NOT NULL,
+	next_pem    BLOB    NOT NULL,
+	version     INTEGER NOT NULL,
+	updated_at  INTEGER NOT NULL
+) STRICT;
+`,
 }

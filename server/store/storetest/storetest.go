@@ -110,6 +110,9 @@ func Run(t *testing.T, open Opener) {
 		{"Prune", testPrune},
 		{"SeenNonce", testSeenNonce},
 		{"SeenNonceConcurrently", testSeenNonceConcurrent},
+		{"CAState", testCAState},
+		{"CAStateConcurrently", testCAStateConcurrently},
+		{"CountActiveEnvoysBySerialPrefix", testCountBySerialPrefix},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
