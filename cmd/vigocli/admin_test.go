@@ -136,6 +136,11 @@ func TestAdminTokensCLI(t *testing.T) {
 	if code != 0 || !strings.Contains(out, `Admin token "alice" with the role admin (shown once, keep it secret):`) {
 		t.Fatalf("create alice: %d\n%s", code, out)
 	}
+	// -q prints the token alone, for a file.
+	code, out, _ = vigocli(t, in, "admin-tokens", "create", "--name", "bob", "-q")
+	if code != 0 || !regexp.MustCompile(`^va_\S+\n$`).MatchString(out) {
+		t.Fatalf("create -q: %d %q; want the token alone on a line", code, out)
+	}
 	roFile := filepath.Join(t.TempDir(), "ci.token")
 	if err := os.WriteFile(roFile, []byte(tok.Token+"\n"), 0o600); err != nil {
 		t.Fatal(err)

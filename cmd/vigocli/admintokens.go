@@ -29,11 +29,13 @@ with the role admin; audit events name it "admin". A token is shown once, when c
 Creating and revoking admin tokens needs the role admin.`,
 	}
 	var name, role string
+	var quiet bool
 	create := &cobra.Command{
 		Use:   "create --name NAME [--role read-only|admin]",
 		Short: "Create a named admin token and print it (once)",
 		Example: `  vigocli admin-tokens create --name ci-github --role read-only
-  vigocli admin-tokens create --name alice --role admin`,
+  vigocli admin-tokens create --name alice --role admin
+  vigocli admin-tokens create --name alice --role admin -q > alice.token   # the token alone, for vigocli login --token-file`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if name == "" {
@@ -47,6 +49,10 @@ Creating and revoking admin tokens needs the role admin.`,
 			if err := c.do(cmd.Context(), "POST", "/api/v1/admin-tokens", apiv1.AdminTokenCreateRequest{Name: name, Role: role}, &out); err != nil {
 				return err
 			}
+			if quiet {
+				fmt.Fprintln(g.stdout, out.Token)
+				return nil
+			}
 			if g.structured() {
 				return g.printData(out)
 			}
@@ -57,6 +63,7 @@ Creating and revoking admin tokens needs the role admin.`,
 	}
 	create.Flags().StringVar(&name, "name", "", "name of the token, shown as the actor in audit events (required)")
 	create.Flags().StringVar(&role, "role", "read-only", "role: read-only or admin")
+	create.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the token, for scripts and files")
 
 	list := &cobra.Command{
 		Use:   "list",
