@@ -10,9 +10,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -325,14 +323,6 @@ func scriptFingerprint(t *testing.T, api string) string {
 		t.Fatalf("no CA fingerprint in the bootstrap script:\n%s", b)
 	}
 	return string(m[1])
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	defer ln.Close()
-	return fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
 }
 
 func randomHex(n int) string {

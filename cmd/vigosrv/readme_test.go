@@ -63,7 +63,7 @@ func TestReadmeStepByStep(t *testing.T) {
 	work := t.TempDir()
 	port := freePort(t)
 	mk := exec.Command("make", "-C", repo, "run", "BIN="+filepath.Join(work, "bin"), "DATA="+filepath.Join(work, "vigo-data"))
-	mk.Env = append(os.Environ(), "VIGO_API_LISTEN=127.0.0.1:"+strconv.Itoa(port), "VIGO_GRPC_LISTEN=127.0.0.1:0")
+	mk.Env = append(os.Environ(), "VIGO_API_LISTEN=127.0.0.1:"+port, "VIGO_GRPC_LISTEN=127.0.0.1:0")
 	mk.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// A file, not a buffer: make's output is copied while the test reads it.
 	runLog, err := os.Create(filepath.Join(t.TempDir(), "make-run.log"))
@@ -82,10 +82,10 @@ func TestReadmeStepByStep(t *testing.T) {
 
 	// Terminal 2: the other blocks, in order, as one shell session.
 	script := "set -eu\n" + strings.Join(blocks[1:], "\n")
-	script = strings.ReplaceAll(script, ":8443", ":"+strconv.Itoa(port))
+	script = strings.ReplaceAll(script, ":8443", ":"+port)
 	sh := exec.Command("sh", "-c", script)
 	sh.Dir = work
-	sh.Env = append(os.Environ(), "VIGO_SERVER=https://localhost:"+strconv.Itoa(port))
+	sh.Env = append(os.Environ(), "VIGO_SERVER=https://localhost:"+port)
 	out, err := sh.CombinedOutput()
 	if err != nil {
 		log, _ := os.ReadFile(runLog.Name())
@@ -119,22 +119,23 @@ func gitStatus(t *testing.T, repo string) string {
 	return string(out)
 }
 
-func freePort(t *testing.T) int {
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }
 
-func waitReadyz(t *testing.T, port int, logFile string, within time.Duration) {
+func waitReadyz(t *testing.T, port string, logFile string, within time.Duration) {
 	t.Helper()
 	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
-		resp, err := c.Get("https://127.0.0.1:" + strconv.Itoa(port) + "/readyz")
+		resp, err := c.Get("https://127.0.0.1:" + port + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -144,5 +145,5 @@ func waitReadyz(t *testing.T, port int, logFile string, within time.Duration) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	log, _ := os.ReadFile(logFile)
-	t.Fatalf("make run: no ready server on port %d within %s:\n%s", port, within, log)
+	t.Fatalf("make run: no ready server on port %s within %s:\n%s", port, within, log)
 }
