@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -150,31 +149,13 @@ func TestJSONOnly(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the server's concurrent log writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestBoundedInput (issue 12, item 4): every string field of a
 // registration, and everything else an anonymous caller sends to the open
 // routes, is bounded: an oversized value is refused with a short message
 // that does not repeat it, and neither the audit trail nor the log grows
 // with it.
 func TestBoundedInput(t *testing.T) {
-	var log syncBuffer
+	var log servertest.SyncBuffer
 	in := servertest.Start(t, servertest.Options{Log: &log})
 	big := strings.Repeat("Z", 60000)
 	good := func(h string) apiv1.RegisterRequest { return servertest.NewIdentity(t, h).Req }

@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -299,30 +298,12 @@ func TestAuditAgainstServer(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestAuditFollow runs audit --follow against a real server while tokens
 // are created, and ends it as Ctrl-C does (its context).
 func TestAuditFollow(t *testing.T) {
 	in := servertest.Start(t, servertest.Options{})
 	first := in.Token(t, "first.example.com", "1h").ID
-	var out, errb syncBuffer
+	var out, errb servertest.SyncBuffer
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	done := make(chan int)

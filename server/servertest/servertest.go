@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -348,4 +349,25 @@ func NewPublicCA(t testing.TB) PublicCA {
 	}
 	return PublicCA{CertFile: filepath.Join(dir, "tls", "cert"), KeyFile: filepath.Join(dir, "tls", "key"),
 		CAFile: filepath.Join(dir, "tls", "ca"), Pool: c.Pool(), Leaf: leaf}
+}
+
+// SyncBuffer is a bytes.Buffer safe for concurrent writers and a reader:
+// for a server's log, or a command's output read while it runs.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write implements io.Writer.
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
