@@ -59,7 +59,10 @@ type Config struct {
 	// at most Envoys). See the package doc.
 	Connections int
 	// Resume keeps each envoy's TLS session and resumes it at its next
-	// connection, as agents do.
+	// connection, as agents do. Without persistent connections every
+	// envoy first checks in once before the phase (a warm-up, as a
+	// check-in interval earlier), so that the phase measures resumed
+	// handshakes.
 	Resume bool
 	// HostnameSuffix ends every envoy hostname (default ".bench.test");
 	// the server's policy must trust it from this machine's address.
@@ -168,6 +171,9 @@ type Report struct {
 	// Resumed how many of them resumed a TLS session (Config.Resume).
 	Handshakes int64 `json:"handshakes"`
 	Resumed    int64 `json:"resumed"`
+	// WarmUpElapsed is how long the envoys' first connections took, made
+	// before the phase to have a session to resume (Resume only).
+	WarmUpElapsed time.Duration `json:"warm_up_elapsed_ns"`
 	// ServerCPUPerCheckin is the servers' CPU time during the check-in
 	// phase divided by the check-ins (zero when it could not be read).
 	ServerCPUPerCheckin time.Duration `json:"server_cpu_per_checkin_ns"`
@@ -496,6 +502,39 @@ func runCheckins(ctx context.Context, cfg *Config, rep *Report, envoys []*Envoy,
 		}
 		dw.Wait()
 		rep.ConnectElapsed = time.Since(connStart)
+	}
+	// Resumed sessions are warmed up first: each envoy checks in once, as
+	// it did a check-in interval before the phase, and keeps the session.
+	if cfg.Resume && !rep.Persistent {
+		warmStart := time.Now()
+		var next, done atomic.Int64
+		stopWarm := progress(ctx, cfg, func(el time.Duration) string {
+			return fmt.Sprintf("warming up sessions: %d/%d envoys, %s", done.Load(), len(envoys), el.Round(time.Second))
+		})
+		var ww sync.WaitGroup
+		for range min(cfg.RegisterWorkers, len(envoys)) {
+			ww.Add(1)
+			go func() {
+				defer ww.Done()
+				for ctx.Err() == nil {
+					i := int(next.Add(1) - 1)
+					if i >= len(envoys) {
+						return
+					}
+					e := envoys[i]
+					cctx, cancel := context.WithTimeout(ctx, cfg.CallTimeout)
+					if cc, err := dial(cctx, e, roots, e.GRPCAddress, nil); err == nil {
+						_, _ = Checkin(cctx, cc, e, e.SignCheckin(time.Now()))
+						cc.Close()
+					}
+					cancel()
+					done.Add(1)
+				}
+			}()
+		}
+		ww.Wait()
+		stopWarm()
+		rep.WarmUpElapsed = time.Since(warmStart)
 	}
 	runCtx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()

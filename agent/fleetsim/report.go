@@ -23,6 +23,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "servers        %s\n", strings.Join(r.Servers, ", "))
 	fmt.Fprintf(&b, "envoys         %d (%d from state, %d registered now)\n", r.Envoys, r.Reused, r.Registration.OK)
 	fmt.Fprintf(&b, "check-ins      rate %s, %s\n", rate, conns)
+	if r.WarmUpElapsed > 0 {
+		fmt.Fprintf(&b, "warm-up        every envoy checked in once before the phase to have a session to resume (%s)\n", r.WarmUpElapsed.Round(time.Millisecond))
+	}
 	if r.Registration.OK+r.Registration.Errors > 0 {
 		writePhase(&b, "registration", r.Registration)
 	}
