@@ -450,12 +450,6 @@ func runCheckins(ctx context.Context, cfg *Config, rep *Report, envoys []*Envoy,
 			rss[i].CPUSeconds = v.cpu - cpuStart[i]
 		}
 	}
-	// The CPU clock starts with the phase.
-	sample()
-	for i := range rss {
-		cpuStart[i], rss[i].CPUSeconds, rss[i].Peak = rss[i].CPUSeconds, 0, 0
-	}
-
 	var (
 		rec        recorder
 		handshakes atomic.Int64
@@ -535,6 +529,12 @@ func runCheckins(ctx context.Context, cfg *Config, rep *Report, envoys []*Envoy,
 		ww.Wait()
 		stopWarm()
 		rep.WarmUpElapsed = time.Since(warmStart)
+	}
+	// The CPU clock starts with the phase (after connecting and warming
+	// up).
+	sample()
+	for i := range rss {
+		cpuStart[i], rss[i].CPUSeconds, rss[i].Peak = rss[i].CPUSeconds, 0, 0
 	}
 	runCtx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
