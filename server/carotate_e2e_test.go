@@ -148,8 +148,8 @@ func TestCARotationUnderRunningAgents(t *testing.T) {
 
 	step("prepare", rot.Prepare)
 	st, err := rot.Status(ctx)
-	if err != nil || st.Phase != ca.PhasePrepared || len(st.CAs) != 2 {
-		t.Fatalf("status after prepare: %+v, %v", st, err)
+	if err != nil || st.Phase != ca.PhasePrepared || len(st.CAs) != 2 || st.NotYetTrusting != n+1 {
+		t.Fatalf("status after prepare: %+v, %v; want %d envoys not yet trusting the next CA", st, err, n+1)
 	}
 	newCA := st.CAs[1].Certificate
 	if _, err := rot.Finish(ctx, false); !errors.Is(err, carotate.ErrOutOfOrder) {

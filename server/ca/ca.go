@@ -407,7 +407,10 @@ func (c *CA) ServerTLSCertificate() tls.Certificate {
 	c.mu.RLock()
 	tc, signer := c.server, c.cert
 	c.mu.RUnlock()
-	leaf, err := x509.ParseCertificate(tc.Certificate[0])
+	leaf, err := tc.Leaf, error(nil)
+	if leaf == nil {
+		leaf, err = x509.ParseCertificate(tc.Certificate[0])
+	}
 	if err == nil && len(tc.Certificate) == 1 && leaf.CheckSignatureFrom(signer) == nil {
 		tc.Certificate = [][]byte{tc.Certificate[0], signer.Raw}
 	}
