@@ -423,3 +423,77 @@ func TestReplicaCARotation(t *testing.T) {
 		t.Errorf("agent warning during the rotation: %s", m)
 	}
 }
+
+// TestCARotationRollbackUnderRunningAgents: activate, then roll back twice
+// while agents check in: they renew back onto the previous CA, and end
+// trusting it alone, without a refused check-in.
+func TestCARotationRollbackUnderRunningAgents(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	in := servertest.Start(t, servertest.Options{Config: func(c *server.Config) {
+		c.Bootstrap.CheckinInterval = server.Duration(time.Second)
+		c.Server.ReplicaRefresh = server.Duration(100 * time.Millisecond)
+	}})
+	oldCA := in.CA().Certificate()
+	rot := rotatorFor(t, in, ca.Config{Dir: in.DataDir})
+	agentLog := &warnings{}
+	var agents []*agent.Agent
+	for i := range 2 {
+		agents = append(agents, rotationAgent(t, in, fmt.Sprintf("back%d.trusted.test", i), agentLog))
+	}
+	var wg sync.WaitGroup
+	for _, a := range agents {
+		wg.Go(func() { _ = a.Run(ctx) })
+	}
+	if _, err := rot.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "activate accepted", func() (bool, string) {
+		_, err := rot.Activate(ctx, false)
+		if errors.Is(err, carotate.ErrEnvoysRemain) {
+			return false, err.Error()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return true, ""
+	})
+	onCA := func(want *x509.Certificate) func() (bool, string) {
+		return func() (bool, string) {
+			for i, a := range agents {
+				if a.Enrollment().Certificate().CheckSignatureFrom(want) != nil {
+					return false, fmt.Sprintf("agent %d not on %s", i, want.Subject.CommonName)
+				}
+			}
+			return true, ""
+		}
+	}
+	st, err := rot.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "agents renewed onto the new CA", onCA(st.CAs[1].Certificate))
+	if res, err := rot.Rollback(ctx); err != nil || !res.Changed {
+		t.Fatalf("rollback from active = %+v, %v", res, err)
+	}
+	waitFor(t, "agents renewed back onto the old CA", onCA(oldCA))
+	if res, err := rot.Rollback(ctx); err != nil || !res.Changed {
+		t.Fatalf("rollback from prepared = %+v, %v", res, err)
+	}
+	waitFor(t, "server and agents trust the old CA alone", func() (bool, string) {
+		if tr := in.CA().Trusted(); len(tr) != 1 || !tr[0].Equal(oldCA) {
+			return false, "server"
+		}
+		for i, a := range agents {
+			if tr := a.Enrollment().TrustedCAs(); len(tr) != 1 || !tr[0].Equal(oldCA) {
+				return false, fmt.Sprintf("agent %d trusts %d CAs", i, len(tr))
+			}
+		}
+		return true, ""
+	})
+	cancel()
+	wg.Wait()
+	for _, m := range agentLog.all() {
+		t.Errorf("agent warning during the rollback: %s", m)
+	}
+}
