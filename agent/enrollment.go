@@ -24,12 +24,9 @@ type Enrollment struct {
 	Dir  string
 	File File
 	Key  ed25519.PrivateKey
-	// CA is the first CA of CAs: the one that signed the server's
-	// certificate when the bundle was saved.
-	CA *x509.Certificate
-	// CAs are the CAs trusted (ca.pem may hold several during a CA
-	// rotation; the server sends the list at check-in).
-	CAs       []*x509.Certificate
+	// CA is the first CA of ca.pem when the enrollment was loaded (see
+	// TrustedCAs for the CAs trusted now).
+	CA        *x509.Certificate
 	ServerKey ed25519.PublicKey // pinned check-in response key
 	Interval  time.Duration
 
@@ -38,6 +35,9 @@ type Enrollment struct {
 	// the next connection (see sessionCache).
 	sessions     tls.ClientSessionCache
 	sessionsOnce sync.Once
+	// trust holds the CAs trusted: ca.pem may hold several during a CA
+	// rotation, and the server sends the list at check-in.
+	trust atomic.Pointer[[]*x509.Certificate]
 }
 
 // sessionCache keeps the TLS 1.3 sessions of check-in connections, each
@@ -91,10 +91,12 @@ func Load(dir string) (*Enrollment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load enrollment: %w", err)
 	}
-	if e.CAs, err = decodeCerts(ab); err != nil {
+	cas, err := decodeCerts(ab)
+	if err != nil {
 		return nil, fmt.Errorf("load enrollment CA %s: %w", path(f.CAFile), err)
 	}
-	e.CA = e.CAs[0]
+	e.CA = cas[0]
+	e.trust.Store(&cas)
 	if e.ServerKey, err = pemkey.ParsePublic([]byte(f.ServerPublicKey)); err != nil {
 		return nil, fmt.Errorf("load enrollment: server public key: %w", err)
 	}
@@ -113,10 +115,19 @@ func (e *Enrollment) setCert(cert *x509.Certificate) {
 // Certificate returns the current client certificate.
 func (e *Enrollment) Certificate() *x509.Certificate { return e.cert.Load().Leaf }
 
-// CAPool returns a pool holding the saved CAs.
+// TrustedCAs returns the CAs trusted now, the one that signs the server's
+// certificate first.
+func (e *Enrollment) TrustedCAs() []*x509.Certificate {
+	if p := e.trust.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// CAPool returns a pool holding the trusted CAs.
 func (e *Enrollment) CAPool() *x509.CertPool {
 	p := x509.NewCertPool()
-	for _, c := range e.CAs {
+	for _, c := range e.TrustedCAs() {
 		p.AddCert(c)
 	}
 	return p
@@ -125,8 +136,9 @@ func (e *Enrollment) CAPool() *x509.CertPool {
 // trustDigest returns the digest of the trusted CAs the agent sends at
 // check-in (agentpb.TrustBundleDigest).
 func (e *Enrollment) trustDigest() []byte {
-	ders := make([][]byte, len(e.CAs))
-	for i, c := range e.CAs {
+	cas := e.TrustedCAs()
+	ders := make([][]byte, len(cas))
+	for i, c := range cas {
 		ders[i] = c.Raw
 	}
 	return agentpb.TrustBundleDigest(ders)
@@ -156,7 +168,7 @@ func (e *Enrollment) saveTrust(ders [][]byte) error {
 	if err := writeCAs(name, cas); err != nil {
 		return fmt.Errorf("save trust bundle: %w", err)
 	}
-	e.CAs, e.CA = cas, cas[0]
+	e.trust.Store(&cas)
 	return nil
 }
 
@@ -202,7 +214,7 @@ func (e *Enrollment) HTTPSTLSConfig() *tls.Config {
 	// the other's. Downloads are rare: no resumption.
 	c.ClientSessionCache = nil
 	if pool, err := x509.SystemCertPool(); err == nil {
-		for _, ca := range e.CAs {
+		for _, ca := range e.TrustedCAs() {
 			pool.AddCert(ca)
 		}
 		c.RootCAs = pool

@@ -212,12 +212,12 @@ func parseFingerprint(s string) ([]byte, error) {
 func registerTLS(p RegisterParams, base *url.URL, pin []byte, logger *slog.Logger) (*tls.Config, []byte, error) {
 	if pin == nil && p.previous != nil && p.previous.File.ServerName == base.Hostname() {
 		// Rebootstrap: the server is known; its CA must not change.
-		pin = fingerprintOf(p.previous.CA)
+		pin = fingerprintOf(p.previous.TrustedCAs()[0])
 	}
 	if pin == nil {
 		if e, err := Load(p.Dir); err == nil && e.File.ServerURL == base.String() {
 			// Re-registration with the same server: the saved CA is pinned.
-			pin = fingerprintOf(e.CA)
+			pin = fingerprintOf(e.TrustedCAs()[0])
 		}
 	}
 	conf := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: base.Hostname()}

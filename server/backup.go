@@ -103,7 +103,8 @@ func rotationEntry(cfg *Config, name string) (backupEntry, bool) {
 
 // Backup writes a consistent snapshot of the server's state to w, a
 // gzip-compressed tar archive: a manifest (backup.json), the CA
-// certificate and key, the response signing key, the admin token and its
+// certificate and key (with those of a CA rotation beside them), the
+// response signing key, the admin token and its
 // hash, and, with SQLite, an online snapshot of the database (see
 // sqlitestore.Snapshot), taken while a server may be running. With
 // PostgreSQL the database is not included: pg_dump it. The archive holds

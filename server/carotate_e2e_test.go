@@ -46,24 +46,6 @@ func (w *warnings) all() []string {
 	return append([]string(nil), w.msgs...)
 }
 
-// syncWriter is an io.Writer safe for concurrent use.
-type syncWriter struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *syncWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}
-
 // rotatorFor is what `vigosrv ca` does beside a running server: its own
 // copy of the CA loaded from the data folder, and the server's database.
 func rotatorFor(t *testing.T, in *servertest.Instance, caCfg ca.Config) *carotate.Rotator {
@@ -83,6 +65,22 @@ func rotatorFor(t *testing.T, in *servertest.Instance, caCfg ca.Config) *carotat
 	return r
 }
 
+// rotationAgent registers hostname with in and returns its agent, which
+// logs its warnings to log.
+func rotationAgent(t *testing.T, in *servertest.Instance, hostname string, log *warnings) *agent.Agent {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "etc")
+	if _, err := agent.Register(t.Context(), agent.RegisterParams{Server: in.URL, Hostname: hostname, Dir: dir, CAFingerprint: in.CA().Fingerprint()}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := agent.New(agent.Config{Dir: dir, Logger: slog.New(log), MaxBackoff: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return a
+}
+
 // TestCARotationUnderRunningAgents rotates the CA while agents check in
 // continuously (agent.Run, every second): prepare, activate, every agent
 // renews onto the new CA, finish. No check-in is refused, and after finish
@@ -90,7 +88,7 @@ func rotatorFor(t *testing.T, in *servertest.Instance, caCfg ca.Config) *carotat
 func TestCARotationUnderRunningAgents(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	var srvLog syncWriter
+	var srvLog servertest.SyncBuffer
 	in := servertest.Start(t, servertest.Options{Log: &srvLog, Config: func(c *server.Config) {
 		c.Bootstrap.CheckinInterval = server.Duration(time.Second)
 		c.Server.ReplicaRefresh = server.Duration(100 * time.Millisecond)
@@ -103,17 +101,8 @@ func TestCARotationUnderRunningAgents(t *testing.T) {
 	var dirs []string
 	var agents []*agent.Agent
 	for i := range n + 1 {
-		dir := filepath.Join(t.TempDir(), "etc")
-		if _, err := agent.Register(ctx, agent.RegisterParams{Server: in.URL, Hostname: fmt.Sprintf("rot%d.trusted.test", i), Dir: dir,
-			CAFingerprint: in.CA().Fingerprint()}); err != nil {
-			t.Fatal(err)
-		}
-		a, err := agent.New(agent.Config{Dir: dir, Logger: slog.New(agentLog), MaxBackoff: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { a.Close() })
-		dirs, agents = append(dirs, dir), append(agents, a)
+		a := rotationAgent(t, in, fmt.Sprintf("rot%d.trusted.test", i), agentLog)
+		dirs, agents = append(dirs, a.Enrollment().Dir), append(agents, a)
 	}
 	// The last one checks in once and then stays off: an envoy that holds
 	// an old-CA certificate when the rotation finishes.
@@ -144,7 +133,7 @@ func TestCARotationUnderRunningAgents(t *testing.T) {
 		return res
 	}
 	trusts := func(a *agent.Agent, c *x509.Certificate) bool {
-		for _, t := range a.Enrollment().CAs {
+		for _, t := range a.Enrollment().TrustedCAs() {
 			if t.Equal(c) {
 				return true
 			}
@@ -159,8 +148,8 @@ func TestCARotationUnderRunningAgents(t *testing.T) {
 
 	step("prepare", rot.Prepare)
 	st, err := rot.Status(ctx)
-	if err != nil || st.Phase != ca.PhasePrepared || len(st.CAs) != 2 {
-		t.Fatalf("status after prepare: %+v, %v", st, err)
+	if err != nil || st.Phase != ca.PhasePrepared || len(st.CAs) != 2 || st.NotYetTrusting != n+1 {
+		t.Fatalf("status after prepare: %+v, %v; want %d envoys not yet trusting the next CA", st, err, n+1)
 	}
 	newCA := st.CAs[1].Certificate
 	if _, err := rot.Finish(ctx, false); !errors.Is(err, carotate.ErrOutOfOrder) {
@@ -196,7 +185,7 @@ func TestCARotationUnderRunningAgents(t *testing.T) {
 	}
 	for i, a := range agents {
 		if !trusts(a, oldCA) || !trusts(a, newCA) {
-			t.Fatalf("agent %d trusts %d CAs after activation was accepted", i, len(a.Enrollment().CAs))
+			t.Fatalf("agent %d trusts %d CAs after activation was accepted", i, len(a.Enrollment().TrustedCAs()))
 		}
 	}
 	waitFor(t, "every running agent renewed onto the new CA", func() (bool, string) {
@@ -356,17 +345,7 @@ func TestReplicaCARotation(t *testing.T) {
 	agentLog := &warnings{}
 	var agents []*agent.Agent
 	for i, in := range rs {
-		dir := filepath.Join(t.TempDir(), "etc")
-		if _, err := agent.Register(ctx, agent.RegisterParams{Server: in.URL, Hostname: fmt.Sprintf("rep%d.trusted.test", i), Dir: dir,
-			CAFingerprint: in.CA().Fingerprint()}); err != nil {
-			t.Fatal(err)
-		}
-		a, err := agent.New(agent.Config{Dir: dir, Logger: slog.New(agentLog), MaxBackoff: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { a.Close() })
-		agents = append(agents, a)
+		agents = append(agents, rotationAgent(t, in, fmt.Sprintf("rep%d.trusted.test", i), agentLog))
 	}
 	var wg sync.WaitGroup
 	for _, a := range agents {
@@ -387,7 +366,7 @@ func TestReplicaCARotation(t *testing.T) {
 			}
 		}
 		for i, a := range agents {
-			if len(a.Enrollment().CAs) != 2 {
+			if len(a.Enrollment().TrustedCAs()) != 2 {
 				return false, fmt.Sprintf("agent %d trusts one CA", i)
 			}
 		}
@@ -442,5 +421,79 @@ func TestReplicaCARotation(t *testing.T) {
 	wg.Wait()
 	for _, m := range agentLog.all() {
 		t.Errorf("agent warning during the rotation: %s", m)
+	}
+}
+
+// TestCARotationRollbackUnderRunningAgents: activate, then roll back twice
+// while agents check in: they renew back onto the previous CA, and end
+// trusting it alone, without a refused check-in.
+func TestCARotationRollbackUnderRunningAgents(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	in := servertest.Start(t, servertest.Options{Config: func(c *server.Config) {
+		c.Bootstrap.CheckinInterval = server.Duration(time.Second)
+		c.Server.ReplicaRefresh = server.Duration(100 * time.Millisecond)
+	}})
+	oldCA := in.CA().Certificate()
+	rot := rotatorFor(t, in, ca.Config{Dir: in.DataDir})
+	agentLog := &warnings{}
+	var agents []*agent.Agent
+	for i := range 2 {
+		agents = append(agents, rotationAgent(t, in, fmt.Sprintf("back%d.trusted.test", i), agentLog))
+	}
+	var wg sync.WaitGroup
+	for _, a := range agents {
+		wg.Go(func() { _ = a.Run(ctx) })
+	}
+	if _, err := rot.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "activate accepted", func() (bool, string) {
+		_, err := rot.Activate(ctx, false)
+		if errors.Is(err, carotate.ErrEnvoysRemain) {
+			return false, err.Error()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return true, ""
+	})
+	onCA := func(want *x509.Certificate) func() (bool, string) {
+		return func() (bool, string) {
+			for i, a := range agents {
+				if a.Enrollment().Certificate().CheckSignatureFrom(want) != nil {
+					return false, fmt.Sprintf("agent %d not on %s", i, want.Subject.CommonName)
+				}
+			}
+			return true, ""
+		}
+	}
+	st, err := rot.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "agents renewed onto the new CA", onCA(st.CAs[1].Certificate))
+	if res, err := rot.Rollback(ctx); err != nil || !res.Changed {
+		t.Fatalf("rollback from active = %+v, %v", res, err)
+	}
+	waitFor(t, "agents renewed back onto the old CA", onCA(oldCA))
+	if res, err := rot.Rollback(ctx); err != nil || !res.Changed {
+		t.Fatalf("rollback from prepared = %+v, %v", res, err)
+	}
+	waitFor(t, "server and agents trust the old CA alone", func() (bool, string) {
+		if tr := in.CA().Trusted(); len(tr) != 1 || !tr[0].Equal(oldCA) {
+			return false, "server"
+		}
+		for i, a := range agents {
+			if tr := a.Enrollment().TrustedCAs(); len(tr) != 1 || !tr[0].Equal(oldCA) {
+				return false, fmt.Sprintf("agent %d trusts %d CAs", i, len(tr))
+			}
+		}
+		return true, ""
+	})
+	cancel()
+	wg.Wait()
+	for _, m := range agentLog.all() {
+		t.Errorf("agent warning during the rollback: %s", m)
 	}
 }

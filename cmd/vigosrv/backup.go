@@ -19,7 +19,8 @@ func newBackupCmd(o *opts, stdout, stderr io.Writer) *cobra.Command {
 		Short: "Write a consistent snapshot of the server's state (database, CA, keys, admin token) while it runs",
 		Long: `backup writes a gzip-compressed tar archive holding an online snapshot of the SQLite
 database (taken while the server runs: it is never blocked, and the copy never holds half a
-transaction), the CA certificate and key, the key that signs check-in responses, and the admin
+transaction), the CA certificate and key (and those of a CA rotation: the next CA, or the one
+a finished rotation retired), the key that signs check-in responses, and the admin
 token with its hash. It reads the same configuration as serve (--config, --data-dir).
 
 The archive holds the CA key: store it as carefully as the key itself. With PostgreSQL the

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vigo-enroll/vigo/server"
+	"github.com/vigo-enroll/vigo/server/ca"
 	"github.com/vigo-enroll/vigo/server/carotate"
 )
 
@@ -130,6 +131,9 @@ type caStatusJSON struct {
 	Phase     string       `json:"phase"`
 	UpdatedAt *time.Time   `json:"updated_at,omitempty"`
 	CAs       []caInfoJSON `json:"cas"`
+	// NotYetTrusting, prepared phase only: active envoys not seen since
+	// the next CA is handed out.
+	NotYetTrusting *int `json:"envoys_not_yet_trusting_next,omitempty"`
 }
 
 type caInfoJSON struct {
@@ -147,6 +151,10 @@ func printCAStatus(w io.Writer, st carotate.Status, format string) error {
 		t := st.UpdatedAt
 		out.UpdatedAt = &t
 	}
+	if st.Phase == ca.PhasePrepared {
+		n := st.NotYetTrusting
+		out.NotYetTrusting = &n
+	}
 	for _, c := range st.CAs {
 		out.CAs = append(out.CAs, caInfoJSON{Role: c.Role, Fingerprint: c.Fingerprint, Subject: c.Certificate.Subject.CommonName,
 			NotAfter: c.Certificate.NotAfter.UTC(), Signing: c.Signing, Envoys: c.Envoys})
@@ -157,6 +165,9 @@ func printCAStatus(w io.Writer, st carotate.Status, format string) error {
 		return enc.Encode(out)
 	}
 	fmt.Fprintf(w, "phase: %s\n", out.Phase)
+	if out.NotYetTrusting != nil {
+		fmt.Fprintf(w, "envoys not checked in since the next CA is handed out: %d (activate waits for 0)\n", *out.NotYetTrusting)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ROLE\tSIGNING\tENVOYS\tNOT AFTER\tFINGERPRINT\tSUBJECT")
 	for _, c := range out.CAs {

@@ -69,7 +69,7 @@ func TestCACommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil {
 		t.Fatalf("status -o json: exit %d, %v\n%s", code, err, out)
 	}
-	if st.Phase != "prepared" || len(st.CAs) != 2 || !st.CAs[0].Signing || st.CAs[1].Signing || st.CAs[0].Fingerprint != authority.Fingerprint() {
+	if st.Phase != "prepared" || st.NotYetTrusting == nil || *st.NotYetTrusting != 0 || len(st.CAs) != 2 || !st.CAs[0].Signing || st.CAs[1].Signing || st.CAs[0].Fingerprint != authority.Fingerprint() {
 		t.Errorf("status after prepare: %+v", st)
 	}
 	if _, errOut, code := vigosrvIn(t, "ca", "rotate", "finish", "--config", config); code != 1 || !strings.Contains(errOut, "run `vigosrv ca rotate activate` first") {

@@ -151,15 +151,25 @@ func LoadOrCreate(cfg Config) (*CA, error) {
 }
 
 func (c *CA) create(certFile, keyFile string) error {
+	host, _ := os.Hostname()
+	cert, key, err := newCA("Vigo Enroll CA "+host, c.now(), func(*x509.Certificate) (string, string) { return certFile, keyFile })
+	if err != nil {
+		return err
+	}
+	c.cert, c.certPEM, c.key = cert, EncodeCertPEM(cert), key
+	return nil
+}
+
+// newCA creates a self-signed CA named cn and writes its key (0600) and
+// certificate where paths says for it.
+func newCA(cn string, now time.Time, paths func(*x509.Certificate) (certFile, keyFile string)) (*x509.Certificate, crypto.Signer, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return fmt.Errorf("generate CA key: %w", err)
+		return nil, nil, fmt.Errorf("generate CA key: %w", err)
 	}
-	now := c.now()
-	host, _ := os.Hostname()
 	tmpl := &x509.Certificate{
 		SerialNumber:          randomSerial(),
-		Subject:               pkix.Name{CommonName: "Vigo Enroll CA " + host, Organization: []string{"Vigo Enroll"}},
+		Subject:               pkix.Name{CommonName: cn, Organization: []string{"Vigo Enroll"}},
 		NotBefore:             now.Add(-5 * time.Minute),
 		NotAfter:              now.Add(20 * 365 * 24 * time.Hour),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
@@ -169,25 +179,25 @@ func (c *CA) create(certFile, keyFile string) error {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
-		return fmt.Errorf("create CA certificate: %w", err)
+		return nil, nil, fmt.Errorf("create CA certificate: %w", err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return fmt.Errorf("parse CA certificate: %w", err)
+		return nil, nil, fmt.Errorf("parse CA certificate: %w", err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return fmt.Errorf("marshal CA key: %w", err)
+		return nil, nil, fmt.Errorf("marshal CA key: %w", err)
 	}
+	certFile, keyFile := paths(cert)
+	// The key goes first: a certificate is never on disk without it.
 	if err := atomicfile.Write(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		return err
+		return nil, nil, err
 	}
-	c.certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	if err := atomicfile.Write(certFile, c.certPEM, 0o644); err != nil {
-		return err
+	if err := atomicfile.Write(certFile, EncodeCertPEM(cert), 0o644); err != nil {
+		return nil, nil, err
 	}
-	c.cert, c.key = cert, key
-	return nil
+	return cert, key, nil
 }
 
 func (c *CA) load(certFile, keyFile string) error {
@@ -397,7 +407,10 @@ func (c *CA) ServerTLSCertificate() tls.Certificate {
 	c.mu.RLock()
 	tc, signer := c.server, c.cert
 	c.mu.RUnlock()
-	leaf, err := x509.ParseCertificate(tc.Certificate[0])
+	leaf, err := tc.Leaf, error(nil)
+	if leaf == nil {
+		leaf, err = x509.ParseCertificate(tc.Certificate[0])
+	}
 	if err == nil && len(tc.Certificate) == 1 && leaf.CheckSignatureFrom(signer) == nil {
 		tc.Certificate = [][]byte{tc.Certificate[0], signer.Raw}
 	}

@@ -3,8 +3,6 @@ package ca
 import (
 	"bytes"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
@@ -78,41 +76,12 @@ func (c *CA) Config() Config { return c.cfg }
 // (0600) and certificate at RotationPaths and returns the certificate. It
 // does not change what this CA signs or trusts (see Apply).
 func (c *CA) CreateNext() (*x509.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("generate CA key: %w", err)
-	}
 	now := c.now()
 	host, _ := os.Hostname()
-	tmpl := &x509.Certificate{
-		SerialNumber: randomSerial(),
-		// The date tells the CAs of successive rotations apart.
-		Subject:               pkix.Name{CommonName: "Vigo Enroll CA " + host + " " + now.UTC().Format("2006-01-02T150405Z"), Organization: []string{"Vigo Enroll"}},
-		NotBefore:             now.Add(-5 * time.Minute),
-		NotAfter:              now.Add(20 * 365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	// The date tells the CAs of successive rotations apart.
+	cert, key, err := newCA("Vigo Enroll CA "+host+" "+now.UTC().Format("2006-01-02T150405Z"), now,
+		func(cert *x509.Certificate) (string, string) { return c.cfg.RotationPaths(Fingerprint(cert)) })
 	if err != nil {
-		return nil, fmt.Errorf("create CA certificate: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("parse CA certificate: %w", err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, fmt.Errorf("marshal CA key: %w", err)
-	}
-	certFile, keyFile := c.cfg.RotationPaths(Fingerprint(cert))
-	// The key as the CA key always was: 0600 in the data folder.
-	if err := atomicfile.Write(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		return nil, err
-	}
-	if err := atomicfile.Write(certFile, EncodeCertPEM(cert), 0o644); err != nil {
 		return nil, err
 	}
 	c.mu.Lock()

@@ -99,6 +99,10 @@ type Status struct {
 	CAs       []CAInfo
 	Version   int64
 	UpdatedAt time.Time
+	// NotYetTrusting, in the prepared phase, is how many active envoys
+	// have not checked in since every server hands out the next CA:
+	// activate refuses while it is not zero.
+	NotYetTrusting int
 }
 
 // Result says what a step did.
@@ -164,7 +168,18 @@ func (r *Rotator) Status(ctx context.Context) (Status, error) {
 		out.CAs = append(out.CAs, CAInfo{Role: "next", Certificate: s.next, Fingerprint: ca.Fingerprint(s.next),
 			Signing: s.Phase == ca.PhaseActive, Envoys: onNext})
 	}
+	if s.Phase == ca.PhasePrepared {
+		if out.NotYetTrusting, err = r.notYetTrusting(ctx, s); err != nil {
+			return Status{}, err
+		}
+	}
 	return out, nil
+}
+
+// notYetTrusting counts the active envoys not seen since every server
+// hands out the next CA (ApplyDelay after prepare).
+func (r *Rotator) notYetTrusting(ctx context.Context, s state) (int, error) {
+	return r.cfg.Store.CountEnvoys(ctx, store.EnvoyQuery{Status: store.StatusActive, SeenBefore: s.UpdatedAt.Add(r.cfg.ApplyDelay)})
 }
 
 func (r *Rotator) audit(typ string, details map[string]string) store.AuditEvent {
@@ -237,7 +252,7 @@ func (r *Rotator) Activate(ctx context.Context, force bool) (Result, error) {
 		return Result{}, fmt.Errorf("activate: the key of the next CA %s is not in this data folder (%s): copy it (and its certificate) from the replica that prepared the rotation", fp, keyFile)
 	}
 	since := s.UpdatedAt.Add(r.cfg.ApplyDelay)
-	behind, err := r.cfg.Store.CountEnvoys(ctx, store.EnvoyQuery{Status: store.StatusActive, SeenBefore: since})
+	behind, err := r.notYetTrusting(ctx, s)
 	if err != nil {
 		return Result{}, err
 	}
