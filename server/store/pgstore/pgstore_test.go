@@ -183,3 +183,7 @@ func BenchmarkEnroll(b *testing.B) {
 func BenchmarkRecordCheckins(b *testing.B) {
 	storetest.BenchmarkRecordCheckins(b, openFresh(b), 1000)
 }
+
+func BenchmarkSeenNonce(b *testing.B) {
+	storetest.BenchmarkSeenNonce(b, openFresh(b))
+}

@@ -362,6 +362,10 @@ func BenchmarkRecordCheckins(b *testing.B) {
 	storetest.BenchmarkRecordCheckins(b, openTemp(b), 1000)
 }
 
+func BenchmarkSeenNonce(b *testing.B) {
+	storetest.BenchmarkSeenNonce(b, openTemp(b))
+}
+
 // fill inserts n active envoys in one transaction, bypassing Enroll (one
 // fsync per enrollment would make 100,000 of them slow to set up).
 func fill(tb testing.TB, s *Store, n int) {

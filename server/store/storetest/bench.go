@@ -2,7 +2,9 @@ package storetest
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,6 +51,36 @@ func BenchmarkRecordCheckins(b *testing.B, s store.Store, batch int) {
 		round++
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/checkin")
+}
+
+// BenchmarkSeenNonce measures Store.SeenNonce from parallel callers, as
+// replicas sharing the database record every check-in's nonce: the
+// per-check-in statement of the capacity model (BENCHMARKS.md).
+func BenchmarkSeenNonce(b *testing.B, s store.Store) {
+	ctx := context.Background()
+	const envoys = 1000
+	for i := range envoys {
+		e := newEnvoy(i, fmt.Sprintf("bench%d.example.com", i))
+		if _, err := s.Enroll(ctx, store.EnrollParams{Envoy: e, Now: e.CreatedAt, Audit: regAudit(e)}); err != nil {
+			b.Fatalf("Enroll: %v", err)
+		}
+	}
+	var next atomic.Int64
+	expires := time.Now().Add(5 * time.Minute)
+	b.SetParallelism(16) // 32 callers on 2 cores: replicas' check-ins in flight
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		nonce := make([]byte, 16)
+		for pb.Next() {
+			n := next.Add(1)
+			binary.BigEndian.PutUint64(nonce, uint64(n))
+			if _, err := s.SeenNonce(ctx, uuidN(int(n%envoys)), nonce, expires); err != nil {
+				b.Errorf("SeenNonce: %v", err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "nonces/s")
 }
 
 // Fleet fills s with n envoys the way a real fleet looks, for benchmarks
