@@ -230,7 +230,7 @@ func (c *client) do(ctx context.Context, method, path string, in, out any) error
 	if err != nil {
 		var uerr x509.UnknownAuthorityError
 		if errors.As(err, &uerr) {
-			return fmt.Errorf("%s: the server's certificate is not signed by a known CA: run vigocli login --ca-fingerprint SHA256 (printed by vigosrv at start), or pass --ca-file vigo-data/tls/ca (from the server) or --insecure", c.g.server)
+			return fmt.Errorf("%s: the server's certificate is not signed by a known CA: run vigocli login --ca-fingerprint SHA256 (printed by vigosrv at start; after a CA rotation, vigosrv ca status shows the new one), or pass --ca-file vigo-data/tls/ca (from the server) or --insecure", c.g.server)
 		}
 		return fmt.Errorf("cannot reach %s: %w", c.g.server, err)
 	}
