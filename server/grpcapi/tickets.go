@@ -92,11 +92,13 @@ func (k *ticketKeys) lookup(id uint32) (ticketKey, bool) {
 // seal encrypts a ticket: key id, nonce, then the sealed state.
 func (k *ticketKeys) seal(plain []byte) []byte {
 	key := k.current()
-	out := binary.BigEndian.AppendUint32(nil, key.id)
+	id := binary.BigEndian.AppendUint32(nil, key.id) // also the additional data
 	nonce := make([]byte, key.aead.NonceSize())
 	_, _ = rand.Read(nonce)
-	out = append(out, nonce...)
-	return key.aead.Seal(out, nonce, plain, out[:4])
+	out := append(append(make([]byte, 0, len(id)+len(nonce)+len(plain)+key.aead.Overhead()), id...), nonce...)
+	// The additional data is its own slice: cipher.AEAD forbids it to
+	// overlap dst.
+	return key.aead.Seal(out, nonce, plain, id)
 }
 
 // open decrypts a ticket, or fails for one this server did not seal with
