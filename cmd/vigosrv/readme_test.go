@@ -147,3 +147,39 @@ func waitReadyz(t *testing.T, port string, logFile string, within time.Duration)
 	log, _ := os.ReadFile(logFile)
 	t.Fatalf("make run: no ready server on port %s within %s:\n%s", port, within, log)
 }
+
+// TestReadmeLinksEveryDoc (issue 17, item 6): every page under docs/ is
+// linked from the README, and every relative link of the README and the
+// docs names a file of the repository.
+func TestReadmeLinksEveryDoc(t *testing.T) {
+	repo := filepath.Join("..", "..")
+	readme, err := os.ReadFile(filepath.Join(repo, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs, err := filepath.Glob(filepath.Join(repo, "docs", "*.md"))
+	if err != nil || len(docs) == 0 {
+		t.Fatalf("no docs/*.md (%v)", err)
+	}
+	for _, d := range docs {
+		if !strings.Contains(string(readme), "](docs/"+filepath.Base(d)+")") {
+			t.Errorf("README.md does not link docs/%s", filepath.Base(d))
+		}
+	}
+	link := regexp.MustCompile(`\]\(([^)\s#]+)(#[^)\s]*)?\)`)
+	for _, f := range append(docs, filepath.Join(repo, "README.md")) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range link.FindAllStringSubmatch(string(b), -1) {
+			target := m[1]
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			if _, err := os.Stat(filepath.Join(filepath.Dir(f), target)); err != nil {
+				t.Errorf("%s links %s, which does not exist", filepath.Base(f), target)
+			}
+		}
+	}
+}
