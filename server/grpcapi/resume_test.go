@@ -61,6 +61,19 @@ func resumptionEnv(t *testing.T) (*grpcapitest.Env, *clock, *prometheus.Registry
 	return e, clk, reg
 }
 
+// firstSession makes v's first connection with a session cache and
+// returns its TLS configuration, which the next connections resume with.
+func firstSession(t *testing.T, e *grpcapitest.Env, v grpcapitest.Envoy, now func() time.Time) *tls.Config {
+	t.Helper()
+	conf := e.ClientTLS(v.Cert, v.Key)
+	conf.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	conf.Time = now
+	if resumed, err := handshake(t, e.Addr, conf); err != nil || resumed {
+		t.Fatalf("first connection: resumed %v, err %v; want a full handshake", resumed, err)
+	}
+	return conf
+}
+
 func resumptions(t *testing.T, reg *prometheus.Registry, result string) float64 {
 	t.Helper()
 	return metricValue(t, reg, "vigo_grpc_session_resumptions_total", "result", result)
@@ -73,11 +86,7 @@ func TestSessionResumption(t *testing.T) {
 	t.Run("resumes", func(t *testing.T) {
 		e, _, reg := resumptionEnv(t)
 		v := e.EnrollNow("web1.example.com")
-		conf := e.ClientTLS(v.Cert, v.Key)
-		conf.ClientSessionCache = tls.NewLRUClientSessionCache(4)
-		if resumed, err := handshake(t, e.Addr, conf); err != nil || resumed {
-			t.Fatalf("first connection: resumed %v, err %v; want a full handshake", resumed, err)
-		}
+		conf := firstSession(t, e, v, time.Now)
 		for i := range 3 {
 			if resumed, err := handshake(t, e.Addr, conf); err != nil || !resumed {
 				t.Fatalf("reconnection %d: resumed %v, err %v; want a resumed session", i, resumed, err)
@@ -95,11 +104,7 @@ func TestSessionResumption(t *testing.T) {
 	t.Run("revoked", func(t *testing.T) {
 		e, _, reg := resumptionEnv(t)
 		v := e.EnrollNow("web1.example.com")
-		conf := e.ClientTLS(v.Cert, v.Key)
-		conf.ClientSessionCache = tls.NewLRUClientSessionCache(4)
-		if _, err := handshake(t, e.Addr, conf); err != nil {
-			t.Fatal(err)
-		}
+		conf := firstSession(t, e, v, time.Now)
 		if _, err := e.Store.RevokeEnvoys(context.Background(), []store.Revocation{{UUID: v.UUID, Reason: "test", At: time.Now()}}); err != nil {
 			t.Fatal(err)
 		}
@@ -114,12 +119,7 @@ func TestSessionResumption(t *testing.T) {
 	t.Run("renewed", func(t *testing.T) {
 		e, _, reg := resumptionEnv(t)
 		v := e.EnrollNow("web1.example.com")
-		cache := tls.NewLRUClientSessionCache(4)
-		conf := e.ClientTLS(v.Cert, v.Key)
-		conf.ClientSessionCache = cache
-		if _, err := handshake(t, e.Addr, conf); err != nil {
-			t.Fatal(err)
-		}
+		cache := firstSession(t, e, v, time.Now).ClientSessionCache
 		// Renewed: a new certificate is current; the session in the cache
 		// is the old one's.
 		now := time.Now()
@@ -153,12 +153,7 @@ func TestSessionResumption(t *testing.T) {
 		e, clk, reg := resumptionEnv(t)
 		now := clk.Now()
 		v := e.Enroll("web1.example.com", now.Add(-time.Hour), now.Add(10*time.Minute))
-		conf := e.ClientTLS(v.Cert, v.Key)
-		conf.ClientSessionCache = tls.NewLRUClientSessionCache(4)
-		conf.Time = clk.Now
-		if _, err := handshake(t, e.Addr, conf); err != nil {
-			t.Fatal(err)
-		}
+		conf := firstSession(t, e, v, clk.Now)
 		clk.Advance(11 * time.Minute)
 		if _, err := handshake(t, e.Addr, conf); err == nil {
 			t.Fatal("a ticket outlived its certificate")
@@ -171,11 +166,7 @@ func TestSessionResumption(t *testing.T) {
 	t.Run("another server's ticket", func(t *testing.T) {
 		e, _, reg := resumptionEnv(t)
 		v := e.EnrollNow("web1.example.com")
-		conf := e.ClientTLS(v.Cert, v.Key)
-		conf.ClientSessionCache = tls.NewLRUClientSessionCache(4)
-		if _, err := handshake(t, e.Addr, conf); err != nil {
-			t.Fatal(err)
-		}
+		conf := firstSession(t, e, v, time.Now)
 		// A restart is a new server: its ticket keys are new.
 		e.Restart()
 		if resumed, err := handshake(t, e.Addr, conf); err != nil || resumed {
