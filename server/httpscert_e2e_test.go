@@ -17,6 +17,22 @@ import (
 
 // operatorCert starts a server whose HTTPS listener presents a certificate
 // from pub (standing in for Let's Encrypt), copied to files of its own.
+// operatorServerWithAgent starts a server whose HTTPS listener has an
+// operator's certificate from a public CA, serving agent build v1.0.0
+// from the returned folder.
+func operatorServerWithAgent(t *testing.T) (*servertest.Instance, servertest.PublicCA, string) {
+	t.Helper()
+	pub := servertest.NewPublicCA(t)
+	_, _, edit := operatorCert(t, pub)
+	distDir := t.TempDir()
+	servertest.WriteDist(t, distDir, servertest.AgentBinary(t, "v1.0.0"), "v1.0.0", nil)
+	in := servertest.Start(t, servertest.Options{HTTPSRoots: pub.Pool, Config: func(c *server.Config) {
+		edit(c)
+		c.Agent.DistDir = distDir
+	}})
+	return in, pub, distDir
+}
+
 func operatorCert(t *testing.T, pub servertest.PublicCA) (certFile, keyFile string, edit func(*server.Config)) {
 	t.Helper()
 	dir := t.TempDir()
@@ -137,14 +153,7 @@ func TestE2EBootstrapWithTrustedCertificate(t *testing.T) {
 		t.Skip("builds the agent and runs it against a server")
 	}
 	needTool(t, "curl")
-	pub := servertest.NewPublicCA(t)
-	_, _, edit := operatorCert(t, pub)
-	distDir := t.TempDir()
-	servertest.WriteDist(t, distDir, servertest.AgentBinary(t, "v1.0.0"), "v1.0.0", nil)
-	in := servertest.Start(t, servertest.Options{HTTPSRoots: pub.Pool, Config: func(c *server.Config) {
-		edit(c)
-		c.Agent.DistDir = distDir
-	}})
+	in, pub, distDir := operatorServerWithAgent(t)
 	trusting := []string{"SSL_CERT_FILE=" + pub.CAFile, "CURL_CA_BUNDLE=" + pub.CAFile}
 	curl := []string{"-sSf", "--cacert", pub.CAFile} // no -k
 

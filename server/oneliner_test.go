@@ -13,7 +13,6 @@ import (
 	"testing"
 
 	"github.com/vigo-enroll/vigo/schemas/apiv1"
-	"github.com/vigo-enroll/vigo/server"
 	"github.com/vigo-enroll/vigo/server/servertest"
 )
 
@@ -124,14 +123,7 @@ func TestIssue12Item11OneLinerOperatorCertificate(t *testing.T) {
 		t.Skip("builds the agent and runs it against a server")
 	}
 	needTool(t, "curl")
-	pub := servertest.NewPublicCA(t)
-	_, _, edit := operatorCert(t, pub)
-	distDir := t.TempDir()
-	servertest.WriteDist(t, distDir, servertest.AgentBinary(t, "v1.0.0"), "v1.0.0", nil)
-	in := servertest.Start(t, servertest.Options{HTTPSRoots: pub.Pool, Config: func(c *server.Config) {
-		edit(c)
-		c.Agent.DistDir = distDir
-	}})
+	in, pub, _ := operatorServerWithAgent(t)
 	const hostname = "oneliner2.example.com"
 	tok := in.Token(t, hostname, "1h")
 	want := "export VIGO_TOKEN=" + tok.Token + "; curl -sSf " + in.URL + "/bootstrap | sudo --preserve-env=VIGO_TOKEN sh -s -- --ca-fingerprint " + in.CA().Fingerprint()
