@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/vigo-enroll/vigo/server/console"
 	"github.com/vigo-enroll/vigo/server/store"
 	"github.com/vigo-enroll/vigo/server/store/sqlitestore"
+	"github.com/vigo-enroll/vigo/server/store/storetest"
 	"github.com/vigo-enroll/vigo/server/token"
 )
 
@@ -51,31 +51,13 @@ var testCallers = fakeAuth{
 	roSecret:    {Name: "ci", Role: admin.RoleReadOnly},
 }
 
-// clock is a settable time.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 var t0 = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 
 type fixture struct {
 	t     *testing.T
 	url   string
 	store store.Store
-	clock *clock
+	clock *storetest.Clock
 	srv   *httptest.Server
 }
 
@@ -88,7 +70,7 @@ func newFixture(t *testing.T, edit func(*console.Config)) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	clk := &clock{t: t0}
+	clk := storetest.NewClock(t0)
 	ops, err := admin.New(admin.Config{Store: st, Replica: "r1", Now: clk.Now, OneLiner: func(token string) (string, error) {
 		return bootstrap.OneLiner(bootstrap.OneLinerParams{ServerURL: "https://vigo.test:8443", Token: token})
 	}})
@@ -298,7 +280,7 @@ func TestSessionExpires(t *testing.T) {
 			c.signIn(adminSecret)
 			var resp *http.Response
 			for _, d := range tc.steps {
-				f.clock.Add(d)
+				f.clock.Advance(d)
 				req, _ := http.NewRequest(http.MethodGet, f.url+"/ui/", nil)
 				if tc.live {
 					req.Header.Set("X-Vigo-Live", "1")
@@ -367,7 +349,7 @@ func TestSignInAuditedAndRateLimited(t *testing.T) {
 	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("6th attempt: HTTP %d, Retry-After %q; want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
-	f.clock.Add(time.Minute)
+	f.clock.Advance(time.Minute)
 	if resp := try(adminSecret); resp.StatusCode != http.StatusSeeOther {
 		t.Errorf("after a minute: HTTP %d, want 303", resp.StatusCode)
 	}

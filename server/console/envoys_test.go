@@ -153,7 +153,7 @@ func TestEnvoysStale(t *testing.T) {
 	if _, err := f.store.RevokeEnvoys(t.Context(), []store.Revocation{{UUID: gone.UUID, Reason: "x", At: t0}}); err != nil {
 		t.Fatal(err)
 	}
-	f.clock.Add(10 * time.Minute)
+	f.clock.Advance(10 * time.Minute)
 	if err := f.store.RecordCheckins(t.Context(), []store.Checkin{
 		{UUID: fresh.UUID, At: f.clock.Now().Add(-time.Minute)},
 		{UUID: "00000000-0000-4000-8000-000000000002", At: f.clock.Now().Add(-4 * time.Minute)},

@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,16 +15,8 @@ import (
 	"github.com/vigo-enroll/vigo/server/grpcapi"
 	"github.com/vigo-enroll/vigo/server/grpcapi/grpcapitest"
 	"github.com/vigo-enroll/vigo/server/store"
+	"github.com/vigo-enroll/vigo/server/store/storetest"
 )
-
-// clock is a settable clock for the server.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time          { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 // handshake connects with conf and reads until the server's first bytes
 // (its HTTP/2 settings), by which time the session ticket it sends after
@@ -54,9 +45,9 @@ func handshake(t *testing.T, addr string, conf *tls.Config) (resumed bool, err e
 }
 
 // resumptionEnv is a server with a settable clock and its metrics.
-func resumptionEnv(t *testing.T) (*grpcapitest.Env, *clock, *prometheus.Registry) {
+func resumptionEnv(t *testing.T) (*grpcapitest.Env, *storetest.Clock, *prometheus.Registry) {
 	reg := prometheus.NewRegistry()
-	clk := &clock{t: time.Now()}
+	clk := storetest.NewClock(time.Now())
 	e := grpcapitest.New(t, grpcapitest.Options{Registerer: reg, Config: func(c *grpcapi.Config) { c.Now = clk.Now }})
 	return e, clk, reg
 }
