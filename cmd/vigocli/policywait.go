@@ -22,7 +22,7 @@ func newPolicyWaitCmd(g *globals) *cobra.Command {
 		interval time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "wait --revision SHA [--timeout 5m] [--dir DIR]",
+		Use:   "wait SHA|--revision SHA [--timeout 5m] [--dir DIR]",
 		Short: "Wait until the server applies a revision (exit 0), refuses it (1) or the time is up (2)",
 		Long: `Wait polls the server's policy status until the revision SHA (a commit of the policy
 repository, such as the merge commit of a pull request) or a later revision that contains
@@ -43,11 +43,17 @@ included. The server applies a pushed commit at its next poll (policy.git.interv
 at once when the webhook reaches it.`,
 		Example: `  # after a merge, in CI (the checkout has the merge commit):
   vigocli policy wait --revision "$GITHUB_SHA" --timeout 5m
-  vigocli policy wait --revision $(git rev-parse HEAD) --dir policy-repo`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+  vigocli policy wait $(git rev-parse HEAD) --dir policy-repo`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				if revision != "" {
+					return &codeError{code: 2, err: errors.New("give the revision once: as the argument or as --revision")}
+				}
+				revision = args[0]
+			}
 			if revision == "" {
-				return &codeError{code: 2, err: errors.New("--revision is required: the commit to wait for")}
+				return &codeError{code: 2, err: errors.New("--revision is required: the commit to wait for (or give it as the argument: vigocli policy wait SHA)")}
 			}
 			if timeout <= 0 || interval <= 0 {
 				return &codeError{code: 2, err: errors.New("--timeout and --interval must be positive")}

@@ -71,6 +71,11 @@ func TestPolicyWait(t *testing.T) {
 	t.Run("applied", func(t *testing.T) {
 		check(t, run3("--revision", first, "--dir", repo.Work, "--timeout", "1m"),
 			want{0, "revision " + first + " is active on replica test", ""})
+		// The commit as an argument, as `policy wait SHA` reads.
+		check(t, run3(first, "--dir", repo.Work, "--timeout", "1m"),
+			want{0, "revision " + first + " is active on replica test", ""})
+		check(t, run3(first, "--revision", first),
+			want{2, "", "give the revision once"})
 		// Abbreviated, and without a checkout: the exact revision counts.
 		check(t, run3("--revision", first[:9], "--dir", t.TempDir(), "--timeout", "1m"),
 			want{0, "revision " + first + " is active", ""})
